@@ -1,0 +1,1119 @@
+//! The answering core: query bytes and a snapshot in, response bytes out.
+//!
+//! This is a pure function ([`answer`]) with no I/O, so it is unit tested,
+//! fuzzed and benchmarked directly; the transports only move bytes. It owns every
+//! protocol decision: which rcode, which flags, which sections, EDNS, truncation.
+//! hickory-proto does the wire format (parsing, name compression), never the
+//! answering. Behaviour follows RFC 1034/1035, 2181, 2308 (negative answers),
+//! 4592 (wildcards), 6891 (EDNS), 8020 (empty non-terminals), 8482 (ANY) and
+//! 8945 (TSIG errors).
+
+use hickory_proto::op::{Edns, Message, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::{HINFO, TSIG, TXT, tsig::TsigError};
+use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
+use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
+
+use crate::snapshot::{Node, Snapshot, Zone};
+
+/// The transport a query arrived on; it decides the size limit and ANY handling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// A response to send, with what metrics and logs want to know about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub bytes: Vec<u8>,
+    pub rcode: ResponseCode,
+    pub truncated: bool,
+}
+
+const HEADER_LEN: usize = 12;
+const QR: u16 = 0x8000;
+const AA: u16 = 0x0400;
+const TC: u16 = 0x0200;
+const RD: u16 = 0x0100;
+const CD: u16 = 0x0010;
+/// UDP size without EDNS (RFC 1035 section 4.2.1), also the floor with EDNS (RFC 6891 6.2.5).
+const CLASSIC_UDP_SIZE: usize = 512;
+
+/// Answers one DNS message. `None` means: send nothing (not a query, or no header).
+///
+/// Never panics, whatever the input.
+pub fn answer(query: &[u8], snapshot: &Snapshot, transport: Transport) -> Option<Response> {
+    if query.len() < HEADER_LEN {
+        return None;
+    }
+    let id = u16::from_be_bytes([query[0], query[1]]);
+    let flags = u16::from_be_bytes([query[2], query[3]]);
+    if flags & QR != 0 {
+        // Never answer a response: that is how reflection loops start.
+        return None;
+    }
+    let opcode = ((flags >> 11) & 0xF) as u8;
+    let mut reply = Reply::new(id, opcode, flags);
+
+    let Ok(msg) = Message::from_vec(query) else {
+        return Some(reply.finish(ResponseCode::FormErr, transport, CLASSIC_UDP_SIZE));
+    };
+    // Echo OPT iff the query had one; advertise our own size; echo only DO.
+    let client_size = msg.edns.as_ref().map(|e| e.max_payload());
+    let our_size = snapshot.settings.udp_payload_size;
+    if let Some(edns) = &msg.edns {
+        reply.opt = Some(OptReply {
+            payload: our_size,
+            dnssec_ok: edns.flags().dnssec_ok,
+        });
+    }
+    let limit = match (transport, client_size) {
+        (Transport::Tcp, _) => usize::from(u16::MAX),
+        (Transport::Udp, None) => CLASSIC_UDP_SIZE,
+        (Transport::Udp, Some(client)) => usize::from(client.min(our_size)).max(CLASSIC_UDP_SIZE),
+    };
+
+    if msg.queries.len() == 1 {
+        reply.question = Some(msg.queries[0].clone());
+    }
+    if msg.metadata.op_code != OpCode::Query {
+        reply.flags_copied = 0; // NOTIMP does not echo RD or CD
+        return Some(reply.finish(ResponseCode::NotImp, transport, limit));
+    }
+    if msg.queries.len() != 1 {
+        return Some(reply.finish(ResponseCode::FormErr, transport, limit));
+    }
+    if msg.edns.as_ref().is_some_and(|e| e.version() > 0) {
+        return Some(reply.finish(ResponseCode::BADVERS, transport, limit));
+    }
+    if let Some(pos) = msg
+        .additionals
+        .iter()
+        .position(|r| r.record_type() == RecordType::TSIG)
+    {
+        if pos + 1 != msg.additionals.len() {
+            // TSIG must be the last record (RFC 8945 section 5.1).
+            return Some(reply.finish(ResponseCode::FormErr, transport, limit));
+        }
+        // We hold no keys: every signed query gets BADKEY, unsigned (RFC 8945 5.2.2).
+        if let RData::TSIG(t) = &msg.additionals[pos].data {
+            let rdata = TSIG::new(
+                t.algorithm.clone(),
+                t.time,
+                t.fudge,
+                Vec::new(),
+                id,
+                Some(TsigError::BadKey),
+                Vec::new(),
+            );
+            let mut rr =
+                Record::from_rdata(msg.additionals[pos].name.clone(), 0, RData::TSIG(rdata));
+            rr.dns_class = DNSClass::ANY;
+            reply.tsig = Some(rr);
+        }
+        return Some(reply.finish(ResponseCode::NotAuth, transport, limit));
+    }
+
+    let q = &msg.queries[0];
+    let rcode = match q.query_class() {
+        DNSClass::IN => answer_in(&mut reply, q, snapshot, transport),
+        DNSClass::CH => answer_chaos(&mut reply, q, snapshot),
+        _ => ResponseCode::Refused,
+    };
+    Some(reply.finish(rcode, transport, limit))
+}
+
+fn answer_in(
+    reply: &mut Reply,
+    q: &Query,
+    snapshot: &Snapshot,
+    transport: Transport,
+) -> ResponseCode {
+    let qtype = q.query_type();
+    if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
+        return ResponseCode::Refused;
+    }
+    let qname = LowerName::new(q.name());
+    let Some(zone) = snapshot.find_zone(&qname) else {
+        return ResponseCode::Refused;
+    };
+    reply.authoritative = true;
+    let owner = q.name();
+
+    let (node, is_apex) = match zone.nodes.get(&qname) {
+        Some(node) => (node, qname == LowerName::new(&zone.origin)),
+        None => match wildcard_for(zone, &qname) {
+            Some(node) => (node, false),
+            None => {
+                reply.authority.push(zone.negative_soa());
+                return ResponseCode::NXDomain;
+            }
+        },
+    };
+
+    let answers = &mut reply.answers;
+    match qtype {
+        RecordType::A => push_owned(answers, &node.a, owner),
+        RecordType::AAAA => push_owned(answers, &node.aaaa, owner),
+        RecordType::SOA if is_apex => push_owned(answers, std::slice::from_ref(&zone.soa), owner),
+        RecordType::NS if is_apex => {
+            push_owned(answers, &zone.ns, owner);
+            push_glue(&mut reply.additional, zone);
+        }
+        RecordType::ANY if (is_apex || !node.is_empty()) && transport == Transport::Udp => {
+            // RFC 8482 section 4.2: one synthesized HINFO instead of everything.
+            let ttl = node
+                .a
+                .first()
+                .or(node.aaaa.first())
+                .map_or(zone.soa.ttl, |r| r.ttl);
+            let hinfo = HINFO::new("RFC8482".to_string(), String::new());
+            answers.push(Record::from_rdata(owner.clone(), ttl, RData::HINFO(hinfo)));
+        }
+        RecordType::ANY => {
+            if is_apex {
+                push_owned(answers, std::slice::from_ref(&zone.soa), owner);
+                push_owned(answers, &zone.ns, owner);
+            }
+            push_owned(answers, &node.a, owner);
+            push_owned(answers, &node.aaaa, owner);
+        }
+        _ => {}
+    }
+    if reply.answers.is_empty() {
+        // NODATA: the name exists (possibly through a wildcard), the type does not.
+        reply.authority.push(zone.negative_soa());
+    }
+    ResponseCode::NoError
+}
+
+/// RFC 4592: the wildcard at the closest encloser, used only when `qname` does not exist.
+fn wildcard_for<'z>(zone: &'z Zone, qname: &LowerName) -> Option<&'z Node> {
+    let mut encloser = qname.base_name();
+    while !zone.nodes.contains_key(&encloser) {
+        if encloser.is_root() {
+            return None;
+        }
+        encloser = encloser.base_name();
+    }
+    let wildcard = Name::from(encloser).prepend_label("*").ok()?;
+    zone.nodes.get(&LowerName::new(&wildcard))
+}
+
+fn push_owned(out: &mut Vec<Record>, records: &[Record], owner: &Name) {
+    out.extend(records.iter().map(|r| {
+        let mut r = r.clone();
+        r.name = owner.clone();
+        r
+    }));
+}
+
+/// A and AAAA of in-zone name servers, for the additional section.
+fn push_glue(out: &mut Vec<Record>, zone: &Zone) {
+    for ns in &zone.ns {
+        if let RData::NS(target) = &ns.data
+            && let Some(node) = zone.nodes.get(&LowerName::new(&target.0))
+        {
+            out.extend(node.a.iter().chain(&node.aaaa).cloned());
+        }
+    }
+}
+
+/// CH TXT `version.bind` / `id.server` (and aliases), only when configured.
+fn answer_chaos(reply: &mut Reply, q: &Query, snapshot: &Snapshot) -> ResponseCode {
+    let settings = &snapshot.settings;
+    let name = q.name().to_lowercase().to_ascii();
+    let text = match name.as_str() {
+        "version.bind." | "version.server." => settings.version.as_ref(),
+        "id.server." | "hostname.bind." => settings.identity.as_ref(),
+        _ => None,
+    };
+    let Some(text) = text else {
+        return ResponseCode::Refused;
+    };
+    reply.authoritative = true;
+    if matches!(q.query_type(), RecordType::TXT | RecordType::ANY) {
+        let mut rr = Record::from_rdata(
+            q.name().clone(),
+            0,
+            RData::TXT(TXT::new(vec![text.clone()])),
+        );
+        rr.dns_class = DNSClass::CH;
+        reply.answers.push(rr);
+    }
+    ResponseCode::NoError
+}
+
+struct OptReply {
+    payload: u16,
+    dnssec_ok: bool,
+}
+
+/// A response under construction.
+struct Reply {
+    id: u16,
+    opcode: u8,
+    /// RD and CD as the query had them.
+    flags_copied: u16,
+    authoritative: bool,
+    question: Option<Query>,
+    answers: Vec<Record>,
+    authority: Vec<Record>,
+    additional: Vec<Record>,
+    opt: Option<OptReply>,
+    tsig: Option<Record>,
+}
+
+impl Reply {
+    fn new(id: u16, opcode: u8, query_flags: u16) -> Self {
+        Self {
+            id,
+            opcode,
+            flags_copied: query_flags & (RD | CD),
+            authoritative: false,
+            question: None,
+            answers: Vec::new(),
+            authority: Vec::new(),
+            additional: Vec::new(),
+            opt: None,
+            tsig: None,
+        }
+    }
+
+    /// Encodes the response; if it exceeds `limit`, sends TC=1 with only the
+    /// question, OPT and TSIG (RFC 2181 section 9, RFC 6891 section 7).
+    fn finish(mut self, rcode: ResponseCode, transport: Transport, limit: usize) -> Response {
+        if let Some(bytes) = self.encode(rcode, false).filter(|b| b.len() <= limit) {
+            return Response {
+                bytes,
+                rcode,
+                truncated: false,
+            };
+        }
+        self.answers.clear();
+        self.authority.clear();
+        self.additional.clear();
+        // Over TCP nothing is ever truncated; a 64 KiB overflow is a server failure.
+        let (rcode, tc) = match transport {
+            Transport::Udp => (rcode, true),
+            Transport::Tcp => (ResponseCode::ServFail, false),
+        };
+        let bytes = self
+            .encode(rcode, tc)
+            .or_else(|| {
+                self.question = None;
+                self.encode(rcode, tc)
+            })
+            .unwrap_or_else(|| self.header_only(rcode));
+        Response {
+            bytes,
+            rcode,
+            truncated: tc,
+        }
+    }
+
+    fn flags(&self, rcode: ResponseCode, tc: bool) -> u16 {
+        let mut flags = QR | (u16::from(self.opcode) << 11) | self.flags_copied;
+        if self.authoritative && rcode != ResponseCode::Refused {
+            flags |= AA;
+        }
+        if tc {
+            flags |= TC;
+        }
+        flags | u16::from(rcode.low())
+    }
+
+    fn header_only(&self, rcode: ResponseCode) -> Vec<u8> {
+        let mut out = Vec::with_capacity(HEADER_LEN);
+        out.extend_from_slice(&self.id.to_be_bytes());
+        out.extend_from_slice(&self.flags(rcode, false).to_be_bytes());
+        out.extend_from_slice(&[0; 8]);
+        out
+    }
+
+    fn encode(&self, rcode: ResponseCode, tc: bool) -> Option<Vec<u8>> {
+        let mut buf = Vec::with_capacity(512);
+        let mut enc = BinEncoder::new(&mut buf);
+        let additional = self.additional.len()
+            + usize::from(self.opt.is_some())
+            + usize::from(self.tsig.is_some());
+        let counts = [
+            usize::from(self.question.is_some()),
+            self.answers.len(),
+            self.authority.len(),
+            additional,
+        ];
+        enc.emit_u16(self.id).ok()?;
+        enc.emit_u16(self.flags(rcode, tc)).ok()?;
+        for count in counts {
+            enc.emit_u16(u16::try_from(count).ok()?).ok()?;
+        }
+        if let Some(q) = &self.question {
+            q.emit(&mut enc).ok()?;
+        }
+        for rr in self
+            .answers
+            .iter()
+            .chain(&self.authority)
+            .chain(&self.additional)
+        {
+            rr.emit(&mut enc).ok()?;
+        }
+        if let Some(opt) = &self.opt {
+            let mut edns = Edns::new();
+            edns.set_max_payload(opt.payload);
+            edns.set_version(0);
+            edns.set_dnssec_ok(opt.dnssec_ok);
+            edns.set_rcode_high(rcode.high());
+            Record::from(&edns).emit(&mut enc).ok()?;
+        }
+        if let Some(tsig) = &self.tsig {
+            tsig.emit(&mut enc).ok()?;
+        }
+        Some(buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use hickory_proto::op::{Message, MessageType};
+    use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+    use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::snapshot;
+
+    pub(crate) const TEST_ZONES: &str = r#"
+[server]
+version = "test-version"
+
+[[zone]]
+origin = "example.com"
+ttl = 300
+ns = ["ns1", "ns2.example.net."]
+soa = { minimum = 60, ttl = 3600 }
+
+[[zone.record]]
+name = "ns1"
+a = ["192.0.2.53"]
+aaaa = ["2001:db8::53"]
+
+[[zone.record]]
+name = "@"
+a = ["192.0.2.1"]
+
+[[zone.record]]
+name = "www"
+a = ["192.0.2.10", "192.0.2.11"]
+aaaa = ["2001:db8::10"]
+
+[[zone.record]]
+name = "v4only"
+a = ["192.0.2.20"]
+
+[[zone.record]]
+name = "a.b.c"
+a = ["192.0.2.30"]
+
+[[zone.record]]
+name = "*.s3"
+a = ["192.0.2.40"]
+
+[[zone.record]]
+name = "exists.s3"
+aaaa = ["2001:db8::41"]
+
+[[zone]]
+origin = "sub.example.com"
+
+[[zone.record]]
+name = "x"
+a = ["192.0.2.50"]
+"#;
+
+    fn snap() -> Snapshot {
+        let mut text = TEST_ZONES.to_string();
+        // A name with 100 addresses: about 1.6 KB, more than 512 and 1232.
+        let big: Vec<String> = (0..100).map(|i| format!("\"198.51.100.{i}\"")).collect();
+        text.push_str(&format!(
+            "[[zone]]\norigin = \"big.test\"\n[[zone.record]]\nname = \"@\"\na = [{}]\n",
+            big.join(", ")
+        ));
+        let config = Config::from_toml(&text, "test").unwrap();
+        snapshot::build(&config.zones, config.server.settings, None, 1_700_000_000)
+    }
+
+    struct Q {
+        name: &'static str,
+        qtype: RecordType,
+        class: DNSClass,
+        edns: Option<Edns>,
+    }
+
+    fn q(name: &'static str, qtype: RecordType) -> Q {
+        Q {
+            name,
+            qtype,
+            class: DNSClass::IN,
+            edns: None,
+        }
+    }
+
+    fn edns(payload: u16) -> Edns {
+        let mut e = Edns::new();
+        e.set_max_payload(payload);
+        e
+    }
+
+    impl Q {
+        fn class(mut self, class: DNSClass) -> Self {
+            self.class = class;
+            self
+        }
+        fn edns(mut self, e: Edns) -> Self {
+            self.edns = Some(e);
+            self
+        }
+        fn message(&self) -> Message {
+            let mut m = Message::query();
+            m.metadata.id = 0xBEEF;
+            m.metadata.recursion_desired = true;
+            let mut query = Query::query(Name::from_str(self.name).unwrap(), self.qtype);
+            query.set_query_class(self.class);
+            m.add_query(query);
+            if let Some(e) = &self.edns {
+                m.set_edns(e.clone());
+            }
+            m
+        }
+        fn bytes(&self) -> Vec<u8> {
+            self.message().to_vec().unwrap()
+        }
+    }
+
+    fn ask_bytes(bytes: &[u8], transport: Transport) -> Message {
+        let r = answer(bytes, &snap(), transport).expect("a response");
+        let m = Message::from_vec(&r.bytes).expect("our response parses");
+        assert_eq!(
+            u16::from(m.metadata.response_code),
+            u16::from(r.rcode),
+            "reported rcode matches the wire"
+        );
+        assert_eq!(m.metadata.truncation, r.truncated);
+        m
+    }
+
+    fn ask(q: &Q, transport: Transport) -> Message {
+        ask_bytes(&q.bytes(), transport)
+    }
+
+    fn rdatas(records: &[Record]) -> Vec<String> {
+        let mut v: Vec<String> = records
+            .iter()
+            .map(|r| format!("{} {} {}", r.name, r.record_type(), r.data))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// (what, query, transport, rcode, AA, answers as "owner TYPE data", authority types)
+    type Row = (
+        &'static str,
+        Q,
+        Transport,
+        ResponseCode,
+        bool,
+        Vec<&'static str>,
+        Vec<RecordType>,
+    );
+
+    /// The table: one row per behaviour of the core, as a resolver sees it.
+    #[test]
+    fn answer_table() {
+        use ResponseCode::*;
+        use Transport::*;
+        // (what, query, transport, rcode, AA, answers "owner TYPE data", authority types)
+        let rows: Vec<Row> = vec![
+            (
+                "A hit",
+                q("www.example.com.", RecordType::A),
+                Udp,
+                NoError,
+                true,
+                vec![
+                    "www.example.com. A 192.0.2.10",
+                    "www.example.com. A 192.0.2.11",
+                ],
+                vec![],
+            ),
+            (
+                "AAAA hit",
+                q("www.example.com.", RecordType::AAAA),
+                Udp,
+                NoError,
+                true,
+                vec!["www.example.com. AAAA 2001:db8::10"],
+                vec![],
+            ),
+            (
+                "apex A",
+                q("example.com.", RecordType::A),
+                Udp,
+                NoError,
+                true,
+                vec!["example.com. A 192.0.2.1"],
+                vec![],
+            ),
+            (
+                "NODATA: AAAA on an IPv4-only name",
+                q("v4only.example.com.", RecordType::AAAA),
+                Udp,
+                NoError,
+                true,
+                vec![],
+                vec![RecordType::SOA],
+            ),
+            (
+                "NODATA: unsupported type",
+                q("www.example.com.", RecordType::MX),
+                Udp,
+                NoError,
+                true,
+                vec![],
+                vec![RecordType::SOA],
+            ),
+            (
+                "NXDOMAIN",
+                q("nothere.example.com.", RecordType::A),
+                Udp,
+                NXDomain,
+                true,
+                vec![],
+                vec![RecordType::SOA],
+            ),
+            (
+                "ENT is NODATA (RFC 8020)",
+                q("b.c.example.com.", RecordType::A),
+                Udp,
+                NoError,
+                true,
+                vec![],
+                vec![RecordType::SOA],
+            ),
+            (
+                "ENT higher up is NODATA",
+                q("c.example.com.", RecordType::AAAA),
+                Udp,
+                NoError,
+                true,
+                vec![],
+                vec![RecordType::SOA],
+            ),
+            (
+                "below a leaf is NXDOMAIN",
+                q("z.a.b.c.example.com.", RecordType::A),
+                Udp,
+                NXDomain,
+                true,
+                vec![],
+                vec![RecordType::SOA],
+            ),
+            (
+                "wildcard: owner is QNAME",
+                q("bucket.s3.example.com.", RecordType::A),
+                Udp,
+                NoError,
+                true,
+                vec!["bucket.s3.example.com. A 192.0.2.40"],
+                vec![],
+            ),
+            (
+                "wildcard: deeper names match too",
+                q("x.y.s3.example.com.", RecordType::A),
+                Udp,
+                NoError,
+                true,
+                vec!["x.y.s3.example.com. A 192.0.2.40"],
+                vec![],
+            ),
+            (
+                "wildcard without the type is NODATA",
+                q("bucket.s3.example.com.", RecordType::AAAA),
+                Udp,
+                NoError,
+                true,
+                vec![],
+                vec![RecordType::SOA],
+            ),
+            (
+                "wildcard does not apply to an existing name",
+                q("exists.s3.example.com.", RecordType::A),
+                Udp,
+                NoError,
+                true,
+                vec![],
+                vec![RecordType::SOA],
+            ),
+            (
+                "wildcard does not apply below an existing name",
+                q("deep.exists.s3.example.com.", RecordType::A),
+                Udp,
+                NXDomain,
+                true,
+                vec![],
+                vec![RecordType::SOA],
+            ),
+            (
+                "wildcard does not apply above its parent",
+                q("other.example.com.", RecordType::A),
+                Udp,
+                NXDomain,
+                true,
+                vec![],
+                vec![RecordType::SOA],
+            ),
+            (
+                "the wildcard owner itself",
+                q("*.s3.example.com.", RecordType::A),
+                Udp,
+                NoError,
+                true,
+                vec!["*.s3.example.com. A 192.0.2.40"],
+                vec![],
+            ),
+            (
+                "apex SOA",
+                q("example.com.", RecordType::SOA),
+                Udp,
+                NoError,
+                true,
+                vec![
+                    "example.com. SOA ns1.example.com. hostmaster.example.com. 1700000000 3600 900 1209600 60",
+                ],
+                vec![],
+            ),
+            (
+                "apex NS",
+                q("example.com.", RecordType::NS),
+                Udp,
+                NoError,
+                true,
+                vec![
+                    "example.com. NS ns1.example.com.",
+                    "example.com. NS ns2.example.net.",
+                ],
+                vec![],
+            ),
+            (
+                "NS below the apex is NODATA",
+                q("www.example.com.", RecordType::NS),
+                Udp,
+                NoError,
+                true,
+                vec![],
+                vec![RecordType::SOA],
+            ),
+            (
+                "SOA below the apex is NODATA",
+                q("www.example.com.", RecordType::SOA),
+                Udp,
+                NoError,
+                true,
+                vec![],
+                vec![RecordType::SOA],
+            ),
+            (
+                "most specific zone wins",
+                q("x.sub.example.com.", RecordType::A),
+                Udp,
+                NoError,
+                true,
+                vec!["x.sub.example.com. A 192.0.2.50"],
+                vec![],
+            ),
+            (
+                "child apex SOA",
+                q("sub.example.com.", RecordType::SOA),
+                Udp,
+                NoError,
+                true,
+                vec![
+                    "sub.example.com. SOA ns.privatelink-dns.invalid. hostmaster.sub.example.com. 1700000000 3600 900 1209600 60",
+                ],
+                vec![],
+            ),
+            (
+                "out of zone: other domain",
+                q("example.org.", RecordType::A),
+                Udp,
+                Refused,
+                false,
+                vec![],
+                vec![],
+            ),
+            (
+                "out of zone: parent",
+                q("com.", RecordType::A),
+                Udp,
+                Refused,
+                false,
+                vec![],
+                vec![],
+            ),
+            (
+                "out of zone: root",
+                q(".", RecordType::NS),
+                Udp,
+                Refused,
+                false,
+                vec![],
+                vec![],
+            ),
+            (
+                "out of zone: suffix-alike",
+                q("notexample.com.", RecordType::A),
+                Udp,
+                Refused,
+                false,
+                vec![],
+                vec![],
+            ),
+            (
+                "AXFR refused",
+                q("example.com.", RecordType::AXFR),
+                Tcp,
+                Refused,
+                false,
+                vec![],
+                vec![],
+            ),
+            (
+                "IXFR refused",
+                q("example.com.", RecordType::IXFR),
+                Tcp,
+                Refused,
+                false,
+                vec![],
+                vec![],
+            ),
+            (
+                "class HS refused",
+                q("www.example.com.", RecordType::A).class(DNSClass::HS),
+                Udp,
+                Refused,
+                false,
+                vec![],
+                vec![],
+            ),
+            (
+                "class CH on zone data refused",
+                q("www.example.com.", RecordType::A).class(DNSClass::CH),
+                Udp,
+                Refused,
+                false,
+                vec![],
+                vec![],
+            ),
+            (
+                "CH version.bind when configured",
+                q("version.bind.", RecordType::TXT).class(DNSClass::CH),
+                Udp,
+                NoError,
+                true,
+                vec!["version.bind. TXT test-version"],
+                vec![],
+            ),
+            (
+                "CH id.server when not configured",
+                q("id.server.", RecordType::TXT).class(DNSClass::CH),
+                Udp,
+                Refused,
+                false,
+                vec![],
+                vec![],
+            ),
+            (
+                "ANY over UDP: RFC 8482 HINFO",
+                q("www.example.com.", RecordType::ANY),
+                Udp,
+                NoError,
+                true,
+                vec!["www.example.com. HINFO RFC8482 "],
+                vec![],
+            ),
+            (
+                "ANY over TCP: every RRset",
+                q("www.example.com.", RecordType::ANY),
+                Tcp,
+                NoError,
+                true,
+                vec![
+                    "www.example.com. A 192.0.2.10",
+                    "www.example.com. A 192.0.2.11",
+                    "www.example.com. AAAA 2001:db8::10",
+                ],
+                vec![],
+            ),
+            (
+                "ANY on an ENT is NODATA",
+                q("c.example.com.", RecordType::ANY),
+                Udp,
+                NoError,
+                true,
+                vec![],
+                vec![RecordType::SOA],
+            ),
+            (
+                "ANY on a missing name is NXDOMAIN",
+                q("nope.example.com.", RecordType::ANY),
+                Udp,
+                NXDomain,
+                true,
+                vec![],
+                vec![RecordType::SOA],
+            ),
+        ];
+        for (what, query, transport, rcode, aa, answers, authority) in rows {
+            let r = ask(&query, transport);
+            assert_eq!(r.metadata.response_code, rcode, "{what}: rcode");
+            assert_eq!(r.metadata.authoritative, aa, "{what}: AA");
+            assert!(!r.metadata.recursion_available, "{what}: RA is never set");
+            assert_eq!(r.metadata.id, 0xBEEF, "{what}: ID copied");
+            assert!(r.metadata.recursion_desired, "{what}: RD copied");
+            assert_eq!(
+                r.queries,
+                query.message().queries,
+                "{what}: question copied"
+            );
+            assert_eq!(rdatas(&r.answers), answers, "{what}: answers");
+            let types: Vec<_> = r.authorities.iter().map(|a| a.record_type()).collect();
+            assert_eq!(types, authority, "{what}: authority");
+            assert!(r.edns.is_none(), "{what}: no OPT without OPT in the query");
+        }
+    }
+
+    #[test]
+    fn negative_answers_carry_soa_with_min_of_ttl_and_minimum() {
+        for (name, qtype) in [
+            ("nothere.example.com.", RecordType::A),
+            ("v4only.example.com.", RecordType::AAAA),
+        ] {
+            let r = ask(&q(name, qtype), Transport::Udp);
+            assert_eq!(r.authorities.len(), 1);
+            assert_eq!(r.authorities[0].ttl, 60, "min(3600, 60)");
+            assert_eq!(r.authorities[0].name.to_string(), "example.com.");
+        }
+    }
+
+    #[test]
+    fn apex_ns_carries_in_zone_glue_only() {
+        let r = ask(&q("example.com.", RecordType::NS), Transport::Udp);
+        assert_eq!(
+            rdatas(&r.additionals),
+            vec![
+                "ns1.example.com. A 192.0.2.53",
+                "ns1.example.com. AAAA 2001:db8::53"
+            ]
+        );
+    }
+
+    #[test]
+    fn mixed_case_question_survives_byte_exact() {
+        let query = q("WwW.ExAmPlE.cOm.", RecordType::A).bytes();
+        let r = answer(&query, &snap(), Transport::Udp).unwrap();
+        let qlen = "WwW.ExAmPlE.cOm.".len() + 1 + 4;
+        assert_eq!(r.bytes[12..12 + qlen], query[12..12 + qlen]);
+        let m = Message::from_vec(&r.bytes).unwrap();
+        assert_eq!(m.answers.len(), 2);
+        assert!(
+            m.answers[0]
+                .name
+                .eq_case(&Name::from_str("WwW.ExAmPlE.cOm.").unwrap())
+        );
+    }
+
+    #[test]
+    fn header_flags_copied_and_set() {
+        let mut m = q("www.example.com.", RecordType::A).message();
+        m.metadata.recursion_desired = false;
+        m.metadata.checking_disabled = true;
+        let r = ask_bytes(&m.to_vec().unwrap(), Transport::Udp);
+        assert!(!r.metadata.recursion_desired);
+        assert!(r.metadata.checking_disabled, "CD copied");
+        assert_eq!(r.metadata.message_type, MessageType::Response);
+        assert!(!r.metadata.authentic_data);
+    }
+
+    #[test]
+    fn edns_rules() {
+        // OPT iff in the request; our size advertised; DO echoed; options not echoed.
+        let mut e = edns(4096);
+        e.set_dnssec_ok(true);
+        e.options_mut()
+            .insert(EdnsOption::Unknown(65001, vec![1, 2, 3]));
+        e.options_mut()
+            .insert(EdnsOption::Unknown(u16::from(EdnsCode::NSID), vec![]));
+        let r = ask(
+            &q("www.example.com.", RecordType::A).edns(e),
+            Transport::Udp,
+        );
+        let opt = r.edns.expect("OPT echoed");
+        assert_eq!(opt.max_payload(), 1232);
+        assert!(opt.flags().dnssec_ok);
+        assert_eq!(opt.version(), 0);
+        assert!(
+            opt.options().as_ref().is_empty(),
+            "unknown options are not echoed"
+        );
+
+        let r = ask(
+            &q("www.example.com.", RecordType::A).edns(edns(1232)),
+            Transport::Udp,
+        );
+        assert!(!r.edns.unwrap().flags().dnssec_ok, "DO not invented");
+
+        let mut v1 = edns(1232);
+        v1.set_version(1);
+        let r = ask(
+            &q("www.example.com.", RecordType::A).edns(v1),
+            Transport::Udp,
+        );
+        assert_eq!(u16::from(r.metadata.response_code), 16, "BADVERS");
+        assert_eq!(r.edns.unwrap().version(), 0);
+        assert!(r.answers.is_empty());
+    }
+
+    #[test]
+    fn truncation_keeps_question_and_opt() {
+        let big = |e: Option<Edns>| {
+            let mut query = q("big.test.", RecordType::A);
+            query.edns = e;
+            query
+        };
+        // (client EDNS size, transport, expected TC, expected max bytes)
+        let rows: Vec<(Option<u16>, Transport, bool, usize)> = vec![
+            (None, Transport::Udp, true, 512),
+            (Some(512), Transport::Udp, true, 512),
+            (Some(4096), Transport::Udp, true, 1232),
+            (Some(1232), Transport::Udp, true, 1232),
+            (None, Transport::Tcp, false, 65535),
+            (Some(1232), Transport::Tcp, false, 65535),
+        ];
+        for (size, transport, tc, max) in rows {
+            let query = big(size.map(edns)).bytes();
+            let r = answer(&query, &snap(), transport).unwrap();
+            assert!(
+                r.bytes.len() <= max,
+                "{size:?} {transport:?}: {} bytes",
+                r.bytes.len()
+            );
+            let m = Message::from_vec(&r.bytes).unwrap();
+            assert_eq!(m.metadata.truncation, tc, "{size:?} {transport:?}");
+            assert_eq!(m.queries.len(), 1, "question kept");
+            assert_eq!(m.edns.is_some(), size.is_some(), "OPT kept iff asked");
+            assert!(m.metadata.authoritative);
+            if tc {
+                assert!(m.answers.is_empty());
+            } else {
+                assert_eq!(m.answers.len(), 100);
+            }
+        }
+        // A small client size below 512 is treated as 512 (RFC 6891 6.2.5).
+        let r = answer(
+            &q("www.example.com.", RecordType::A).edns(edns(100)).bytes(),
+            &snap(),
+            Transport::Udp,
+        )
+        .unwrap();
+        assert!(!r.truncated);
+    }
+
+    #[test]
+    fn opcode_other_than_query_is_notimp_without_rd() {
+        for opcode in [1u8, 2, 3, 4, 5, 6, 15] {
+            let mut bytes = q("www.example.com.", RecordType::A).bytes();
+            bytes[2] = (bytes[2] & 0x87) | (opcode << 3);
+            let m = ask_bytes(&bytes, Transport::Udp);
+            assert_eq!(
+                m.metadata.response_code,
+                ResponseCode::NotImp,
+                "opcode {opcode}"
+            );
+            assert!(!m.metadata.recursion_desired, "RD not echoed");
+            assert_eq!(u8::from(m.metadata.op_code), opcode);
+            assert!(m.answers.is_empty());
+        }
+    }
+
+    #[test]
+    fn question_count_must_be_one() {
+        let mut none = Message::query();
+        none.metadata.id = 7;
+        let m = ask_bytes(&none.to_vec().unwrap(), Transport::Udp);
+        assert_eq!(m.metadata.response_code, ResponseCode::FormErr);
+
+        let mut two = q("www.example.com.", RecordType::A).message();
+        two.add_query(Query::query(
+            Name::from_str("example.com.").unwrap(),
+            RecordType::A,
+        ));
+        let m = ask_bytes(&two.to_vec().unwrap(), Transport::Udp);
+        assert_eq!(m.metadata.response_code, ResponseCode::FormErr);
+        assert!(m.queries.is_empty());
+    }
+
+    #[test]
+    fn responses_and_runts_get_no_reply() {
+        let mut bytes = q("www.example.com.", RecordType::A).bytes();
+        bytes[2] |= 0x80; // QR=1
+        assert!(answer(&bytes, &snap(), Transport::Udp).is_none());
+        for len in 0..12 {
+            assert!(answer(&bytes[..len], &snap(), Transport::Udp).is_none());
+        }
+    }
+
+    #[test]
+    fn unparseable_with_header_is_formerr() {
+        let bytes = q("www.example.com.", RecordType::A).bytes();
+        let cut = &bytes[..bytes.len() - 3];
+        let r = answer(cut, &snap(), Transport::Udp).unwrap();
+        assert_eq!(r.rcode, ResponseCode::FormErr);
+        assert_eq!(&r.bytes[..2], &bytes[..2], "ID copied");
+        assert_eq!(r.bytes.len(), 12, "header only");
+    }
+
+    #[test]
+    fn tsig_with_unknown_key_is_notauth_badkey() {
+        let mut m = q("www.example.com.", RecordType::A).message();
+        let tsig = TSIG::new(
+            TsigAlgorithm::HmacSha256,
+            1_700_000_000,
+            300,
+            vec![0xAA; 32],
+            0xBEEF,
+            None,
+            vec![],
+        );
+        let mut rr = Record::from_rdata(
+            Name::from_str("key.example.").unwrap(),
+            0,
+            RData::TSIG(tsig),
+        );
+        rr.dns_class = DNSClass::ANY;
+        m.additionals.push(rr);
+        let r = ask_bytes(&m.to_vec().unwrap(), Transport::Udp);
+        assert_eq!(r.metadata.response_code, ResponseCode::NotAuth);
+        assert!(r.answers.is_empty());
+        let last = r.additionals.last().expect("TSIG in the response");
+        let RData::TSIG(t) = &last.data else {
+            panic!("not TSIG: {last:?}")
+        };
+        assert_eq!(t.error, Some(TsigError::BadKey));
+        assert!(t.mac.is_empty(), "unsigned");
+        assert_eq!(last.name.to_string(), "key.example.");
+        assert_eq!(t.time, 1_700_000_000);
+    }
+}

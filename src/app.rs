@@ -1,0 +1,200 @@
+//! Wiring: bind every socket first, build the first snapshot, start the
+//! transports, and stop them on request.
+//!
+//! [`Server::start`] returns a handle with the addresses actually bound, so tests
+//! start the whole app on port 0 and read them back. [`run`] is what the binary
+//! does: start, wait for SIGINT/SIGTERM, drain.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::net::{TcpListener, UdpSocket};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::config::{Config, LogFormat};
+use crate::server::{self, TcpLimits};
+use crate::snapshot::{self, Snapshot, SnapshotStore};
+
+/// How long in-flight TCP answers get to finish after a stop is requested.
+const DRAIN_GRACE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("cannot bind {proto} {addr}: {source}")]
+    Bind {
+        proto: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot install signal handler: {0}")]
+    Signal(std::io::Error),
+}
+
+/// A running server.
+pub struct Server {
+    udp_addrs: Vec<SocketAddr>,
+    tcp_addrs: Vec<SocketAddr>,
+    store: Arc<SnapshotStore>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Server {
+    /// Binds every listen address (UDP and TCP on each), builds the snapshot from
+    /// the config, and starts serving. A port of 0 picks one free port used for
+    /// both UDP and TCP.
+    pub async fn start(config: &Config) -> Result<Self, AppError> {
+        let mut sockets = Vec::with_capacity(config.server.listen.len());
+        for addr in &config.server.listen {
+            sockets.push(bind_pair(*addr)?);
+        }
+        let store = Arc::new(SnapshotStore::new(build_snapshot(config, None)));
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let limits = TcpLimits {
+            idle_timeout: config.server.tcp_idle_timeout,
+            max_connections: config.server.max_tcp_connections,
+        };
+        let mut udp_addrs = Vec::new();
+        let mut tcp_addrs = Vec::new();
+        for (udp, tcp) in sockets {
+            let (u, t) = (local_addr(&udp, "udp")?, tcp_local_addr(&tcp)?);
+            info!(udp = %u, tcp = %t, "listening");
+            udp_addrs.push(u);
+            tcp_addrs.push(t);
+            tasks.spawn(
+                server::serve_udp(Arc::new(udp), store.clone(), shutdown.clone())
+                    .instrument(info_span!("udp", addr = %u)),
+            );
+            tasks.spawn(
+                server::serve_tcp(tcp, store.clone(), limits, shutdown.clone())
+                    .instrument(info_span!("tcp", addr = %t)),
+            );
+        }
+        tasks.close();
+        let snap = store.load();
+        info!(
+            zones = snap.zones.len(),
+            records = snap.record_count(),
+            "serving"
+        );
+        Ok(Self {
+            udp_addrs,
+            tcp_addrs,
+            store,
+            shutdown,
+            tasks,
+        })
+    }
+
+    pub fn udp_addrs(&self) -> &[SocketAddr] {
+        &self.udp_addrs
+    }
+
+    pub fn tcp_addrs(&self) -> &[SocketAddr] {
+        &self.tcp_addrs
+    }
+
+    /// The snapshot store, to publish new data into.
+    pub fn store(&self) -> &Arc<SnapshotStore> {
+        &self.store
+    }
+
+    /// Stops accepting, lets in-flight answers finish (bounded), and returns.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        if tokio::time::timeout(DRAIN_GRACE, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            warn!(grace = ?DRAIN_GRACE, "connections still open after the grace period; closing");
+        }
+    }
+}
+
+/// Builds a snapshot of the configured zones; `previous` keeps unchanged serials.
+pub fn build_snapshot(config: &Config, previous: Option<&Snapshot>) -> Snapshot {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    snapshot::build(&config.zones, config.server.settings.clone(), previous, now)
+}
+
+/// Runs the daemon until SIGINT or SIGTERM.
+pub async fn run(config: Config) -> Result<(), AppError> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(AppError::Signal)?;
+    let server = Server::start(&config).await?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => info!("SIGINT received; stopping"),
+        _ = term.recv() => info!("SIGTERM received; stopping"),
+    }
+    server.shutdown().await;
+    info!("stopped");
+    Ok(())
+}
+
+/// Sets up logging: `RUST_LOG` wins over the config's level.
+pub fn init_tracing(level: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+fn bind_pair(addr: SocketAddr) -> Result<(UdpSocket, TcpListener), AppError> {
+    let udp_err = |source| AppError::Bind {
+        proto: "udp",
+        addr,
+        source,
+    };
+    let tcp_err = |source| AppError::Bind {
+        proto: "tcp",
+        addr,
+        source,
+    };
+    if addr.port() != 0 {
+        return Ok((
+            server::bind_udp(addr).map_err(udp_err)?,
+            server::bind_tcp(addr).map_err(tcp_err)?,
+        ));
+    }
+    // Port 0: let the kernel pick a UDP port, then take the same TCP port.
+    let mut last = None;
+    for _ in 0..20 {
+        let udp = server::bind_udp(addr).map_err(udp_err)?;
+        let port = udp.local_addr().map_err(udp_err)?.port();
+        match server::bind_tcp(SocketAddr::new(addr.ip(), port)) {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(tcp_err(
+        last.unwrap_or_else(|| std::io::Error::other("no free port")),
+    ))
+}
+
+fn local_addr(udp: &UdpSocket, proto: &'static str) -> Result<SocketAddr, AppError> {
+    udp.local_addr().map_err(|source| AppError::Bind {
+        proto,
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        source,
+    })
+}
+
+fn tcp_local_addr(tcp: &TcpListener) -> Result<SocketAddr, AppError> {
+    tcp.local_addr().map_err(|source| AppError::Bind {
+        proto: "tcp",
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        source,
+    })
+}

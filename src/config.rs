@@ -1,0 +1,785 @@
+//! Configuration: the TOML file types, and their check into a runtime [`Config`].
+//!
+//! The file types mirror the documented keys one to one (kebab-case,
+//! `deny_unknown_fields`). [`Config::from_toml`] parses and checks everything, and
+//! every error names the file, line, column and key. Nothing here touches sockets.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::ops::Range;
+use std::path::Path;
+use std::time::Duration;
+
+use hickory_proto::rr::{LowerName, Name};
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::snapshot::{RecordData, Settings, SoaParams, ZoneData};
+
+/// The configuration served when no `--config` is given: static demo records on
+/// `127.0.0.1:5300`, so the daemon runs on a fresh machine with nothing else.
+pub const DEMO_CONFIG: &str = include_str!("../config/demo.toml");
+/// How the demo configuration is named in logs and errors.
+pub const DEMO_NAME: &str = "<built-in demo config>";
+
+/// A configuration problem, located in its file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read config file: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: key `{key}`: {message}")]
+    Invalid {
+        path: String,
+        line: usize,
+        column: usize,
+        key: String,
+        message: String,
+    },
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// The checked configuration the daemon runs on.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where it came from (a path, or [`DEMO_NAME`]).
+    pub source: String,
+    pub server: ServerConfig,
+    pub log: LogConfig,
+    pub zones: Vec<ZoneData>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: Vec<SocketAddr>,
+    pub tcp_idle_timeout: Duration,
+    pub max_tcp_connections: usize,
+    pub settings: Settings,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+// ---- file types -------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct FileConfig {
+    /// Sockets and protocol limits.
+    #[serde(default)]
+    server: ServerFile,
+    /// Logging.
+    #[serde(default)]
+    log: LogFile,
+    /// Authoritative zones.
+    #[serde(default)]
+    zone: Vec<ZoneFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct ServerFile {
+    /// Addresses to serve UDP and TCP on. Default `["0.0.0.0:53", "[::]:53"]`.
+    listen: Option<Vec<Spanned<String>>>,
+    /// Largest UDP response and advertised EDNS payload size, 512..=4096. Default 1232.
+    udp_payload_size: Option<Spanned<u16>>,
+    /// Close a TCP connection idle this long. Default "10s".
+    tcp_idle_timeout: Option<Spanned<String>>,
+    /// Most TCP connections open at once; more are closed on accept. Default 1024.
+    max_tcp_connections: Option<Spanned<usize>>,
+    /// NS name used where a zone gives none. Default "ns.privatelink-dns.invalid.".
+    nameserver: Option<Spanned<String>>,
+    /// CH TXT answer for `id.server` and `hostname.bind`; unset: REFUSED.
+    identity: Option<String>,
+    /// CH TXT answer for `version.bind` and `version.server`; unset: REFUSED.
+    version: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct LogFile {
+    /// tracing filter directive, e.g. "info" or "privatelink_dns=debug". `RUST_LOG` wins.
+    level: Option<String>,
+    /// "text" or "json". `--log-format` wins.
+    format: Option<LogFormat>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct ZoneFile {
+    /// Zone apex, e.g. "example.com".
+    origin: Spanned<String>,
+    /// Default TTL of records in the zone. Default 300.
+    ttl: Option<Spanned<u32>>,
+    /// NS names at the apex. Default: `[server] nameserver`.
+    ns: Option<Spanned<Vec<Spanned<String>>>>,
+    /// SOA fields; each is optional.
+    soa: Option<SoaFile>,
+    /// Records of the zone.
+    #[serde(default)]
+    record: Vec<RecordFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct SoaFile {
+    /// Primary server name. Default: the first NS.
+    mname: Option<Spanned<String>>,
+    /// Responsible mailbox as a name. Default "hostmaster.<origin>".
+    rname: Option<Spanned<String>>,
+    /// Default 3600.
+    refresh: Option<Spanned<u32>>,
+    /// Default 900.
+    retry: Option<Spanned<u32>>,
+    /// Default 1209600.
+    expire: Option<Spanned<u32>>,
+    /// Negative-caching TTL. Default 60.
+    minimum: Option<Spanned<u32>>,
+    /// TTL of the SOA record. Default 3600.
+    ttl: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct RecordFile {
+    /// "@", relative ("www"), absolute ("www.example.com.") or wildcard ("*.s3").
+    name: Spanned<String>,
+    /// IPv4 addresses.
+    #[serde(default)]
+    a: Vec<Spanned<String>>,
+    /// IPv6 addresses.
+    #[serde(default)]
+    aaaa: Vec<Spanned<String>>,
+    /// TTL of these records. Default: the zone `ttl`.
+    ttl: Option<Spanned<u32>>,
+}
+
+// ---- checking ---------------------------------------------------------------
+
+/// Locates spans in the source text, to name line and column in errors.
+struct Source<'a> {
+    path: &'a str,
+    text: &'a str,
+}
+
+impl Source<'_> {
+    fn error(
+        &self,
+        span: Range<usize>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        let start = span.start.min(self.text.len());
+        let before = &self.text[..start];
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        ConfigError::Invalid {
+            path: self.path.to_string(),
+            line,
+            column,
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The key a toml error points at: the `key =` on its line or above, prefixed
+    /// with the table it sits in.
+    fn key_at(&self, span: &Range<usize>) -> String {
+        let start = span.start.min(self.text.len());
+        let line_end = self.text[start..]
+            .find('\n')
+            .map_or(self.text.len(), |i| start + i);
+        let mut key: Option<String> = None;
+        for line in self.text[..line_end].rsplit('\n') {
+            let l = line.trim();
+            if l.starts_with('[') {
+                let table = l.trim_matches(|c| c == '[' || c == ']').trim();
+                return match key {
+                    Some(k) => format!("{table}.{k}"),
+                    None => table.to_string(),
+                };
+            }
+            if key.is_none()
+                && let Some((k, _)) = l.split_once('=')
+            {
+                key = Some(k.trim().to_string());
+            }
+        }
+        key.unwrap_or_default()
+    }
+}
+
+impl Config {
+    /// Reads and checks the config file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        Self::from_toml(&text, &shown)
+    }
+
+    /// The built-in demo configuration.
+    pub fn demo() -> Self {
+        Self::from_toml(DEMO_CONFIG, DEMO_NAME).expect("the built-in demo config is valid")
+    }
+
+    /// Parses and checks `text`; `path` is only used in errors.
+    pub fn from_toml(text: &str, path: &str) -> Result<Self, ConfigError> {
+        let src = Source { path, text };
+        let file: FileConfig = toml::from_str(text).map_err(|e| {
+            let span = e.span().unwrap_or(0..0);
+            let key = src.key_at(&span);
+            src.error(span, key, e.message().trim().to_string())
+        })?;
+        check(file, &src)
+    }
+}
+
+fn check(file: FileConfig, src: &Source<'_>) -> Result<Config, ConfigError> {
+    let s = file.server;
+    let listen = match &s.listen {
+        None => vec!["0.0.0.0:53".parse().unwrap(), "[::]:53".parse().unwrap()],
+        Some(list) => list
+            .iter()
+            .map(|a| {
+                a.get_ref().parse::<SocketAddr>().map_err(|_| {
+                    src.error(
+                        a.span(),
+                        "server.listen",
+                        format!(
+                            "{:?} is not an address:port such as \"0.0.0.0:53\" or \"[::]:53\"",
+                            a.get_ref()
+                        ),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    let udp_payload_size = match &s.udp_payload_size {
+        None => 1232,
+        Some(v) if (512..=4096).contains(v.get_ref()) => *v.get_ref(),
+        Some(v) => {
+            return Err(src.error(
+                v.span(),
+                "server.udp-payload-size",
+                "must be between 512 and 4096 (1232 avoids IP fragmentation)",
+            ));
+        }
+    };
+    let tcp_idle_timeout = match &s.tcp_idle_timeout {
+        None => Duration::from_secs(10),
+        Some(v) => parse_duration(src, v, "server.tcp-idle-timeout")?,
+    };
+    let max_tcp_connections = match &s.max_tcp_connections {
+        None => 1024,
+        Some(v) if *v.get_ref() > 0 => *v.get_ref(),
+        Some(v) => {
+            return Err(src.error(v.span(), "server.max-tcp-connections", "must be at least 1"));
+        }
+    };
+    let nameserver = match &s.nameserver {
+        None => Name::from_ascii("ns.privatelink-dns.invalid.").unwrap(),
+        Some(v) => parse_fqdn(src, v, "server.nameserver")?,
+    };
+
+    let mut zones = Vec::with_capacity(file.zone.len());
+    let mut seen_origins: HashMap<LowerName, usize> = HashMap::new();
+    for (zi, z) in file.zone.iter().enumerate() {
+        let zone = check_zone(src, zi, z, &nameserver)?;
+        let key = LowerName::new(&zone.origin);
+        if let Some(first) = seen_origins.insert(key, zi) {
+            return Err(src.error(
+                z.origin.span(),
+                format!("zone[{zi}].origin"),
+                format!("zone {} is already defined as zone[{first}]", zone.origin),
+            ));
+        }
+        zones.push(zone);
+    }
+    check_occlusion(src, &file.zone, &zones)?;
+
+    Ok(Config {
+        source: src.path.to_string(),
+        server: ServerConfig {
+            listen,
+            tcp_idle_timeout,
+            max_tcp_connections,
+            settings: Settings {
+                udp_payload_size,
+                identity: s.identity,
+                version: s.version,
+            },
+        },
+        log: LogConfig {
+            level: file.log.level.unwrap_or_else(|| "info".to_string()),
+            format: file.log.format.unwrap_or_default(),
+        },
+        zones,
+    })
+}
+
+fn check_zone(
+    src: &Source<'_>,
+    zi: usize,
+    z: &ZoneFile,
+    default_ns: &Name,
+) -> Result<ZoneData, ConfigError> {
+    let origin = parse_fqdn(src, &z.origin, &format!("zone[{zi}].origin"))?;
+    if origin.is_wildcard() {
+        return Err(src.error(
+            z.origin.span(),
+            format!("zone[{zi}].origin"),
+            "a zone origin cannot be a wildcard",
+        ));
+    }
+    let ttl = positive(src, z.ttl.as_ref(), 300, &format!("zone[{zi}].ttl"))?;
+    let ns = match &z.ns {
+        None => vec![default_ns.clone()],
+        Some(list) if list.get_ref().is_empty() => {
+            return Err(src.error(
+                list.span(),
+                format!("zone[{zi}].ns"),
+                "needs at least one name server name",
+            ));
+        }
+        Some(list) => list
+            .get_ref()
+            .iter()
+            .map(|n| relative_or_absolute(src, n, &origin, &format!("zone[{zi}].ns")))
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    let soa_file = z.soa.as_ref();
+    let soa_key = |k: &str| format!("zone[{zi}].soa.{k}");
+    let soa_u32 = |v: Option<&Spanned<u32>>, def: u32, k: &str| positive(src, v, def, &soa_key(k));
+    let soa = SoaParams {
+        mname: match soa_file.and_then(|s| s.mname.as_ref()) {
+            Some(v) => relative_or_absolute(src, v, &origin, &soa_key("mname"))?,
+            None => ns[0].clone(),
+        },
+        rname: match soa_file.and_then(|s| s.rname.as_ref()) {
+            Some(v) => relative_or_absolute(src, v, &origin, &soa_key("rname"))?,
+            None => origin.prepend_label("hostmaster").map_err(|e| {
+                src.error(z.origin.span(), format!("zone[{zi}].origin"), e.to_string())
+            })?,
+        },
+        refresh: soa_u32(soa_file.and_then(|s| s.refresh.as_ref()), 3600, "refresh")?,
+        retry: soa_u32(soa_file.and_then(|s| s.retry.as_ref()), 900, "retry")?,
+        expire: soa_u32(
+            soa_file.and_then(|s| s.expire.as_ref()),
+            1_209_600,
+            "expire",
+        )?,
+        minimum: soa_u32(soa_file.and_then(|s| s.minimum.as_ref()), 60, "minimum")?,
+        ttl: soa_u32(soa_file.and_then(|s| s.ttl.as_ref()), 3600, "ttl")?,
+    };
+
+    let mut records: Vec<RecordData> = Vec::with_capacity(z.record.len());
+    let mut seen: HashMap<LowerName, usize> = HashMap::new();
+    for (ri, r) in z.record.iter().enumerate() {
+        let key = format!("zone[{zi}].record[{ri}]");
+        let name = relative_or_absolute(src, &r.name, &origin, &format!("{key}.name"))?;
+        if !origin.zone_of(&name) {
+            return Err(src.error(
+                r.name.span(),
+                format!("{key}.name"),
+                format!("{name} is outside its zone {origin}"),
+            ));
+        }
+        if name.iter().skip(1).any(|l| l == b"*") {
+            return Err(src.error(
+                r.name.span(),
+                format!("{key}.name"),
+                "`*` is a wildcard only as the leftmost label (RFC 4592)",
+            ));
+        }
+        if let Some(first) = seen.insert(LowerName::new(&name), ri) {
+            return Err(src.error(
+                r.name.span(),
+                format!("{key}.name"),
+                format!("{name} is already defined by zone[{zi}].record[{first}]; list all its addresses there"),
+            ));
+        }
+        let a =
+            r.a.iter()
+                .map(|ip| {
+                    ip.get_ref().parse::<Ipv4Addr>().map_err(|_| {
+                        src.error(
+                            ip.span(),
+                            format!("{key}.a"),
+                            format!("{:?} is not an IPv4 address", ip.get_ref()),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+        let aaaa = r
+            .aaaa
+            .iter()
+            .map(|ip| {
+                ip.get_ref().parse::<Ipv6Addr>().map_err(|_| {
+                    src.error(
+                        ip.span(),
+                        format!("{key}.aaaa"),
+                        format!("{:?} is not an IPv6 address", ip.get_ref()),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if a.is_empty() && aaaa.is_empty() {
+            return Err(src.error(
+                r.name.span(),
+                key.clone(),
+                "a record needs at least one address in `a` or `aaaa`",
+            ));
+        }
+        let ttl = positive(src, r.ttl.as_ref(), ttl, &format!("{key}.ttl"))?;
+        records.push(RecordData { name, ttl, a, aaaa });
+    }
+    // An in-zone name server needs addresses to be reachable by a resolver that
+    // follows the NS set (glue, RFC 9471).
+    for n in &ns {
+        if origin.zone_of(n) && !seen.contains_key(&LowerName::new(n)) {
+            let span = z.ns.as_ref().map_or(z.origin.span(), |s| s.span());
+            return Err(src.error(
+                span,
+                format!("zone[{zi}].ns"),
+                format!("name server {n} is inside the zone but has no record with its addresses"),
+            ));
+        }
+    }
+    Ok(ZoneData {
+        origin,
+        ns,
+        ns_ttl: soa.ttl,
+        soa,
+        records,
+    })
+}
+
+/// A record that falls inside a more specific configured zone would never be served.
+fn check_occlusion(
+    src: &Source<'_>,
+    files: &[ZoneFile],
+    zones: &[ZoneData],
+) -> Result<(), ConfigError> {
+    let origins: HashSet<LowerName> = zones.iter().map(|z| LowerName::new(&z.origin)).collect();
+    for (zi, zone) in zones.iter().enumerate() {
+        for (ri, rec) in zone.records.iter().enumerate() {
+            let mut n = rec.name.base_name();
+            let mut cur = rec.name.clone();
+            while cur.num_labels() > zone.origin.num_labels() {
+                if origins.contains(&LowerName::new(&cur)) {
+                    return Err(src.error(
+                        files[zi].record[ri].name.span(),
+                        format!("zone[{zi}].record[{ri}].name"),
+                        format!("{} is inside zone {cur}, which is configured separately; move the record there", rec.name),
+                    ));
+                }
+                cur = n.clone();
+                n = n.base_name();
+            }
+        }
+    }
+    Ok(())
+}
+
+fn positive(
+    src: &Source<'_>,
+    v: Option<&Spanned<u32>>,
+    default: u32,
+    key: &str,
+) -> Result<u32, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(v) if *v.get_ref() == 0 => Err(src.error(
+            v.span(),
+            key,
+            "must be at least 1 (0 disables caching in every resolver)",
+        )),
+        Some(v) if *v.get_ref() > i32::MAX as u32 => Err(src.error(
+            v.span(),
+            key,
+            "must be at most 2147483647 (RFC 2181 section 8)",
+        )),
+        Some(v) => Ok(*v.get_ref()),
+    }
+}
+
+fn parse_duration(
+    src: &Source<'_>,
+    v: &Spanned<String>,
+    key: &str,
+) -> Result<Duration, ConfigError> {
+    match humantime::parse_duration(v.get_ref()) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err(src.error(v.span(), key, "must be longer than zero")),
+        Err(e) => Err(src.error(
+            v.span(),
+            key,
+            format!("{:?} is not a duration such as \"10s\": {e}", v.get_ref()),
+        )),
+    }
+}
+
+fn parse_name(src: &Source<'_>, v: &Spanned<String>, key: &str) -> Result<Name, ConfigError> {
+    let text = v.get_ref().trim();
+    if text.is_empty() {
+        return Err(src.error(v.span(), key, "a name cannot be empty"));
+    }
+    Name::from_ascii(text).map_err(|e| {
+        src.error(
+            v.span(),
+            key,
+            format!("{text:?} is not a valid DNS name: {e}"),
+        )
+    })
+}
+
+/// A name given absolute ("ns1.example.com" is taken as absolute too).
+fn parse_fqdn(src: &Source<'_>, v: &Spanned<String>, key: &str) -> Result<Name, ConfigError> {
+    let mut name = parse_name(src, v, key)?;
+    name.set_fqdn(true);
+    Ok(name.to_lowercase())
+}
+
+/// "@", a name relative to `origin`, or an absolute name ending in a dot.
+fn relative_or_absolute(
+    src: &Source<'_>,
+    v: &Spanned<String>,
+    origin: &Name,
+    key: &str,
+) -> Result<Name, ConfigError> {
+    let text = v.get_ref().trim();
+    if text == "@" {
+        return Ok(origin.clone());
+    }
+    let name = parse_name(src, v, key)?;
+    let name = if name.is_fqdn() {
+        name
+    } else {
+        name.append_domain(origin).map_err(|e| {
+            src.error(
+                v.span(),
+                key,
+                format!("{text:?} under {origin} is too long: {e}"),
+            )
+        })?
+    };
+    Ok(name.to_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        Config::from_toml(text, "test.toml")
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn demo_config_is_valid_and_serves_loopback() {
+        let c = Config::demo();
+        assert_eq!(
+            c.server.listen,
+            vec!["127.0.0.1:5300".parse::<SocketAddr>().unwrap()]
+        );
+        assert!(!c.zones.is_empty());
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::from_toml("[[zone]]\norigin = \"example.com\"\n", "t").unwrap();
+        assert_eq!(c.server.listen.len(), 2);
+        assert_eq!(c.server.settings.udp_payload_size, 1232);
+        assert_eq!(c.server.tcp_idle_timeout, Duration::from_secs(10));
+        assert_eq!(c.server.max_tcp_connections, 1024);
+        let z = &c.zones[0];
+        assert_eq!(z.origin.to_string(), "example.com.");
+        assert_eq!(z.ns[0].to_string(), "ns.privatelink-dns.invalid.");
+        assert_eq!(z.soa.mname, z.ns[0]);
+        assert_eq!(z.soa.rname.to_string(), "hostmaster.example.com.");
+        assert_eq!((z.soa.minimum, z.soa.ttl), (60, 3600));
+    }
+
+    #[test]
+    fn names_resolve_against_origin() {
+        let c = Config::from_toml(
+            r#"
+[[zone]]
+origin = "Example.COM"
+ttl = 120
+[[zone.record]]
+name = "@"
+a = ["192.0.2.1"]
+[[zone.record]]
+name = "a.b"
+a = ["192.0.2.2"]
+ttl = 30
+[[zone.record]]
+name = "www.example.com."
+aaaa = ["2001:db8::1"]
+[[zone.record]]
+name = "*.s3.us-east-1"
+a = ["192.0.2.3"]
+"#,
+            "t",
+        )
+        .unwrap();
+        let names: Vec<_> = c.zones[0]
+            .records
+            .iter()
+            .map(|r| (r.name.to_string(), r.ttl))
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                ("example.com.".to_string(), 120),
+                ("a.b.example.com.".to_string(), 30),
+                ("www.example.com.".to_string(), 120),
+                ("*.s3.us-east-1.example.com.".to_string(), 120),
+            ]
+        );
+    }
+
+    /// One row per validation rule: (config, expected line, expected key, words in the message).
+    #[test]
+    fn errors_name_file_line_and_key() {
+        let z = "[[zone]]\norigin = \"example.com\"\n";
+        let rows: Vec<(String, usize, &str, &str)> = vec![
+            (
+                "[server]\nlisten = [\"0.0.0.0:53\"]\nbogus = 1\n".into(),
+                3,
+                "server.bogus",
+                "unknown field",
+            ),
+            (
+                format!("{z}[[zone.record]]\nname = \"www\"\na = [\"1.2.3\"]\n"),
+                5,
+                "zone[0].record[0].a",
+                "not an IPv4",
+            ),
+            (
+                format!("{z}[[zone.record]]\nname = \"www\"\naaaa = [\"192.0.2.1\"]\n"),
+                5,
+                "zone[0].record[0].aaaa",
+                "not an IPv6",
+            ),
+            (
+                format!("{z}[[zone.record]]\nname = \"www.example.org.\"\na = [\"192.0.2.1\"]\n"),
+                4,
+                "zone[0].record[0].name",
+                "outside its zone",
+            ),
+            (format!("{z}{z}"), 4, "zone[1].origin", "already defined"),
+            (format!("{z}ttl = 0\n"), 3, "zone[0].ttl", "at least 1"),
+            (
+                format!("{z}[[zone.record]]\nname = \"www\"\na = [\"192.0.2.1\"]\nttl = 0\n"),
+                6,
+                "zone[0].record[0].ttl",
+                "at least 1",
+            ),
+            (
+                format!("{z}soa = {{ minimum = 0 }}\n"),
+                3,
+                "zone[0].soa.minimum",
+                "at least 1",
+            ),
+            (
+                format!(
+                    "{z}[[zone.record]]\nname = \"www\"\na = [\"192.0.2.1\"]\n[[zone.record]]\nname = \"WWW\"\na = [\"192.0.2.2\"]\n"
+                ),
+                7,
+                "zone[0].record[1].name",
+                "already defined",
+            ),
+            (
+                format!("{z}[[zone.record]]\nname = \"a.*.b\"\na = [\"192.0.2.1\"]\n"),
+                4,
+                "zone[0].record[0].name",
+                "leftmost",
+            ),
+            (
+                format!("{z}[[zone.record]]\nname = \"www\"\n"),
+                4,
+                "zone[0].record[0]",
+                "at least one address",
+            ),
+            (format!("{z}ns = [\"ns1\"]\n"), 3, "zone[0].ns", "no record"),
+            (
+                format!(
+                    "{z}[[zone.record]]\nname = \"x.sub\"\na = [\"192.0.2.1\"]\n[[zone]]\norigin = \"sub.example.com\"\n"
+                ),
+                4,
+                "zone[0].record[0].name",
+                "configured separately",
+            ),
+            (
+                "[server]\nlisten = [\"localhost\"]\n".into(),
+                2,
+                "server.listen",
+                "not an address",
+            ),
+            (
+                "[server]\nudp-payload-size = 100\n".into(),
+                2,
+                "server.udp-payload-size",
+                "between 512",
+            ),
+            (
+                "[server]\ntcp-idle-timeout = \"ten\"\n".into(),
+                2,
+                "server.tcp-idle-timeout",
+                "not a duration",
+            ),
+            (
+                "[server]\nmax-tcp-connections = 0\n".into(),
+                2,
+                "server.max-tcp-connections",
+                "at least 1",
+            ),
+            (
+                "[[zone]]\norigin = \"bad..name\"\n".into(),
+                2,
+                "zone[0].origin",
+                "not a valid DNS name",
+            ),
+            (
+                "[[zone]]\norigin = \"example.com\"\nttl = \"x\"\n".into(),
+                3,
+                "zone.ttl",
+                "invalid type",
+            ),
+            (
+                "[log]\nformat = \"xml\"\n".into(),
+                2,
+                "log.format",
+                "unknown variant",
+            ),
+        ];
+        for (text, line, key, words) in rows {
+            let e = err(&text);
+            assert!(
+                e.starts_with(&format!("test.toml:{line}:")),
+                "line {line} in {e:?} for\n{text}"
+            );
+            assert!(e.contains(&format!("key `{key}`")), "key {key} in {e:?}");
+            assert!(e.contains(words), "{words:?} in {e:?}");
+        }
+    }
+}
