@@ -9,7 +9,8 @@
 //! 8945 (TSIG errors).
 
 use hickory_proto::op::{Edns, Message, OpCode, Query, ResponseCode};
-use hickory_proto::rr::rdata::{HINFO, TSIG, TXT, tsig::TsigError};
+use hickory_proto::rr::rdata::opt::EdnsOption;
+use hickory_proto::rr::rdata::{TSIG, TXT, tsig::TsigError};
 use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 
@@ -38,6 +39,8 @@ const RD: u16 = 0x0100;
 const CD: u16 = 0x0010;
 /// UDP size without EDNS (RFC 1035 section 4.2.1), also the floor with EDNS (RFC 6891 6.2.5).
 const CLASSIC_UDP_SIZE: usize = 512;
+/// EDNS option code of Extended DNS Errors (RFC 8914).
+const EDE_OPTION_CODE: u16 = 15;
 
 /// Answers one DNS message. `None` means: send nothing (not a query, or no header).
 ///
@@ -65,6 +68,7 @@ pub fn answer(query: &[u8], snapshot: &Snapshot, transport: Transport) -> Option
         reply.opt = Some(OptReply {
             payload: our_size,
             dnssec_ok: edns.flags().dnssec_ok,
+            ede: None,
         });
     }
     let limit = match (transport, client_size) {
@@ -135,6 +139,9 @@ fn answer_in(
     }
     let qname = LowerName::new(q.name());
     let Some(zone) = snapshot.find_zone(&qname) else {
+        if let Some(opt) = &mut reply.opt {
+            opt.ede = Some(EDE_NOT_AUTHORITATIVE);
+        }
         return ResponseCode::Refused;
     };
     reply.authoritative = true;
@@ -160,15 +167,16 @@ fn answer_in(
             push_owned(answers, &zone.ns, owner);
             push_glue(&mut reply.additional, zone);
         }
-        RecordType::ANY if (is_apex || !node.is_empty()) && transport == Transport::Udp => {
-            // RFC 8482 section 4.2: one synthesized HINFO instead of everything.
-            let ttl = node
-                .a
-                .first()
-                .or(node.aaaa.first())
-                .map_or(zone.soa.ttl, |r| r.ttl);
-            let hinfo = HINFO::new("RFC8482".to_string(), String::new());
-            answers.push(Record::from_rdata(owner.clone(), ttl, RData::HINFO(hinfo)));
+        RecordType::ANY if transport == Transport::Udp => {
+            // RFC 8482 section 4.1: one RRset instead of everything, so ANY over
+            // UDP is no amplifier. The addresses are what a client wants most.
+            if !node.a.is_empty() {
+                push_owned(answers, &node.a, owner);
+            } else if !node.aaaa.is_empty() {
+                push_owned(answers, &node.aaaa, owner);
+            } else if is_apex {
+                push_owned(answers, std::slice::from_ref(&zone.soa), owner);
+            }
         }
         RecordType::ANY => {
             if is_apex {
@@ -231,7 +239,7 @@ fn answer_chaos(reply: &mut Reply, q: &Query, snapshot: &Snapshot) -> ResponseCo
     let Some(text) = text else {
         return ResponseCode::Refused;
     };
-    reply.authoritative = true;
+    // Like Knot and NSD: no zone is behind these names, so AA stays 0.
     if matches!(q.query_type(), RecordType::TXT | RecordType::ANY) {
         let mut rr = Record::from_rdata(
             q.name().clone(),
@@ -247,7 +255,12 @@ fn answer_chaos(reply: &mut Reply, q: &Query, snapshot: &Snapshot) -> ResponseCo
 struct OptReply {
     payload: u16,
     dnssec_ok: bool,
+    /// Extended DNS Error info-code (RFC 8914), if any.
+    ede: Option<u16>,
 }
+
+/// RFC 8914 info-code 20: the server is not authoritative for the name.
+const EDE_NOT_AUTHORITATIVE: u16 = 20;
 
 /// A response under construction.
 struct Reply {
@@ -365,6 +378,10 @@ impl Reply {
             edns.set_version(0);
             edns.set_dnssec_ok(opt.dnssec_ok);
             edns.set_rcode_high(rcode.high());
+            if let Some(code) = opt.ede {
+                let option = EdnsOption::Unknown(EDE_OPTION_CODE, code.to_be_bytes().to_vec());
+                edns.options_mut().insert(option);
+            }
             Record::from(&edns).emit(&mut enc).ok()?;
         }
         if let Some(tsig) = &self.tsig {
@@ -822,7 +839,7 @@ a = ["192.0.2.50"]
                 q("version.bind.", RecordType::TXT).class(DNSClass::CH),
                 Udp,
                 NoError,
-                true,
+                false,
                 vec!["version.bind. TXT test-version"],
                 vec![],
             ),
@@ -836,12 +853,15 @@ a = ["192.0.2.50"]
                 vec![],
             ),
             (
-                "ANY over UDP: RFC 8482 HINFO",
+                "ANY over UDP: one RRset (RFC 8482)",
                 q("www.example.com.", RecordType::ANY),
                 Udp,
                 NoError,
                 true,
-                vec!["www.example.com. HINFO RFC8482 "],
+                vec![
+                    "www.example.com. A 192.0.2.10",
+                    "www.example.com. A 192.0.2.11",
+                ],
                 vec![],
             ),
             (

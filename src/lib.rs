@@ -24,3 +24,4 @@ pub mod app;
 pub mod config;
 pub mod server;
 pub mod snapshot;
+pub mod zonefile;

@@ -1,0 +1,271 @@
+//! The whole app on port 0, queried over real UDP and TCP sockets with the
+//! hickory client (and raw sockets where the client would hide the behaviour).
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use hickory_net::client::{Client, ClientHandle};
+use hickory_net::runtime::TokioRuntimeProvider;
+use hickory_net::tcp::TcpClientStream;
+use hickory_net::udp::UdpClientStream;
+use hickory_proto::op::{Message, Query, ResponseCode};
+use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
+use privatelink_dns::app::{self, Server};
+use privatelink_dns::config::Config;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+
+const CONFIG: &str = r#"
+[server]
+listen = ["127.0.0.1:0", "[::1]:0"]
+tcp-idle-timeout = "300ms"
+max-tcp-connections = 2
+
+[[zone]]
+origin = "internal.example.com"
+ttl = 60
+
+[[zone.record]]
+name = "@"
+a = ["192.0.2.1", "192.0.2.2"]
+
+[[zone.record]]
+name = "v4"
+a = ["192.0.2.3"]
+
+[[zone.record]]
+name = "*.wild"
+a = ["192.0.2.4"]
+"#;
+
+async fn start(text: &str) -> Server {
+    let config = Config::from_toml(text, "test.toml").unwrap();
+    Server::start(&config).await.unwrap()
+}
+
+async fn udp_client(addr: SocketAddr) -> Client<TokioRuntimeProvider> {
+    let conn = UdpClientStream::builder(addr, TokioRuntimeProvider::default()).build();
+    let (client, bg) = Client::<TokioRuntimeProvider>::from_sender(conn);
+    tokio::spawn(bg);
+    client
+}
+
+async fn tcp_client(addr: SocketAddr) -> Client<TokioRuntimeProvider> {
+    let (stream, sender) = TcpClientStream::new(addr, None, None, TokioRuntimeProvider::default());
+    let (client, bg) = Client::<TokioRuntimeProvider>::new(stream.await.unwrap(), sender);
+    tokio::spawn(bg);
+    client
+}
+
+fn name(s: &str) -> Name {
+    Name::from_str(s).unwrap()
+}
+
+fn addrs(msg: &Message) -> Vec<String> {
+    let mut v: Vec<String> = msg
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(a.to_string()),
+            RData::AAAA(a) => Some(a.to_string()),
+            _ => None,
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn answers_over_udp_and_tcp_on_ipv4_and_ipv6() {
+    let server = start(CONFIG).await;
+    assert_eq!(server.udp_addrs().len(), 2);
+    for (udp, tcp) in server.udp_addrs().iter().zip(server.tcp_addrs()) {
+        assert_eq!(udp, tcp, "port 0 picks one port for both");
+        for mut client in [udp_client(*udp).await, tcp_client(*tcp).await] {
+            let r = client
+                .query(name("internal.example.com."), DNSClass::IN, RecordType::A)
+                .await
+                .unwrap();
+            assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+            assert!(r.metadata.authoritative);
+            assert_eq!(addrs(&r), ["192.0.2.1", "192.0.2.2"]);
+
+            let r = client
+                .query(
+                    name("v4.internal.example.com."),
+                    DNSClass::IN,
+                    RecordType::AAAA,
+                )
+                .await
+                .unwrap();
+            assert_eq!(r.metadata.response_code, ResponseCode::NoError, "NODATA");
+            assert!(r.answers.is_empty());
+            assert_eq!(r.authorities[0].record_type(), RecordType::SOA);
+
+            let r = client
+                .query(
+                    name("x.wild.internal.example.com."),
+                    DNSClass::IN,
+                    RecordType::A,
+                )
+                .await
+                .unwrap();
+            assert_eq!(addrs(&r), ["192.0.2.4"]);
+
+            let r = client
+                .query(
+                    name("nope.internal.example.com."),
+                    DNSClass::IN,
+                    RecordType::A,
+                )
+                .await
+                .unwrap();
+            assert_eq!(r.metadata.response_code, ResponseCode::NXDomain);
+
+            let r = client
+                .query(name("example.org."), DNSClass::IN, RecordType::A)
+                .await
+                .unwrap();
+            assert_eq!(r.metadata.response_code, ResponseCode::Refused);
+            assert!(!r.metadata.authoritative);
+        }
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn published_snapshot_changes_answers() {
+    let server = start(CONFIG).await;
+    let mut client = udp_client(server.udp_addrs()[0]).await;
+    let changed = CONFIG.replace("192.0.2.3", "192.0.2.33");
+    let config = Config::from_toml(&changed, "changed.toml").unwrap();
+    let previous = server.store().load_full();
+    server
+        .store()
+        .publish(app::build_snapshot(&config, Some(&previous)));
+    let r = client
+        .query(
+            name("v4.internal.example.com."),
+            DNSClass::IN,
+            RecordType::A,
+        )
+        .await
+        .unwrap();
+    assert_eq!(addrs(&r), ["192.0.2.33"]);
+    server.shutdown().await;
+}
+
+fn query_bytes(id: u16, qname: &str) -> Vec<u8> {
+    let mut m = Message::query();
+    m.metadata.id = id;
+    m.add_query(Query::query(name(qname), RecordType::A));
+    m.to_vec().unwrap()
+}
+
+async fn read_framed(stream: &mut TcpStream) -> Option<Message> {
+    let len = stream.read_u16().await.ok()?;
+    let mut buf = vec![0; usize::from(len)];
+    stream.read_exact(&mut buf).await.ok()?;
+    Some(Message::from_vec(&buf).unwrap())
+}
+
+#[tokio::test]
+async fn tcp_pipelining_answers_every_query_in_order() {
+    let server = start(CONFIG).await;
+    let mut stream = TcpStream::connect(server.tcp_addrs()[0]).await.unwrap();
+    let mut burst = Vec::new();
+    for id in 1..=20u16 {
+        let q = query_bytes(id, "internal.example.com.");
+        burst.extend_from_slice(&(q.len() as u16).to_be_bytes());
+        burst.extend_from_slice(&q);
+    }
+    stream.write_all(&burst).await.unwrap();
+    for id in 1..=20u16 {
+        let m = read_framed(&mut stream).await.expect("an answer");
+        assert_eq!(m.metadata.id, id);
+        assert_eq!(m.answers.len(), 2);
+        assert!(!m.metadata.truncation, "never TC over TCP");
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn tcp_idle_connections_are_closed() {
+    let server = start(CONFIG).await;
+    let mut stream = TcpStream::connect(server.tcp_addrs()[0]).await.unwrap();
+    let mut buf = [0u8; 1];
+    // The server closes after 300 ms of silence; wait well past it.
+    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+        .await
+        .expect("closed by the server, not by our timeout")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "EOF");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn tcp_connection_cap_closes_extra_connections() {
+    let server = start(&CONFIG.replace("300ms", "30s")).await;
+    let addr = server.tcp_addrs()[0];
+    let mut held = Vec::new();
+    for id in 0..2u16 {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let q = query_bytes(id, "internal.example.com.");
+        s.write_all(&[&(q.len() as u16).to_be_bytes()[..], &q].concat())
+            .await
+            .unwrap();
+        assert!(read_framed(&mut s).await.is_some(), "within the cap");
+        held.push(s);
+    }
+    let mut extra = TcpStream::connect(addr).await.unwrap();
+    let q = query_bytes(9, "internal.example.com.");
+    let _ = extra
+        .write_all(&[&(q.len() as u16).to_be_bytes()[..], &q].concat())
+        .await;
+    assert!(
+        read_framed(&mut extra).await.is_none(),
+        "over the cap: closed unanswered"
+    );
+    drop(held);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn malformed_udp_gets_formerr_or_nothing_and_server_keeps_serving() {
+    let server = start(CONFIG).await;
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    sock.connect(server.udp_addrs()[0]).await.unwrap();
+    // Header only with QDCOUNT=1 but no question: FORMERR with the same ID.
+    sock.send(&[0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0])
+        .await
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(5), sock.recv(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf[..2], &[0x12, 0x34]);
+    assert_eq!(buf[3] & 0x0F, 1, "FORMERR");
+    assert!(n >= 12);
+    // A runt gets nothing; the next good query still works.
+    sock.send(&[1, 2, 3]).await.unwrap();
+    let mut client = udp_client(server.udp_addrs()[0]).await;
+    let r = client
+        .query(name("internal.example.com."), DNSClass::IN, RecordType::A)
+        .await
+        .unwrap();
+    assert_eq!(r.answers.len(), 2);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_releases_the_ports() {
+    let server = start(CONFIG).await;
+    let addr = server.udp_addrs()[0];
+    server.shutdown().await;
+    let again = format!("[server]\nlisten = [\"{addr}\"]\n");
+    let server = start(&again).await;
+    assert_eq!(server.udp_addrs()[0], addr);
+    server.shutdown().await;
+}
