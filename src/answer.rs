@@ -410,7 +410,7 @@ version = "test-version"
 [[zone]]
 origin = "example.com"
 ttl = 300
-ns = ["ns1", "ns2.example.net."]
+ns = ["ns1.example.com", "ns2.example.net"]
 soa = { minimum = 60, ttl = 3600 }
 
 [[zone.record]]

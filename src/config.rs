@@ -124,7 +124,7 @@ struct ZoneFile {
     origin: Spanned<String>,
     /// Default TTL of records in the zone. Default 300.
     ttl: Option<Spanned<u32>>,
-    /// NS names at the apex. Default: `[server] nameserver`.
+    /// NS names at the apex, absolute. Default: `[server] nameserver`.
     ns: Option<Spanned<Vec<Spanned<String>>>>,
     /// SOA fields; each is optional.
     soa: Option<SoaFile>,
@@ -360,7 +360,7 @@ fn check_zone(
         Some(list) => list
             .get_ref()
             .iter()
-            .map(|n| relative_or_absolute(src, n, &origin, &format!("zone[{zi}].ns")))
+            .map(|n| parse_fqdn(src, n, &format!("zone[{zi}].ns")))
             .collect::<Result<Vec<_>, _>>()?,
     };
     let soa_file = z.soa.as_ref();
@@ -368,11 +368,11 @@ fn check_zone(
     let soa_u32 = |v: Option<&Spanned<u32>>, def: u32, k: &str| positive(src, v, def, &soa_key(k));
     let soa = SoaParams {
         mname: match soa_file.and_then(|s| s.mname.as_ref()) {
-            Some(v) => relative_or_absolute(src, v, &origin, &soa_key("mname"))?,
+            Some(v) => parse_fqdn(src, v, &soa_key("mname"))?,
             None => ns[0].clone(),
         },
         rname: match soa_file.and_then(|s| s.rname.as_ref()) {
-            Some(v) => relative_or_absolute(src, v, &origin, &soa_key("rname"))?,
+            Some(v) => parse_fqdn(src, v, &soa_key("rname"))?,
             None => origin.prepend_label("hostmaster").map_err(|e| {
                 src.error(z.origin.span(), format!("zone[{zi}].origin"), e.to_string())
             })?,
@@ -549,7 +549,7 @@ fn parse_name(src: &Source<'_>, v: &Spanned<String>, key: &str) -> Result<Name, 
     })
 }
 
-/// A name given absolute ("ns1.example.com" is taken as absolute too).
+/// A name that is always absolute, with or without the trailing dot (NS, SOA names).
 fn parse_fqdn(src: &Source<'_>, v: &Spanned<String>, key: &str) -> Result<Name, ConfigError> {
     let mut name = parse_name(src, v, key)?;
     name.set_fqdn(true);
@@ -570,6 +570,13 @@ fn relative_or_absolute(
     let name = parse_name(src, v, key)?;
     let name = if name.is_fqdn() {
         name
+    } else if origin.zone_of(&Name::from_ascii(format!("{text}.")).unwrap_or_default()) {
+        // "www.example.com" in zone example.com would become www.example.com.example.com.
+        return Err(src.error(
+            v.span(),
+            key,
+            format!("{text:?} is relative to {origin}; write {text:?} with a trailing dot, or only the part below the origin"),
+        ));
     } else {
         name.append_domain(origin).map_err(|e| {
             src.error(
@@ -720,7 +727,18 @@ a = ["192.0.2.3"]
                 "zone[0].record[0]",
                 "at least one address",
             ),
-            (format!("{z}ns = [\"ns1\"]\n"), 3, "zone[0].ns", "no record"),
+            (
+                format!("{z}ns = [\"ns1.example.com\"]\n"),
+                3,
+                "zone[0].ns",
+                "no record",
+            ),
+            (
+                format!("{z}[[zone.record]]\nname = \"www.example.com\"\na = [\"192.0.2.1\"]\n"),
+                4,
+                "zone[0].record[0].name",
+                "trailing dot",
+            ),
             (
                 format!(
                     "{z}[[zone.record]]\nname = \"x.sub\"\na = [\"192.0.2.1\"]\n[[zone]]\norigin = \"sub.example.com\"\n"

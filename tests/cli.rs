@@ -1,0 +1,153 @@
+//! The real binary: config checking, exit codes, and the built-in demo.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::str::FromStr;
+use std::time::Duration;
+
+use hickory_net::client::{Client, ClientHandle};
+use hickory_net::runtime::TokioRuntimeProvider;
+use hickory_net::udp::UdpClientStream;
+use hickory_proto::rr::{DNSClass, Name, RecordType};
+use privatelink_dns::config::Config;
+
+const BIN: &str = env!("CARGO_BIN_EXE_privatelink-dns");
+
+fn config_examples() -> Vec<std::path::PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn every_example_config_parses() {
+    let files = config_examples();
+    assert!(files.len() >= 3, "{files:?}");
+    for path in files {
+        Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let out = Command::new(BIN)
+            .args(["check-config", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// (file content, line, key) for errors that must exit 64 naming file, line and key.
+#[test]
+fn bad_configs_exit_64_naming_file_line_and_key() {
+    let rows = [
+        (
+            "[server]\nlisten = [\"127.0.0.1:53\"]\nlisen = []\n",
+            3,
+            "server.lisen",
+        ),
+        (
+            "[[zone]]\norigin = \"example.com\"\n\n[[zone.record]]\nname = \"www\"\na = [\"192.0.2.300\"]\n",
+            6,
+            "zone[0].record[0].a",
+        ),
+        (
+            "[[zone]]\norigin = \"example.com\"\n[[zone.record]]\nname = \"www.example.net.\"\na = [\"192.0.2.1\"]\n",
+            4,
+            "zone[0].record[0].name",
+        ),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    for (i, (text, line, key)) in rows.iter().enumerate() {
+        let path = dir.path().join(format!("bad{i}.toml"));
+        std::fs::write(&path, text).unwrap();
+        for args in [vec!["check-config", "--config"], vec!["--config"]] {
+            let out = Command::new(BIN).args(&args).arg(&path).output().unwrap();
+            assert_eq!(out.status.code(), Some(64), "{args:?} {text}");
+            let err = String::from_utf8_lossy(&out.stderr);
+            let want = format!("{}:{line}:", path.display());
+            assert!(err.contains(&want), "{want} in {err}");
+            assert!(err.contains(&format!("key `{key}`")), "{key} in {err}");
+            assert!(err.starts_with("error: "), "{err}");
+            assert_eq!(err.lines().count(), 1, "one clean line: {err}");
+        }
+    }
+}
+
+#[test]
+fn usage_errors_exit_64() {
+    let out = Command::new(BIN).arg("check-config").output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let out = Command::new(BIN).arg("--no-such-flag").output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let out = Command::new(BIN)
+        .args(["--config", "/nonexistent/x.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/x.toml"));
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    assert!(out.status.success());
+}
+
+/// `privatelink-dns` with no arguments serves the demo on 127.0.0.1:5300, says so
+/// first, answers, and exits 0 on SIGTERM.
+#[tokio::test]
+async fn demo_serves_and_stops_cleanly() {
+    let mut child = Command::new(BIN)
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let first = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("a first log line");
+    assert!(first.contains("built-in demo"), "{first}");
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("a listening line");
+        if line.contains("listening") {
+            assert!(line.contains("127.0.0.1:5300"), "{line}");
+            break;
+        }
+    }
+    let conn = UdpClientStream::builder(
+        "127.0.0.1:5300".parse().unwrap(),
+        TokioRuntimeProvider::default(),
+    )
+    .build();
+    let (mut client, bg) = Client::<TokioRuntimeProvider>::from_sender(conn);
+    tokio::spawn(bg);
+    let r = client
+        .query(
+            Name::from_str("internal.example.com.").unwrap(),
+            DNSClass::IN,
+            RecordType::A,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.answers.len(), 3);
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+}
