@@ -14,7 +14,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
 
+use crate::aws::Ec2Discovery;
 use crate::config::{Config, LogFormat};
+use crate::discovery::{self, Discover};
+use crate::refresh::{RefreshStats, Refresher};
 use crate::server::{self, TcpLimits};
 use crate::snapshot::{self, Snapshot, SnapshotStore};
 
@@ -38,6 +41,7 @@ pub struct Server {
     udp_addrs: Vec<SocketAddr>,
     tcp_addrs: Vec<SocketAddr>,
     store: Arc<SnapshotStore>,
+    stats: Arc<RefreshStats>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -46,14 +50,52 @@ impl Server {
     /// Binds every listen address (UDP and TCP on each), builds the snapshot from
     /// the config, and starts serving. A port of 0 picks one free port used for
     /// both UDP and TCP.
+    ///
+    /// With AWS configured, the first discovery (or, failing it, the cache file) is
+    /// loaded before the first query is answered.
     pub async fn start(config: &Config) -> Result<Self, AppError> {
+        match &config.aws {
+            Some(aws) => {
+                let source = Ec2Discovery::new(aws, config.targets()).await;
+                Self::start_with(config, Some(source)).await
+            }
+            None => Self::start_with(config, None::<Ec2Discovery>).await,
+        }
+    }
+
+    /// [`Server::start`] with any discovery source (unit tests use fakes).
+    pub async fn start_with<D: Discover>(
+        config: &Config,
+        source: Option<D>,
+    ) -> Result<Self, AppError> {
         let mut sockets = Vec::with_capacity(config.server.listen.len());
         for addr in &config.server.listen {
             sockets.push(bind_pair(*addr)?);
         }
-        let store = Arc::new(SnapshotStore::new(build_snapshot(config, None)));
+        let config = Arc::new(config.clone());
+        let store = Arc::new(SnapshotStore::default());
+        let stats = Arc::new(RefreshStats::default());
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
+        match source {
+            Some(source) => {
+                let mut refresher =
+                    Refresher::new(source, config.clone(), store.clone(), stats.clone());
+                refresher
+                    .initial_load()
+                    .instrument(info_span!("refresh"))
+                    .await;
+                tasks.spawn(
+                    refresher
+                        .run(shutdown.clone())
+                        .instrument(info_span!("refresh")),
+                );
+            }
+            None => {
+                store.publish(build_snapshot(&config, None));
+                stats.mark_loaded();
+            }
+        }
         let limits = TcpLimits {
             idle_timeout: config.server.tcp_idle_timeout,
             max_connections: config.server.max_tcp_connections,
@@ -85,9 +127,15 @@ impl Server {
             udp_addrs,
             tcp_addrs,
             store,
+            stats,
             shutdown,
             tasks,
         })
+    }
+
+    /// Discovery counters; all zero without AWS.
+    pub fn stats(&self) -> &Arc<RefreshStats> {
+        &self.stats
     }
 
     pub fn udp_addrs(&self) -> &[SocketAddr] {
@@ -120,7 +168,8 @@ pub fn build_snapshot(config: &Config, previous: Option<&Snapshot>) -> Snapshot 
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    snapshot::build(&config.zones, config.server.settings.clone(), previous, now)
+    let zones = discovery::assemble(config, None).zones;
+    snapshot::build(&zones, config.server.settings.clone(), previous, now)
 }
 
 /// Runs the daemon until SIGINT or SIGTERM.

@@ -4,10 +4,10 @@
 //! `deny_unknown_fields`). [`Config::from_toml`] parses and checks everything, and
 //! every error names the file, line, column and key. Nothing here touches sockets.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hickory_proto::rr::{LowerName, Name};
@@ -56,7 +56,117 @@ pub struct Config {
     pub source: String,
     pub server: ServerConfig,
     pub log: LogConfig,
+    /// Configured zones. Records backed by AWS are here without addresses; see `bindings`.
     pub zones: Vec<ZoneData>,
+    /// AWS settings; present when `[aws]`, an AWS-backed record or `[[discover]]` is configured.
+    pub aws: Option<AwsConfig>,
+    /// Records whose addresses come from VPC endpoints.
+    pub bindings: Vec<Binding>,
+    /// Zero-config discovery blocks.
+    pub discover: Vec<DiscoverConfig>,
+}
+
+impl Config {
+    /// The (region, role) pairs discovery must query: the `[aws]` default for
+    /// AWS-backed records, and each `[[discover]]` block's.
+    pub fn targets(&self) -> Vec<Target> {
+        let mut targets = Vec::new();
+        if let Some(aws) = &self.aws
+            && !self.bindings.is_empty()
+        {
+            targets.push(aws.default_target());
+        }
+        for d in &self.discover {
+            if !targets.contains(&d.target) {
+                targets.push(d.target.clone());
+            }
+        }
+        targets
+    }
+}
+
+/// Where discovery asks: a region (None: the SDK's default chain) as a role (None: the
+/// default credentials).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, Deserialize)]
+pub struct Target {
+    pub region: Option<String>,
+    pub role_arn: Option<String>,
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "region={}",
+            self.region.as_deref().unwrap_or("(default)")
+        )?;
+        if let Some(role) = &self.role_arn {
+            write!(f, " role={role}")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AwsConfig {
+    pub region: Option<String>,
+    pub endpoint_url: Option<String>,
+    pub role_arn: Option<String>,
+    pub refresh_interval: Duration,
+    pub call_timeout: Duration,
+    pub max_backoff: Duration,
+    pub page_size: i32,
+    pub cache_file: Option<PathBuf>,
+}
+
+impl AwsConfig {
+    pub fn default_target(&self) -> Target {
+        Target {
+            region: self.region.clone(),
+            role_arn: self.role_arn.clone(),
+        }
+    }
+}
+
+impl Default for AwsConfig {
+    fn default() -> Self {
+        Self {
+            region: None,
+            endpoint_url: None,
+            role_arn: None,
+            refresh_interval: Duration::from_secs(30),
+            call_timeout: Duration::from_secs(10),
+            max_backoff: Duration::from_secs(300),
+            page_size: 1000,
+            cache_file: None,
+        }
+    }
+}
+
+/// Which endpoints give a record its addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selector {
+    /// One endpoint by id.
+    Endpoint(String),
+    /// Every endpoint carrying all these tags.
+    Tags(BTreeMap<String, String>),
+}
+
+/// An AWS-backed record: `zones[zone].records[record]` gets the selected endpoints' addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    pub zone: usize,
+    pub record: usize,
+    pub selector: Selector,
+}
+
+/// A `[[discover]]` block: serve the private DNS names of matching endpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscoverConfig {
+    pub target: Target,
+    pub vpc_ids: Vec<String>,
+    pub tags: BTreeMap<String, String>,
+    pub ttl: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -64,6 +174,8 @@ pub struct ServerConfig {
     pub listen: Vec<SocketAddr>,
     pub tcp_idle_timeout: Duration,
     pub max_tcp_connections: usize,
+    /// NS name for zones that list none, and for discovered zones.
+    pub nameserver: Name,
     pub settings: Settings,
 }
 
@@ -84,9 +196,51 @@ struct FileConfig {
     /// Logging.
     #[serde(default)]
     log: LogFile,
+    /// EC2 API access and refresh.
+    aws: Option<AwsFile>,
     /// Authoritative zones.
     #[serde(default)]
     zone: Vec<ZoneFile>,
+    /// Zero-config discovery of endpoints' private DNS names.
+    #[serde(default)]
+    discover: Vec<DiscoverFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct AwsFile {
+    /// Region of the EC2 API. Default: the SDK chain (AWS_REGION, profile, IMDS).
+    region: Option<String>,
+    /// EC2 API endpoint override (a VPC endpoint for EC2, or an emulator in tests).
+    endpoint_url: Option<Spanned<String>>,
+    /// Role to assume for the EC2 calls. Default: the process's own credentials.
+    role_arn: Option<Spanned<String>>,
+    /// Time between refreshes (±10% jitter). Default "30s".
+    refresh_interval: Option<Spanned<String>>,
+    /// Timeout of one EC2 API call attempt. Default "10s".
+    call_timeout: Option<Spanned<String>>,
+    /// Longest wait between retries after failures. Default "5m".
+    max_backoff: Option<Spanned<String>>,
+    /// MaxResults of each Describe call, 5..=1000. Default 1000.
+    page_size: Option<Spanned<i32>>,
+    /// Where the last good discovery is kept for cold starts. Default: none.
+    cache_file: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct DiscoverFile {
+    /// Required: serve endpoints in these VPCs.
+    vpc_ids: Spanned<Vec<String>>,
+    /// Only endpoints with all these tags.
+    #[serde(default)]
+    tags: BTreeMap<String, String>,
+    /// Region for this block. Default: `[aws] region`.
+    region: Option<String>,
+    /// Role for this block (another account). Default: `[aws] role-arn`.
+    role_arn: Option<Spanned<String>>,
+    /// TTL of the discovered records. Default 60.
+    ttl: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -165,6 +319,10 @@ struct RecordFile {
     aaaa: Vec<Spanned<String>>,
     /// TTL of these records. Default: the zone `ttl`.
     ttl: Option<Spanned<u32>>,
+    /// Addresses of this VPC endpoint's ENIs.
+    vpc_endpoint: Option<Spanned<String>>,
+    /// Addresses of every VPC endpoint with all these tags.
+    vpc_endpoint_tags: Option<Spanned<BTreeMap<String, String>>>,
 }
 
 // ---- checking ---------------------------------------------------------------
@@ -298,9 +456,15 @@ fn check(file: FileConfig, src: &Source<'_>) -> Result<Config, ConfigError> {
     };
 
     let mut zones = Vec::with_capacity(file.zone.len());
+    let mut bindings = Vec::new();
     let mut seen_origins: HashMap<LowerName, usize> = HashMap::new();
     for (zi, z) in file.zone.iter().enumerate() {
-        let zone = check_zone(src, zi, z, &nameserver)?;
+        let (zone, zone_bindings) = check_zone(src, zi, z, &nameserver)?;
+        bindings.extend(zone_bindings.into_iter().map(|(record, selector)| Binding {
+            zone: zi,
+            record,
+            selector,
+        }));
         let key = LowerName::new(&zone.origin);
         if let Some(first) = seen_origins.insert(key, zi) {
             return Err(src.error(
@@ -312,6 +476,15 @@ fn check(file: FileConfig, src: &Source<'_>) -> Result<Config, ConfigError> {
         zones.push(zone);
     }
     check_occlusion(src, &file.zone, &zones)?;
+    let aws_config = check_aws(src, file.aws.as_ref())?;
+    let discover = file
+        .discover
+        .iter()
+        .enumerate()
+        .map(|(i, d)| check_discover(src, i, d, &aws_config))
+        .collect::<Result<Vec<_>, _>>()?;
+    let aws =
+        (file.aws.is_some() || !bindings.is_empty() || !discover.is_empty()).then_some(aws_config);
 
     Ok(Config {
         source: src.path.to_string(),
@@ -319,6 +492,7 @@ fn check(file: FileConfig, src: &Source<'_>) -> Result<Config, ConfigError> {
             listen,
             tcp_idle_timeout,
             max_tcp_connections,
+            nameserver,
             settings: Settings {
                 udp_payload_size,
                 identity: s.identity,
@@ -330,6 +504,9 @@ fn check(file: FileConfig, src: &Source<'_>) -> Result<Config, ConfigError> {
             format: file.log.format.unwrap_or_default(),
         },
         zones,
+        aws,
+        bindings,
+        discover,
     })
 }
 
@@ -338,7 +515,8 @@ fn check_zone(
     zi: usize,
     z: &ZoneFile,
     default_ns: &Name,
-) -> Result<ZoneData, ConfigError> {
+) -> Result<(ZoneData, Vec<(usize, Selector)>), ConfigError> {
+    let mut bindings = Vec::new();
     let origin = parse_fqdn(src, &z.origin, &format!("zone[{zi}].origin"))?;
     if origin.is_wildcard() {
         return Err(src.error(
@@ -366,26 +544,37 @@ fn check_zone(
     let soa_file = z.soa.as_ref();
     let soa_key = |k: &str| format!("zone[{zi}].soa.{k}");
     let soa_u32 = |v: Option<&Spanned<u32>>, def: u32, k: &str| positive(src, v, def, &soa_key(k));
+    let defaults = SoaParams::defaults(&origin, ns[0].clone());
     let soa = SoaParams {
         mname: match soa_file.and_then(|s| s.mname.as_ref()) {
             Some(v) => parse_fqdn(src, v, &soa_key("mname"))?,
-            None => ns[0].clone(),
+            None => defaults.mname,
         },
         rname: match soa_file.and_then(|s| s.rname.as_ref()) {
             Some(v) => parse_fqdn(src, v, &soa_key("rname"))?,
-            None => origin.prepend_label("hostmaster").map_err(|e| {
-                src.error(z.origin.span(), format!("zone[{zi}].origin"), e.to_string())
-            })?,
+            None => defaults.rname,
         },
-        refresh: soa_u32(soa_file.and_then(|s| s.refresh.as_ref()), 3600, "refresh")?,
-        retry: soa_u32(soa_file.and_then(|s| s.retry.as_ref()), 900, "retry")?,
+        refresh: soa_u32(
+            soa_file.and_then(|s| s.refresh.as_ref()),
+            defaults.refresh,
+            "refresh",
+        )?,
+        retry: soa_u32(
+            soa_file.and_then(|s| s.retry.as_ref()),
+            defaults.retry,
+            "retry",
+        )?,
         expire: soa_u32(
             soa_file.and_then(|s| s.expire.as_ref()),
-            1_209_600,
+            defaults.expire,
             "expire",
         )?,
-        minimum: soa_u32(soa_file.and_then(|s| s.minimum.as_ref()), 60, "minimum")?,
-        ttl: soa_u32(soa_file.and_then(|s| s.ttl.as_ref()), 3600, "ttl")?,
+        minimum: soa_u32(
+            soa_file.and_then(|s| s.minimum.as_ref()),
+            defaults.minimum,
+            "minimum",
+        )?,
+        ttl: soa_u32(soa_file.and_then(|s| s.ttl.as_ref()), defaults.ttl, "ttl")?,
     };
 
     let mut records: Vec<RecordData> = Vec::with_capacity(z.record.len());
@@ -439,12 +628,26 @@ fn check_zone(
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        if a.is_empty() && aaaa.is_empty() {
-            return Err(src.error(
-                r.name.span(),
-                key.clone(),
-                "a record needs at least one address in `a` or `aaaa`",
-            ));
+        let selector = check_selector(src, r, &key)?;
+        match (&selector, a.is_empty() && aaaa.is_empty()) {
+            (None, true) => {
+                return Err(src.error(
+                    r.name.span(),
+                    key.clone(),
+                    "a record needs at least one address in `a` or `aaaa`, or a `vpc-endpoint` or `vpc-endpoint-tags`",
+                ));
+            }
+            (Some(_), false) => {
+                return Err(src.error(
+                    r.name.span(),
+                    key.clone(),
+                    "a record takes its addresses from `a`/`aaaa` or from a VPC endpoint, not both",
+                ));
+            }
+            _ => {}
+        }
+        if let Some(selector) = selector {
+            bindings.push((records.len(), selector));
         }
         let ttl = positive(src, r.ttl.as_ref(), ttl, &format!("{key}.ttl"))?;
         records.push(RecordData { name, ttl, a, aaaa });
@@ -461,12 +664,152 @@ fn check_zone(
             ));
         }
     }
-    Ok(ZoneData {
-        origin,
-        ns,
-        ns_ttl: soa.ttl,
-        soa,
-        records,
+    Ok((
+        ZoneData {
+            origin,
+            ns,
+            ns_ttl: soa.ttl,
+            soa,
+            records,
+        },
+        bindings,
+    ))
+}
+
+fn check_selector(
+    src: &Source<'_>,
+    r: &RecordFile,
+    key: &str,
+) -> Result<Option<Selector>, ConfigError> {
+    match (&r.vpc_endpoint, &r.vpc_endpoint_tags) {
+        (Some(_), Some(tags)) => Err(src.error(
+            tags.span(),
+            format!("{key}.vpc-endpoint-tags"),
+            "use either `vpc-endpoint` or `vpc-endpoint-tags`, not both",
+        )),
+        (Some(id), None) => {
+            let text = id.get_ref();
+            let ok = text.starts_with("vpce-")
+                && text.len() > 5
+                && text[5..].bytes().all(|b| b.is_ascii_hexdigit());
+            if !ok {
+                return Err(src.error(
+                    id.span(),
+                    format!("{key}.vpc-endpoint"),
+                    format!("{text:?} is not a VPC endpoint id such as \"vpce-0123456789abcdef0\""),
+                ));
+            }
+            Ok(Some(Selector::Endpoint(text.clone())))
+        }
+        (None, Some(tags)) if tags.get_ref().is_empty() => Err(src.error(
+            tags.span(),
+            format!("{key}.vpc-endpoint-tags"),
+            "needs at least one tag; an empty selector would match every endpoint",
+        )),
+        (None, Some(tags)) => Ok(Some(Selector::Tags(tags.get_ref().clone()))),
+        (None, None) => Ok(None),
+    }
+}
+
+fn check_aws(src: &Source<'_>, aws: Option<&AwsFile>) -> Result<AwsConfig, ConfigError> {
+    let defaults = AwsConfig::default();
+    let Some(f) = aws else {
+        return Ok(defaults);
+    };
+    let duration = |v: Option<&Spanned<String>>, def: Duration, key: &str| match v {
+        None => Ok(def),
+        Some(v) => parse_duration(src, v, key),
+    };
+    let endpoint_url = match &f.endpoint_url {
+        Some(u) if !(u.get_ref().starts_with("http://") || u.get_ref().starts_with("https://")) => {
+            return Err(src.error(
+                u.span(),
+                "aws.endpoint-url",
+                format!("{:?} is not an http:// or https:// URL", u.get_ref()),
+            ));
+        }
+        u => u.as_ref().map(|u| u.get_ref().clone()),
+    };
+    let page_size = match &f.page_size {
+        None => defaults.page_size,
+        Some(v) if (5..=1000).contains(v.get_ref()) => *v.get_ref(),
+        Some(v) => return Err(src.error(v.span(), "aws.page-size", "must be between 5 and 1000")),
+    };
+    Ok(AwsConfig {
+        region: f.region.clone(),
+        endpoint_url,
+        role_arn: check_role(src, f.role_arn.as_ref(), "aws.role-arn")?,
+        refresh_interval: duration(
+            f.refresh_interval.as_ref(),
+            defaults.refresh_interval,
+            "aws.refresh-interval",
+        )?,
+        call_timeout: duration(
+            f.call_timeout.as_ref(),
+            defaults.call_timeout,
+            "aws.call-timeout",
+        )?,
+        max_backoff: duration(
+            f.max_backoff.as_ref(),
+            defaults.max_backoff,
+            "aws.max-backoff",
+        )?,
+        page_size,
+        cache_file: f.cache_file.as_ref().map(PathBuf::from),
+    })
+}
+
+fn check_role(
+    src: &Source<'_>,
+    v: Option<&Spanned<String>>,
+    key: &str,
+) -> Result<Option<String>, ConfigError> {
+    match v {
+        None => Ok(None),
+        Some(r) if r.get_ref().starts_with("arn:") && r.get_ref().contains(":role/") => {
+            Ok(Some(r.get_ref().clone()))
+        }
+        Some(r) => Err(src.error(
+            r.span(),
+            key,
+            format!(
+                "{:?} is not a role ARN such as \"arn:aws:iam::111122223333:role/privatelink-dns\"",
+                r.get_ref()
+            ),
+        )),
+    }
+}
+
+fn check_discover(
+    src: &Source<'_>,
+    i: usize,
+    d: &DiscoverFile,
+    aws: &AwsConfig,
+) -> Result<DiscoverConfig, ConfigError> {
+    let key = |k: &str| format!("discover[{i}].{k}");
+    if d.vpc_ids.get_ref().is_empty() {
+        return Err(src.error(
+            d.vpc_ids.span(),
+            key("vpc-ids"),
+            "needs at least one VPC id",
+        ));
+    }
+    if let Some(bad) = d.vpc_ids.get_ref().iter().find(|v| !v.starts_with("vpc-")) {
+        return Err(src.error(
+            d.vpc_ids.span(),
+            key("vpc-ids"),
+            format!("{bad:?} is not a VPC id such as \"vpc-0abc\""),
+        ));
+    }
+    Ok(DiscoverConfig {
+        target: Target {
+            region: d.region.clone().or_else(|| aws.region.clone()),
+            role_arn: check_role(src, d.role_arn.as_ref(), &key("role-arn"))?
+                .or_else(|| aws.role_arn.clone()),
+        },
+        vpc_ids: d.vpc_ids.get_ref().clone(),
+        tags: d.tags.clone(),
+        ttl: positive(src, d.ttl.as_ref(), 60, &key("ttl"))?,
     })
 }
 

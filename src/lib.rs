@@ -21,7 +21,11 @@
 
 pub mod answer;
 pub mod app;
+pub mod aws;
+pub mod cache;
 pub mod config;
+pub mod discovery;
+pub mod refresh;
 pub mod server;
 pub mod snapshot;
 pub mod zonefile;

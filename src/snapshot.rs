@@ -27,7 +27,26 @@ pub struct SoaParams {
     pub ttl: u32,
 }
 
-/// One owner name with its addresses, as a source produces it.
+impl SoaParams {
+    /// The defaults for a zone: RNAME `hostmaster.<origin>`, refresh 3600, retry 900,
+    /// expire 1209600, minimum 60, TTL 3600.
+    pub fn defaults(origin: &Name, mname: Name) -> Self {
+        Self {
+            mname,
+            rname: origin
+                .prepend_label("hostmaster")
+                .unwrap_or_else(|_| origin.clone()),
+            refresh: 3600,
+            retry: 900,
+            expire: 1_209_600,
+            minimum: 60,
+            ttl: 3600,
+        }
+    }
+}
+
+/// One owner name with its addresses, as a source produces it. A name without
+/// addresses exists and answers NODATA (an AWS-backed name whose endpoint is down).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordData {
     /// Absolute name inside the zone; may start with a `*` label (RFC 4592).

@@ -1,0 +1,607 @@
+//! What discovery produces, and how it becomes zones. No I/O, no SDK types.
+//!
+//! A [`Discover`] source (the EC2 API in [`crate::aws`], or a fake in unit tests)
+//! returns an [`Inventory`]: plain structs describing VPC endpoints and their ENIs.
+//! [`assemble`] is the pure function that merges it with the configured zones into
+//! the [`ZoneData`] the snapshot builder takes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use hickory_proto::rr::{LowerName, Name};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, Selector, Target};
+use crate::snapshot::{RecordData, SoaParams, ZoneData};
+
+/// Everything one discovery run found, per target (region and role).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inventory {
+    pub targets: Vec<TargetInventory>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetInventory {
+    pub target: Target,
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// An interface VPC endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub id: String,
+    pub vpc_id: String,
+    pub service_name: String,
+    /// As the API says it: "available", "pending", "deleted", ...
+    pub state: String,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// Private DNS names of the endpoint's service, e.g. "ssm.ap-northeast-1.amazonaws.com"
+    /// or "*.s3.ap-northeast-1.amazonaws.com".
+    #[serde(default)]
+    pub private_dns_names: Vec<String>,
+    /// `DnsOptions.DnsRecordIpType`: ipv4, ipv6, dualstack, service-defined.
+    pub dns_record_ip_type: Option<String>,
+    /// `IpAddressType`: ipv4, ipv6, dualstack.
+    pub ip_address_type: Option<String>,
+    #[serde(default)]
+    pub enis: Vec<Eni>,
+}
+
+/// One endpoint network interface (one per subnet / AZ).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Eni {
+    pub id: String,
+    pub availability_zone: String,
+    pub subnet_id: String,
+    #[serde(default)]
+    pub ipv4: Vec<Ipv4Addr>,
+    #[serde(default)]
+    pub ipv6: Vec<Ipv6Addr>,
+}
+
+impl Endpoint {
+    /// Only endpoints in state `available` are served.
+    pub fn is_available(&self) -> bool {
+        self.state.eq_ignore_ascii_case("available")
+    }
+
+    /// Which record types the endpoint's DNS options ask for: (A, AAAA).
+    pub fn record_types(&self) -> (bool, bool) {
+        let kind = |v: &Option<String>| v.as_deref().map(str::to_ascii_lowercase);
+        let by_address_type = match kind(&self.ip_address_type).as_deref() {
+            Some("ipv4") => (true, false),
+            Some("ipv6") => (false, true),
+            _ => (true, true), // dualstack, or unknown: serve what the ENIs have
+        };
+        match kind(&self.dns_record_ip_type).as_deref() {
+            Some("ipv4") => (true, false),
+            Some("ipv6") => (false, true),
+            Some("dualstack") => (true, true),
+            _ => by_address_type, // service-defined, or absent
+        }
+    }
+
+    /// The addresses to serve: none unless available, then per [`Self::record_types`].
+    pub fn served(&self) -> impl Iterator<Item = (&Eni, IpAddr)> {
+        let (a, aaaa) = if self.is_available() {
+            self.record_types()
+        } else {
+            (false, false)
+        };
+        self.enis.iter().flat_map(move |eni| {
+            let v4 = eni
+                .ipv4
+                .iter()
+                .filter(move |_| a)
+                .map(move |ip| (eni, IpAddr::V4(*ip)));
+            let v6 = eni
+                .ipv6
+                .iter()
+                .filter(move |_| aaaa)
+                .map(move |ip| (eni, IpAddr::V6(*ip)));
+            v4.chain(v6)
+        })
+    }
+}
+
+/// Why a discovery failed; the label used in logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FailureReason {
+    /// RequestLimitExceeded / Throttling.
+    Throttled,
+    /// HTTP 5xx from the API.
+    ServerError,
+    /// A call did not finish within `call-timeout`.
+    Timeout,
+    /// No connection to the API (DNS, refused, TLS).
+    Unreachable,
+    /// Missing, invalid or expired credentials, or AssumeRole refused.
+    Credentials,
+    /// The credentials work but lack permission (UnauthorizedOperation).
+    Denied,
+    /// Anything else (a 4xx we did not expect, a malformed response).
+    Other,
+}
+
+impl FailureReason {
+    pub const ALL: [FailureReason; 7] = [
+        Self::Throttled,
+        Self::ServerError,
+        Self::Timeout,
+        Self::Unreachable,
+        Self::Credentials,
+        Self::Denied,
+        Self::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Throttled => "throttled",
+            Self::ServerError => "server_error",
+            Self::Timeout => "timeout",
+            Self::Unreachable => "unreachable",
+            Self::Credentials => "credentials",
+            Self::Denied => "denied",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// A failed discovery: the reason class and what the API or SDK said.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{target}: {operation} failed ({}): {message}", reason.as_str())]
+pub struct DiscoveryError {
+    pub reason: FailureReason,
+    pub target: String,
+    pub operation: &'static str,
+    pub message: String,
+}
+
+/// A source of inventories. The EC2 API in production; fakes in unit tests.
+pub trait Discover: Send + Sync + 'static {
+    fn discover(&self) -> impl Future<Output = Result<Inventory, DiscoveryError>> + Send;
+}
+
+/// One served address and where it came from, for `privatelink-dns discover`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Provenance {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub rtype: &'static str,
+    pub address: IpAddr,
+    pub endpoint: String,
+    pub availability_zone: String,
+    pub state: String,
+}
+
+/// The zones to serve, with warnings and where every discovered address came from.
+#[derive(Debug, Clone, Default)]
+pub struct Assembled {
+    pub zones: Vec<ZoneData>,
+    pub warnings: Vec<String>,
+    pub provenance: Vec<Provenance>,
+}
+
+/// A zone found by zero-config discovery, keyed by lower-cased owner names.
+struct DiscoveredZone {
+    origin: Name,
+    names: BTreeMap<LowerName, NameData>,
+}
+
+struct NameData {
+    name: Name,
+    ttl: u32,
+    a: BTreeSet<Ipv4Addr>,
+    aaaa: BTreeSet<Ipv6Addr>,
+}
+
+/// Merges the configured zones with an inventory. Without an inventory (no AWS, or no
+/// discovery yet), AWS-backed records exist without addresses and answer NODATA.
+pub fn assemble(config: &Config, inventory: Option<&Inventory>) -> Assembled {
+    let mut out = Assembled {
+        zones: config.zones.clone(),
+        ..Assembled::default()
+    };
+    let empty = Vec::new();
+    let endpoints_of = |target: &Target| -> &Vec<Endpoint> {
+        inventory
+            .and_then(|inv| inv.targets.iter().find(|t| &t.target == target))
+            .map_or(&empty, |t| &t.endpoints)
+    };
+
+    // AWS-backed records in configured zones.
+    if let Some(aws) = &config.aws {
+        let endpoints = endpoints_of(&aws.default_target());
+        for b in &config.bindings {
+            let record = &mut out.zones[b.zone].records[b.record];
+            let selected = endpoints.iter().filter(|ep| match &b.selector {
+                Selector::Endpoint(id) => &ep.id == id,
+                Selector::Tags(tags) => tags.iter().all(|(k, v)| ep.tags.get(k) == Some(v)),
+            });
+            let (mut a, mut aaaa) = (BTreeSet::new(), BTreeSet::new());
+            for ep in selected {
+                for (eni, ip) in ep.served() {
+                    match ip {
+                        IpAddr::V4(v4) => a.insert(v4),
+                        IpAddr::V6(v6) => aaaa.insert(v6),
+                    };
+                    out.provenance
+                        .push(provenance(&record.name.to_string(), ip, ep, eni));
+                }
+            }
+            record.a = a.into_iter().collect();
+            record.aaaa = aaaa.into_iter().collect();
+        }
+    }
+
+    // Zero-config: every private DNS name of a matching endpoint is a zone apex; a
+    // wildcard name "*.x" is zone "x" with a wildcard record.
+    let configured: Vec<Name> = config.zones.iter().map(|z| z.origin.clone()).collect();
+    let mut discovered: BTreeMap<LowerName, DiscoveredZone> = BTreeMap::new();
+    let mut warned = BTreeSet::new();
+    for block in &config.discover {
+        let matching = endpoints_of(&block.target).iter().filter(|ep| {
+            block.vpc_ids.contains(&ep.vpc_id)
+                && block.tags.iter().all(|(k, v)| ep.tags.get(k) == Some(v))
+        });
+        for ep in matching {
+            for dns_name in &ep.private_dns_names {
+                let Ok(mut owner) = Name::from_ascii(dns_name.trim_end_matches('.')) else {
+                    out.warnings.push(format!(
+                        "endpoint {}: private DNS name {dns_name:?} is not a valid name; skipped",
+                        ep.id
+                    ));
+                    continue;
+                };
+                owner.set_fqdn(true);
+                let owner = owner.to_lowercase();
+                let origin = if owner.is_wildcard() {
+                    owner.base_name()
+                } else {
+                    owner.clone()
+                };
+                if let Some(zone) = configured.iter().find(|z| z.zone_of(&origin)) {
+                    if warned.insert(origin.clone()) {
+                        out.warnings.push(format!(
+                            "discovered name {owner} (endpoint {}) is inside configured zone {zone}; the configured zone wins",
+                            ep.id
+                        ));
+                    }
+                    continue;
+                }
+                let zone = discovered
+                    .entry(LowerName::new(&origin))
+                    .or_insert_with(|| DiscoveredZone {
+                        origin: origin.clone(),
+                        names: BTreeMap::new(),
+                    });
+                let data = zone
+                    .names
+                    .entry(LowerName::new(&owner))
+                    .or_insert_with(|| NameData {
+                        name: owner.clone(),
+                        ttl: block.ttl,
+                        a: BTreeSet::new(),
+                        aaaa: BTreeSet::new(),
+                    });
+                for (eni, ip) in ep.served() {
+                    match ip {
+                        IpAddr::V4(v4) => data.a.insert(v4),
+                        IpAddr::V6(v6) => data.aaaa.insert(v6),
+                    };
+                    out.provenance
+                        .push(provenance(&owner.to_string(), ip, ep, eni));
+                }
+            }
+        }
+    }
+    for DiscoveredZone { origin, names } in discovered.into_values() {
+        let ns = config.server.nameserver.clone();
+        out.zones.push(ZoneData {
+            soa: SoaParams::defaults(&origin, ns.clone()),
+            ns_ttl: 3600,
+            ns: vec![ns],
+            records: names
+                .into_values()
+                .map(|d| RecordData {
+                    name: d.name,
+                    ttl: d.ttl,
+                    a: d.a.into_iter().collect(),
+                    aaaa: d.aaaa.into_iter().collect(),
+                })
+                .collect(),
+            origin,
+        });
+    }
+    out.provenance.sort();
+    out.provenance.dedup();
+    out
+}
+
+fn provenance(name: &str, ip: IpAddr, ep: &Endpoint, eni: &Eni) -> Provenance {
+    Provenance {
+        name: name.to_string(),
+        rtype: if ip.is_ipv4() { "A" } else { "AAAA" },
+        address: ip,
+        endpoint: ep.id.clone(),
+        availability_zone: eni.availability_zone.clone(),
+        state: ep.state.clone(),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn endpoint(id: &str, vpc: &str, names: &[&str], ips: &[&str]) -> Endpoint {
+        Endpoint {
+            id: id.to_string(),
+            vpc_id: vpc.to_string(),
+            service_name: "com.amazonaws.ap-northeast-1.ssm".to_string(),
+            state: "available".to_string(),
+            tags: BTreeMap::new(),
+            private_dns_names: names.iter().map(|s| s.to_string()).collect(),
+            dns_record_ip_type: None,
+            ip_address_type: None,
+            enis: ips
+                .iter()
+                .enumerate()
+                .map(|(i, ip)| {
+                    let ip: IpAddr = ip.parse().unwrap();
+                    Eni {
+                        id: format!("eni-{i}"),
+                        availability_zone: format!("ap-northeast-1{}", (b'a' + i as u8) as char),
+                        subnet_id: format!("subnet-{i}"),
+                        ipv4: match ip {
+                            IpAddr::V4(v) => vec![v],
+                            _ => vec![],
+                        },
+                        ipv6: match ip {
+                            IpAddr::V6(v) => vec![v],
+                            _ => vec![],
+                        },
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    fn config(extra: &str) -> Config {
+        let text = format!(
+            r#"
+[aws]
+region = "ap-northeast-1"
+
+[[zone]]
+origin = "internal.example.com"
+[[zone.record]]
+name = "@"
+vpc-endpoint = "vpce-0aaa"
+[[zone.record]]
+name = "api"
+vpc-endpoint-tags = {{ "privatelink-dns/name" = "api" }}
+[[zone.record]]
+name = "static"
+a = ["192.0.2.1"]
+{extra}
+"#
+        );
+        Config::from_toml(&text, "t").unwrap()
+    }
+
+    fn inventory(endpoints: Vec<Endpoint>) -> Inventory {
+        Inventory {
+            targets: vec![TargetInventory {
+                target: Target {
+                    region: Some("ap-northeast-1".into()),
+                    role_arn: None,
+                },
+                endpoints,
+            }],
+        }
+    }
+
+    fn zone<'a>(a: &'a Assembled, origin: &str) -> &'a ZoneData {
+        a.zones
+            .iter()
+            .find(|z| z.origin.to_string() == origin)
+            .unwrap_or_else(|| {
+                panic!(
+                    "zone {origin} in {:?}",
+                    a.zones
+                        .iter()
+                        .map(|z| z.origin.to_string())
+                        .collect::<Vec<_>>()
+                )
+            })
+    }
+
+    fn record<'a>(z: &'a ZoneData, name: &str) -> &'a RecordData {
+        z.records
+            .iter()
+            .find(|r| r.name.to_string() == name)
+            .unwrap()
+    }
+
+    #[test]
+    fn without_inventory_aws_records_exist_without_addresses() {
+        let a = assemble(&config(""), None);
+        let z = zone(&a, "internal.example.com.");
+        assert!(record(z, "internal.example.com.").a.is_empty());
+        assert_eq!(record(z, "static.internal.example.com.").a.len(), 1);
+    }
+
+    #[test]
+    fn explicit_endpoint_and_tags() {
+        let mut tagged1 = endpoint("vpce-0bbb", "vpc-1", &[], &["10.0.2.5", "10.0.3.5"]);
+        tagged1
+            .tags
+            .insert("privatelink-dns/name".into(), "api".into());
+        let mut tagged2 = endpoint("vpce-0ccc", "vpc-2", &[], &["10.9.2.5"]);
+        tagged2
+            .tags
+            .insert("privatelink-dns/name".into(), "api".into());
+        let mut other = endpoint("vpce-0ddd", "vpc-1", &[], &["10.0.9.9"]);
+        other
+            .tags
+            .insert("privatelink-dns/name".into(), "web".into());
+        let inv = inventory(vec![
+            endpoint("vpce-0aaa", "vpc-1", &[], &["10.0.1.4", "10.0.2.4"]),
+            tagged1,
+            tagged2,
+            other,
+        ]);
+        let a = assemble(&config(""), Some(&inv));
+        let z = zone(&a, "internal.example.com.");
+        let ips = |n| {
+            record(z, n)
+                .a
+                .iter()
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ips("internal.example.com."), ["10.0.1.4", "10.0.2.4"]);
+        assert_eq!(
+            ips("api.internal.example.com."),
+            ["10.0.2.5", "10.0.3.5", "10.9.2.5"],
+            "union of tagged"
+        );
+        assert!(
+            a.provenance
+                .iter()
+                .any(|p| p.endpoint == "vpce-0aaa" && p.availability_zone == "ap-northeast-1b")
+        );
+    }
+
+    #[test]
+    fn only_available_endpoints_are_served() {
+        for state in [
+            "pending",
+            "pendingAcceptance",
+            "deleting",
+            "deleted",
+            "failed",
+            "rejected",
+        ] {
+            let mut ep = endpoint("vpce-0aaa", "vpc-1", &[], &["10.0.1.4"]);
+            ep.state = state.to_string();
+            let a = assemble(&config(""), Some(&inventory(vec![ep])));
+            let r = record(zone(&a, "internal.example.com."), "internal.example.com.");
+            assert!(r.a.is_empty(), "{state}");
+        }
+    }
+
+    /// (DnsRecordIpType, IpAddressType, serves A, serves AAAA)
+    #[test]
+    fn record_types_follow_dns_options() {
+        let rows: &[(Option<&str>, Option<&str>, bool, bool)] = &[
+            (Some("ipv4"), Some("dualstack"), true, false),
+            (Some("ipv6"), Some("dualstack"), false, true),
+            (Some("dualstack"), Some("dualstack"), true, true),
+            (Some("service-defined"), Some("ipv4"), true, false),
+            (Some("service-defined"), Some("ipv6"), false, true),
+            (Some("service-defined"), Some("dualstack"), true, true),
+            (None, Some("ipv4"), true, false),
+            (None, None, true, true),
+        ];
+        for (record_type, address_type, want_a, want_aaaa) in rows {
+            let mut ep = endpoint("vpce-0aaa", "vpc-1", &[], &["10.0.1.4", "fd00::4"]);
+            ep.dns_record_ip_type = record_type.map(String::from);
+            ep.ip_address_type = address_type.map(String::from);
+            let a = assemble(&config(""), Some(&inventory(vec![ep])));
+            let r = record(zone(&a, "internal.example.com."), "internal.example.com.");
+            assert_eq!(
+                (!r.a.is_empty(), !r.aaaa.is_empty()),
+                (*want_a, *want_aaaa),
+                "{record_type:?} {address_type:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn zero_config_zones_per_private_dns_name() {
+        let extra = r#"
+[[discover]]
+vpc-ids = ["vpc-1"]
+ttl = 30
+"#;
+        let s3 = endpoint(
+            "vpce-0s3",
+            "vpc-1",
+            &[
+                "s3.ap-northeast-1.amazonaws.com",
+                "*.s3.ap-northeast-1.amazonaws.com",
+            ],
+            &["10.0.1.7", "10.0.2.7"],
+        );
+        let ssm = endpoint(
+            "vpce-0ssm",
+            "vpc-1",
+            &["ssm.ap-northeast-1.amazonaws.com"],
+            &["10.0.1.8"],
+        );
+        let elsewhere = endpoint(
+            "vpce-0other",
+            "vpc-2",
+            &["ec2.ap-northeast-1.amazonaws.com"],
+            &["10.1.1.8"],
+        );
+        let shadowed = endpoint(
+            "vpce-0shadow",
+            "vpc-1",
+            &["x.internal.example.com"],
+            &["10.0.1.9"],
+        );
+        let a = assemble(
+            &config(extra),
+            Some(&inventory(vec![s3, ssm, elsewhere, shadowed])),
+        );
+        let origins: Vec<String> = a.zones.iter().map(|z| z.origin.to_string()).collect();
+        assert_eq!(
+            origins,
+            [
+                "internal.example.com.",
+                "s3.ap-northeast-1.amazonaws.com.",
+                "ssm.ap-northeast-1.amazonaws.com."
+            ]
+        );
+        let s3z = zone(&a, "s3.ap-northeast-1.amazonaws.com.");
+        assert_eq!(record(s3z, "s3.ap-northeast-1.amazonaws.com.").a.len(), 2);
+        assert_eq!(record(s3z, "*.s3.ap-northeast-1.amazonaws.com.").a.len(), 2);
+        assert_eq!(record(s3z, "*.s3.ap-northeast-1.amazonaws.com.").ttl, 30);
+        assert_eq!(s3z.ns[0].to_string(), "ns.privatelink-dns.invalid.");
+        assert_eq!(a.warnings.len(), 1, "{:?}", a.warnings);
+        assert!(a.warnings[0].contains("configured zone wins"));
+    }
+
+    #[test]
+    fn zero_config_honours_tags_and_skips_bad_names() {
+        let extra = r#"
+[[discover]]
+vpc-ids = ["vpc-1"]
+tags = { expose = "on-prem" }
+"#;
+        let mut yes = endpoint(
+            "vpce-0yes",
+            "vpc-1",
+            &["yes.example.net", "bad..name"],
+            &["10.0.1.8"],
+        );
+        yes.tags.insert("expose".into(), "on-prem".into());
+        let no = endpoint("vpce-0no", "vpc-1", &["no.example.net"], &["10.0.1.9"]);
+        let a = assemble(&config(extra), Some(&inventory(vec![yes, no])));
+        assert!(
+            a.zones
+                .iter()
+                .any(|z| z.origin.to_string() == "yes.example.net.")
+        );
+        assert!(
+            !a.zones
+                .iter()
+                .any(|z| z.origin.to_string() == "no.example.net.")
+        );
+        assert!(a.warnings.iter().any(|w| w.contains("bad..name")));
+    }
+}

@@ -1,0 +1,320 @@
+"""moto_server with more realistic EC2 Interface VPC endpoints.
+
+Run:   python fake_ec2.py -H 127.0.0.1 -p 5055      (same flags as moto_server)
+
+Patches applied to moto (tested with moto 5.2.5) before the server starts:
+  * create_vpc_endpoint (Interface): one ENI per subnet with a PrivateIpAddress taken
+    sequentially from the subnet CIDR (first .4), Description "VPC Endpoint Interface vpce-...",
+    InterfaceType "vpc_endpoint", RequesterManaged true, and the endpoint's security groups
+    (stock moto: random 10.x.y.z not inside the subnet, type "interface", no description).
+  * modify_vpc_endpoint: AddSubnetIds / RemoveSubnetIds create / delete ENIs,
+    Add/RemoveSecurityGroupIds update the ENIs' groups (stock moto: ENIs unchanged).
+  * DnsEntries like AWS: regional "<vpce-id>-<rand>.<svc>.<region>.vpce.amazonaws.com", one
+    "<vpce-id>-<rand>-<az>.<...>" per AZ, and (PrivateDnsEnabled) the private DNS name
+    ("ssm.<region>.amazonaws.com", or the endpoint service's PrivateDnsName).
+    (stock moto: one entry "<vpce-id>-<rand>.<service-name>").
+  * delete_vpc_endpoints: the endpoint keeps State "deleted" (as stock moto) but its
+    NetworkInterfaceIds is emptied (stock moto keeps dangling ENI ids).
+  * DescribeVpcEndpoints / DescribeNetworkInterfaces honour MaxResults + NextToken
+    (stock moto returns everything in one page and never a NextToken).
+  * filters vpc-endpoint-id and ip-address-type on DescribeVpcEndpoints (stock: HTTP 500).
+  * test hook: tag "fake:state" = pending|available|deleting|failed|rejected|... on a VPC
+    endpoint (at creation via TagSpecifications or later via CreateTags) sets its State.
+
+Added for privatelink-dns (not in ../shared/aws):
+  * DescribeVpcEndpointServices without moto's default-service collection, which imports
+    every moto backend and fails with only moto[ec2] installed (HTTP 500). AWS services
+    (com.amazonaws.<region>.<svc>) are synthesized for the names asked, with AWS's private
+    DNS names ("<svc>.<region>.amazonaws.com", plus "*.s3.<region>.amazonaws.com" for s3);
+    endpoint service configurations are listed as moto has them. ServiceNames with an
+    unknown name fails with InvalidServiceName, as AWS does; the service-name filter does not.
+  * CreateVpcEndpointServiceConfiguration accepts load balancer ARNs that do not exist
+    (seeding an NLB would need the elbv2 API; the service's private DNS name is what we test).
+"""
+import sys
+
+from moto.ec2.exceptions import EC2ClientError, InvalidNextToken
+from moto.ec2.utils import random_resource_id
+from moto.ec2.models.tags import TagBackend
+from moto.ec2.models.vpcs import VPCBackend, VPCEndPoint
+from moto.ec2.responses.elastic_network_interfaces import ElasticNetworkInterfaces
+from moto.ec2.responses.vpcs import VPCs
+from moto.core.responses import ActionResult
+from moto.ec2.exceptions import InvalidServiceName
+from moto.ec2.models.vpc_service_configuration import VPCServiceConfigurationBackend
+
+STATE_TAG = "fake:state"
+
+
+# ---------------------------------------------------------------- ENIs per endpoint
+def _make_eni(backend, ep, subnet_id):
+    subnet = backend.get_subnet(subnet_id)
+    try:
+        ip = subnet.get_available_subnet_ip(ep)  # sequential, skips AWS-reserved .0-.3
+    except (StopIteration, RuntimeError):
+        raise EC2ClientError("InsufficientFreeAddressesInSubnet",
+                             f"There are not enough free addresses in subnet '{subnet_id}' to satisfy the requested number of instances.")
+    eni = backend.create_network_interface(
+        subnet,
+        ip,
+        group_ids=list(ep.security_group_ids) or None,
+        description=f"VPC Endpoint Interface {ep.id}",
+    )
+    eni.interface_type = "vpc_endpoint"
+    eni.requester_managed = True
+    return eni.id
+
+
+def _drop_eni(backend, eni_id):
+    eni = backend.enis.pop(eni_id, None)
+    if eni is not None:
+        eni.subnet.del_subnet_ip(eni.private_ip_address)
+
+
+def _is_interface(ep):
+    return (ep.vpc_endpoint_type or "").lower() == "interface"
+
+
+def _dns_entries(backend, ep):
+    parts = ep.service_name.split(".")
+    if len(parts) < 4:
+        return ep.dns_entries
+    if parts[2] == "vpce":  # com.amazonaws.vpce.<region>.vpce-svc-xxxx (endpoint service)
+        region, svc = parts[3], ".".join(parts[4:])
+        cfg = getattr(backend, "configurations", {}).get(svc)
+        private = cfg.private_dns_name if cfg else None
+    else:  # com.amazonaws.<region>.<service>
+        region, svc = parts[2], ".".join(parts[3:])
+        private = f"{svc}.{region}.amazonaws.com"
+    base = f"{svc}.{region}.vpce.amazonaws.com"
+    if not getattr(ep, "_fake_dns_id", None):
+        ep._fake_dns_id = random_resource_id(8)
+        ep._fake_zone = "Z" + random_resource_id(12).upper()
+        ep._fake_private_zone = "Z" + random_resource_id(12).upper()
+    prefix = f"{ep.id}-{ep._fake_dns_id}"
+    entries = [{"dns_name": f"{prefix}.{base}", "hosted_zone_id": ep._fake_zone}]
+    for az in sorted({backend.enis[e].subnet.availability_zone for e in ep.network_interface_ids}):
+        entries.append({"dns_name": f"{prefix}-{az}.{base}", "hosted_zone_id": ep._fake_zone})
+    if ep.private_dns_enabled and private:
+        entries.append({"dns_name": private, "hosted_zone_id": ep._fake_private_zone})
+    return entries
+
+
+_orig_create = VPCBackend.create_vpc_endpoint
+
+
+def create_vpc_endpoint(self, *args, **kwargs):
+    ep = _orig_create(self, *args, **kwargs)
+    if _is_interface(ep):
+        for eni_id in ep.network_interface_ids:  # moto's random-IP ENIs
+            self.enis.pop(eni_id, None)
+        ep.network_interface_ids = []
+        try:
+            for s in ep.subnet_ids or []:
+                ep.network_interface_ids.append(_make_eni(self, ep, s))
+        except EC2ClientError:  # roll back: no half-created endpoint
+            for eni_id in ep.network_interface_ids:
+                _drop_eni(self, eni_id)
+            self.vpc_end_points.pop(ep.id, None)
+            raise
+        ep.dns_entries = _dns_entries(self, ep)
+    state = (kwargs.get("tags") or {}).get(STATE_TAG)
+    if state:
+        ep.state = state
+    return ep
+
+
+_orig_modify = VPCBackend.modify_vpc_endpoint
+
+
+def modify_vpc_endpoint(self, *args, **kwargs):
+    ep_id = kwargs.get("vpc_id", args[0] if args else None)
+    _orig_modify(self, *args, **kwargs)
+    ep = self.vpc_end_points[ep_id]
+    if not _is_interface(ep):
+        return
+    wanted = list(ep.subnet_ids or [])
+    for eni_id in list(ep.network_interface_ids):
+        eni = self.enis.get(eni_id)
+        if eni is None or eni.subnet.id not in wanted:
+            _drop_eni(self, eni_id)
+            ep.network_interface_ids.remove(eni_id)
+    have = {self.enis[e].subnet.id for e in ep.network_interface_ids}
+    for s in wanted:
+        if s not in have:
+            ep.network_interface_ids.append(_make_eni(self, ep, s))
+    ep.dns_entries = _dns_entries(self, ep)
+    groups = [self.get_security_group_from_id(g) for g in ep.security_group_ids]
+    for eni_id in ep.network_interface_ids:
+        if groups:
+            self.enis[eni_id]._group_set = [g for g in groups if g]
+
+
+_orig_delete = VPCBackend.delete_vpc_endpoints
+
+
+def delete_vpc_endpoints(self, vpce_ids=None):
+    eps = [self.vpc_end_points[i] for i in vpce_ids or [] if i in self.vpc_end_points]
+    for ep in eps:
+        if _is_interface(ep):
+            for eni_id in ep.network_interface_ids:
+                _drop_eni(self, eni_id)
+    _orig_delete(self, vpce_ids)
+    for ep in eps:
+        ep.network_interface_ids = []
+
+
+VPCBackend.create_vpc_endpoint = create_vpc_endpoint
+VPCBackend.modify_vpc_endpoint = modify_vpc_endpoint
+VPCBackend.delete_vpc_endpoints = delete_vpc_endpoints
+
+# ---------------------------------------------------------------- filters
+_orig_filter = VPCEndPoint.get_filter_value
+
+
+def get_filter_value(self, filter_name, method_name=None):
+    if filter_name == "vpc-endpoint-id":
+        return self.id
+    if filter_name == "ip-address-type":
+        return "ipv4"
+    return _orig_filter(self, filter_name, method_name)
+
+
+VPCEndPoint.get_filter_value = get_filter_value
+
+# ---------------------------------------------------------------- state test hook
+_orig_create_tags = TagBackend.create_tags
+
+
+def create_tags(self, resource_ids, tags):
+    ok = _orig_create_tags(self, resource_ids, tags)
+    if STATE_TAG in tags:
+        for rid in resource_ids:
+            ep = getattr(self, "vpc_end_points", {}).get(rid)
+            if ep is not None:
+                ep.state = tags[STATE_TAG]
+    return ok
+
+
+TagBackend.create_tags = create_tags
+
+
+# ---------------------------------------------------------------- pagination
+def _page(resp, items):
+    max_results = resp._get_int_param("MaxResults")
+    token = resp._get_param("NextToken")
+    start = 0
+    if token:
+        try:
+            start = int(token)
+        except ValueError:
+            raise InvalidNextToken(token)
+        if not 0 <= start <= len(items):
+            raise InvalidNextToken(token)
+    if not max_results:
+        return items[start:], None
+    end = start + max_results
+    return items[start:end], (str(end) if end < len(items) else None)
+
+
+def describe_vpc_endpoints(self):
+    eps = self.ec2_backend.describe_vpc_endpoints(
+        vpc_end_point_ids=self._get_param("VpcEndpointIds", []),
+        filters=self._filters_from_querystring(),
+    )
+    page, token = _page(self, eps)
+    result = {"VpcEndpoints": page}
+    if token:
+        result["NextToken"] = token
+    return ActionResult(result)
+
+
+def describe_network_interfaces(self):
+    self.error_on_dryrun()
+    enis = self.ec2_backend.get_all_network_interfaces(
+        self._get_param("NetworkInterfaceIds", []), self._filters_from_querystring()
+    )
+    page, token = _page(self, list(enis))
+    result = {"NetworkInterfaces": page}
+    if token:
+        result["NextToken"] = token
+    return ActionResult(result)
+
+
+VPCs.describe_vpc_endpoints = describe_vpc_endpoints
+
+
+# ---------------------------------------------------------------- endpoint services
+WILDCARD_AWS_SERVICES = {"s3"}
+
+
+def _aws_service_detail(name, region):
+    svc = ".".join(name.split(".")[3:])
+    names = [f"{svc}.{region}.amazonaws.com"]
+    if svc in WILDCARD_AWS_SERVICES:
+        names.append(f"*.{svc}.{region}.amazonaws.com")
+    return {
+        "AcceptanceRequired": False,
+        "AvailabilityZones": [],
+        "BaseEndpointDnsNames": [f"{svc}.{region}.vpce.amazonaws.com"],
+        "ManagesVpcEndpoints": False,
+        "Owner": "amazon",
+        "PrivateDnsName": names[0],
+        "PrivateDnsNameVerificationState": "verified",
+        "PrivateDnsNames": [{"PrivateDnsName": n} for n in names],
+        "ServiceId": "vpce-svc-" + format(abs(hash(name)) % (1 << 68), "017x"),
+        "ServiceName": name,
+        "ServiceType": [{"ServiceType": "Interface"}],
+        "Tags": [],
+        "VpcEndpointPolicySupported": True,
+    }
+
+
+def describe_vpc_endpoint_services(self, service_names, filters, max_results, next_token, region):
+    wanted = set(service_names or [])
+    for f in filters or []:
+        if f["Name"] == "service-name":
+            wanted |= set(f.get("Value", []) + f.get("Values", []))
+    details = [c.to_dict() for c in self.configurations.values()]
+    details = [d for d in details if not wanted or d["ServiceName"] in wanted]
+    for n in sorted(wanted):
+        parts = n.split(".")
+        if n.startswith("com.amazonaws.") and len(parts) >= 4 and parts[2] == region:
+            details.append(_aws_service_detail(n, region))
+    known = {d["ServiceName"] for d in details}
+    for n in service_names or []:
+        if n not in known:
+            raise InvalidServiceName(n)
+    details.sort(key=lambda d: d["ServiceName"])
+    start = 0
+    if next_token:
+        ids = [d["ServiceId"] for d in details]
+        if next_token not in ids:
+            raise InvalidNextToken(next_token)
+        start = ids.index(next_token)
+    max_results = max_results or 1000
+    page = details[start:start + max_results]
+    token = details[start + max_results]["ServiceId"] if len(details) > start + max_results else None
+    return {"servicesDetails": page, "serviceNames": [d["ServiceName"] for d in page], "nextToken": token}
+
+
+VPCBackend.describe_vpc_endpoint_services = describe_vpc_endpoint_services
+
+_orig_create_svc = VPCServiceConfigurationBackend.create_vpc_endpoint_service_configuration
+
+
+def create_vpc_endpoint_service_configuration(self, lb_arns, *args, **kwargs):
+    try:
+        self.elbv2_backend.describe_load_balancers(arns=lb_arns, names=None)
+    except Exception:
+        lb_arns = []
+    return _orig_create_svc(self, lb_arns, *args, **kwargs)
+
+
+VPCServiceConfigurationBackend.create_vpc_endpoint_service_configuration = create_vpc_endpoint_service_configuration
+ElasticNetworkInterfaces.describe_network_interfaces = describe_network_interfaces
+
+if __name__ == "__main__":
+    from moto.server import main
+
+    main(sys.argv[1:])
