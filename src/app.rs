@@ -16,7 +16,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::aws::Ec2Discovery;
 use crate::config::{Config, LogFormat};
-use crate::discovery::{self, Discover};
+use crate::discovery::{self, Assembled, Discover, DiscoveryError, Inventory};
 use crate::refresh::{RefreshStats, Refresher};
 use crate::server::{self, TcpLimits};
 use crate::snapshot::{self, Snapshot, SnapshotStore};
@@ -170,6 +170,78 @@ pub fn build_snapshot(config: &Config, previous: Option<&Snapshot>) -> Snapshot 
         .map_or(0, |d| d.as_secs());
     let zones = discovery::assemble(config, None).zones;
     snapshot::build(&zones, config.server.settings.clone(), previous, now)
+}
+
+/// One discovery run, for `privatelink-dns discover`: what would be served, and from where.
+pub async fn discover_once(config: &Config) -> Result<(Inventory, Assembled), DiscoveryError> {
+    let Some(aws) = &config.aws else {
+        return Ok((Inventory::default(), discovery::assemble(config, None)));
+    };
+    let source = Ec2Discovery::new(aws, config.targets()).await;
+    let inventory = source.discover().await?;
+    let assembled = discovery::assemble(config, Some(&inventory));
+    Ok((inventory, assembled))
+}
+
+/// Renders [`discover_once`]'s result as a table, or as JSON.
+pub fn render_discovery(inventory: &Inventory, assembled: &Assembled, json: bool) -> String {
+    if json {
+        let doc = serde_json::json!({
+            "records": assembled.provenance,
+            "endpoints": inventory.targets,
+            "warnings": assembled.warnings,
+        });
+        return serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n";
+    }
+    let mut rows = vec![[
+        "NAME".to_string(),
+        "TYPE".to_string(),
+        "ADDRESS".to_string(),
+        "ENDPOINT".to_string(),
+        "AZ".to_string(),
+    ]];
+    for p in &assembled.provenance {
+        rows.push([
+            p.name.clone(),
+            p.rtype.to_string(),
+            p.address.to_string(),
+            p.endpoint.clone(),
+            p.availability_zone.clone(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..5)
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in &rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    let endpoints: usize = inventory.targets.iter().map(|t| t.endpoints.len()).sum();
+    let unavailable: Vec<String> = inventory
+        .targets
+        .iter()
+        .flat_map(|t| &t.endpoints)
+        .filter(|e| !e.is_available())
+        .map(|e| format!("{} ({})", e.id, e.state))
+        .collect();
+    out.push_str(&format!(
+        "{} addresses from {endpoints} interface endpoints",
+        assembled.provenance.len()
+    ));
+    if !unavailable.is_empty() {
+        out.push_str(&format!(
+            "; not served (not available): {}",
+            unavailable.join(", ")
+        ));
+    }
+    out.push('\n');
+    out
 }
 
 /// Runs the daemon until SIGINT or SIGTERM.

@@ -968,6 +968,64 @@ mod tests {
     }
 
     #[test]
+    fn aws_sections() {
+        let c = Config::from_toml(
+            r#"
+[aws]
+region = "ap-northeast-1"
+refresh-interval = "1m"
+cache-file = "/var/lib/privatelink-dns/snapshot.json"
+
+[[zone]]
+origin = "internal.example.com"
+[[zone.record]]
+name = "@"
+vpc-endpoint = "vpce-0123456789abcdef0"
+[[zone.record]]
+name = "api"
+vpc-endpoint-tags = { "privatelink-dns/name" = "api" }
+
+[[discover]]
+vpc-ids = ["vpc-0abc"]
+
+[[discover]]
+vpc-ids = ["vpc-0def"]
+region = "us-east-1"
+role-arn = "arn:aws:iam::111122223333:role/privatelink-dns"
+ttl = 30
+"#,
+            "t",
+        )
+        .unwrap();
+        let aws = c.aws.as_ref().unwrap();
+        assert_eq!(aws.refresh_interval, Duration::from_secs(60));
+        assert_eq!(aws.call_timeout, Duration::from_secs(10));
+        assert_eq!(aws.page_size, 1000);
+        assert_eq!(c.bindings.len(), 2);
+        assert_eq!(
+            c.bindings[0].selector,
+            Selector::Endpoint("vpce-0123456789abcdef0".into())
+        );
+        assert_eq!((c.bindings[1].zone, c.bindings[1].record), (0, 1));
+        let targets = c.targets();
+        assert_eq!(
+            targets.len(),
+            2,
+            "the default target is shared: {targets:?}"
+        );
+        assert_eq!(targets[1].region.as_deref(), Some("us-east-1"));
+        assert_eq!(c.discover[1].ttl, 30);
+        assert_eq!(c.discover[0].ttl, 60);
+        // AWS is off without AWS sources; on with them even without [aws].
+        assert!(Config::demo().aws.is_none());
+        let implicit = Config::from_toml("[[discover]]\nvpc-ids = [\"vpc-1\"]\n", "t").unwrap();
+        assert_eq!(
+            implicit.aws.unwrap().refresh_interval,
+            Duration::from_secs(30)
+        );
+    }
+
+    #[test]
     fn names_resolve_against_origin() {
         let c = Config::from_toml(
             r#"
@@ -1075,6 +1133,94 @@ a = ["192.0.2.3"]
                 3,
                 "zone[0].ns",
                 "no record",
+            ),
+            (
+                format!(
+                    "{z}[[zone.record]]\nname = \"www\"\na = [\"192.0.2.1\"]\nvpc-endpoint = \"vpce-0a\"\n"
+                ),
+                4,
+                "zone[0].record[0]",
+                "not both",
+            ),
+            (
+                format!("{z}[[zone.record]]\nname = \"www\"\nvpc-endpoint = \"vpc-0a\"\n"),
+                5,
+                "zone[0].record[0].vpc-endpoint",
+                "not a VPC endpoint id",
+            ),
+            (
+                format!("{z}[[zone.record]]\nname = \"www\"\nvpc-endpoint-tags = {{}}\n"),
+                5,
+                "zone[0].record[0].vpc-endpoint-tags",
+                "at least one tag",
+            ),
+            (
+                format!(
+                    "{z}[[zone.record]]\nname = \"www\"\nvpc-endpoint = \"vpce-0a\"\nvpc-endpoint-tags = {{ a = \"b\" }}\n"
+                ),
+                6,
+                "zone[0].record[0].vpc-endpoint-tags",
+                "not both",
+            ),
+            (
+                "[[discover]]\nvpc-ids = []\n".into(),
+                2,
+                "discover[0].vpc-ids",
+                "at least one VPC",
+            ),
+            (
+                "[[discover]]\nvpc-ids = [\"subnet-1\"]\n".into(),
+                2,
+                "discover[0].vpc-ids",
+                "not a VPC id",
+            ),
+            (
+                "[[discover]]\nregion = \"us-east-1\"\n".into(),
+                1,
+                "discover",
+                "missing field `vpc-ids`",
+            ),
+            (
+                "[[discover]]\nvpc-ids = [\"vpc-1\"]\nrole-arn = \"admin\"\n".into(),
+                3,
+                "discover[0].role-arn",
+                "not a role ARN",
+            ),
+            (
+                "[aws]\nrole-arn = \"arn:aws:iam::1:user/x\"\n".into(),
+                2,
+                "aws.role-arn",
+                "not a role ARN",
+            ),
+            (
+                "[aws]\nendpoint-url = \"127.0.0.1:5000\"\n".into(),
+                2,
+                "aws.endpoint-url",
+                "not an http",
+            ),
+            (
+                "[aws]\npage-size = 2000\n".into(),
+                2,
+                "aws.page-size",
+                "between 5 and 1000",
+            ),
+            (
+                "[aws]\nrefresh-interval = \"soon\"\n".into(),
+                2,
+                "aws.refresh-interval",
+                "not a duration",
+            ),
+            (
+                "[aws]\ncall-timeout = \"0s\"\n".into(),
+                2,
+                "aws.call-timeout",
+                "longer than zero",
+            ),
+            (
+                "[aws]\nregion = 5\n".into(),
+                2,
+                "aws.region",
+                "invalid type",
             ),
             (
                 format!("{z}[[zone.record]]\nname = \"www.example.com\"\na = [\"192.0.2.1\"]\n"),

@@ -6,7 +6,8 @@
 //! Data flows one way:
 //!
 //! ```text
-//! sources (config today, EC2 discovery later)
+//! sources: config, and aws::Ec2Discovery (→ plain discovery::Inventory)
+//!   → discovery::assemble (pure: config + inventory → zones)
 //!   → snapshot::build   (pure: zones, names, record sets, SOA serials)
 //!   → SnapshotStore     (arc-swap: readers never lock, writers publish whole snapshots)
 //!   → answer::answer    (pure: query bytes + snapshot → response bytes)
@@ -14,6 +15,10 @@
 //! ```
 //!
 //! - [`config`]: file types and their check into a runtime config (errors name file, line, key).
+//! - [`aws`]: EC2 API calls; the only module that sees aws-sdk types.
+//! - [`discovery`]: the plain inventory and its assembly with the config into zones.
+//! - [`refresh`]: the loop that keeps the snapshot in sync; backoff, stale-on-error.
+//! - [`cache`]: the last good inventory on disk, for cold starts.
 //! - [`snapshot`]: the immutable table and its builder.
 //! - [`answer`]: every protocol decision; no I/O.
 //! - [`server`]: sockets, TCP framing, limits.

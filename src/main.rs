@@ -30,6 +30,46 @@ struct Cli {
 enum Command {
     /// Check the config file and exit: 0 if valid, 64 with the problem if not.
     CheckConfig,
+    /// Ask the EC2 API once and print what would be served (exit 1 on AWS errors).
+    Discover {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Runtime::new().map_err(|e| {
+        eprintln!("error: cannot start the async runtime: {e}");
+        ExitCode::FAILURE
+    })
+}
+
+fn discover(config: &Config, json: bool) -> ExitCode {
+    if config.aws.is_none() {
+        eprintln!(
+            "error: {}: nothing to discover: no vpc-endpoint records and no [[discover]] blocks",
+            config.source
+        );
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    match rt.block_on(app::discover_once(config)) {
+        Ok((inventory, assembled)) => {
+            for w in &assembled.warnings {
+                eprintln!("warning: {w}");
+            }
+            print!("{}", app::render_discovery(&inventory, &assembled, json));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -45,8 +85,8 @@ fn main() -> ExitCode {
         }
     };
     let config = match (&cli.command, &cli.config) {
-        (Some(Command::CheckConfig), None) => {
-            eprintln!("error: check-config needs --config PATH");
+        (Some(Command::CheckConfig | Command::Discover { .. }), None) => {
+            eprintln!("error: this command needs --config PATH");
             return ExitCode::from(EXIT_USAGE);
         }
         (_, Some(path)) => Config::load(path),
@@ -63,6 +103,9 @@ fn main() -> ExitCode {
         println!("{}: ok ({} zones)", config.source, config.zones.len());
         return ExitCode::SUCCESS;
     }
+    if let Some(Command::Discover { json }) = cli.command {
+        return discover(&config, json);
+    }
     app::init_tracing(
         &config.log.level,
         cli.log_format.unwrap_or(config.log.format),
@@ -72,12 +115,9 @@ fn main() -> ExitCode {
     } else {
         tracing::info!(config = %config.source, "config loaded");
     }
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(app::run(config)) {
         Ok(()) => ExitCode::SUCCESS,

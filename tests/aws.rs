@@ -1,0 +1,463 @@
+//! AWS discovery against the real EC2 API emulator (moto, see tests/support), with
+//! the whole server on port 0 and the hickory client asking it.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use hickory_net::client::{Client, ClientHandle};
+use hickory_net::runtime::TokioRuntimeProvider;
+use hickory_net::tcp::TcpClientStream;
+use hickory_net::udp::UdpClientStream;
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
+use privatelink_dns::app::Server;
+use privatelink_dns::config::Config;
+use privatelink_dns::discovery::FailureReason;
+use support::{Moto, Vpc, aws_env, moto_available};
+
+const SSM: &str = "com.amazonaws.ap-northeast-1.ssm";
+const S3: &str = "com.amazonaws.ap-northeast-1.s3";
+
+async fn ask(addr: SocketAddr, name: &str, rtype: RecordType) -> Message {
+    let conn = UdpClientStream::builder(addr, TokioRuntimeProvider::default()).build();
+    let (mut client, bg) = Client::<TokioRuntimeProvider>::from_sender(conn);
+    tokio::spawn(bg);
+    let r = client
+        .query(Name::from_str(name).unwrap(), DNSClass::IN, rtype)
+        .await
+        .unwrap();
+    if !r.metadata.truncation {
+        return r.into_message();
+    }
+    let (stream, sender) = TcpClientStream::new(addr, None, None, TokioRuntimeProvider::default());
+    let (mut client, bg) = Client::<TokioRuntimeProvider>::new(stream.await.unwrap(), sender);
+    tokio::spawn(bg);
+    client
+        .query(Name::from_str(name).unwrap(), DNSClass::IN, rtype)
+        .await
+        .unwrap()
+        .into_message()
+}
+
+fn ips(m: &Message) -> Vec<String> {
+    let mut v: Vec<String> = m
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(a.to_string()),
+            RData::AAAA(a) => Some(a.to_string()),
+            _ => None,
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+async fn a(addr: SocketAddr, name: &str) -> Vec<String> {
+    ips(&ask(addr, name, RecordType::A).await)
+}
+
+/// Polls `check` until it holds or `limit` passes; returns how long it took.
+async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if check().await {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < limit, "not within {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The test config: AWS-backed records in zone internal.example.com, then a
+/// [[discover]] block for the VPC. `extra` goes after the zone's records.
+fn config_text(moto_url: &str, vpc: &str, records: &str, aws_extra: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = ["127.0.0.1:0"]
+
+[aws]
+region = "ap-northeast-1"
+endpoint-url = "{moto_url}"
+refresh-interval = "1s"
+call-timeout = "2s"
+max-backoff = "2s"
+{aws_extra}
+
+[[zone]]
+origin = "internal.example.com"
+ttl = 30
+
+[[zone.record]]
+name = "api"
+vpc-endpoint-tags = {{ "privatelink-dns/name" = "api" }}
+
+{records}
+
+[[discover]]
+vpc-ids = ["{vpc}"]
+ttl = 20
+"#
+    )
+}
+
+fn config(moto: &Moto, vpc: &str, records: &str) -> Config {
+    Config::from_toml(&config_text(&moto.url(), vpc, records, ""), "aws-test.toml").unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explicit_tagged_and_zero_config_names() {
+    if !moto_available() {
+        return;
+    }
+    aws_env();
+    let moto = Moto::start();
+    let vpc = Vpc::create(moto.client()).await;
+    let ssm = vpc.endpoint(SSM, &[0, 1], &[]).await;
+    vpc.endpoint(SSM, &[2], &[("privatelink-dns/name", "api")])
+        .await;
+    let other_vpc = Vpc::create(moto.client()).await;
+    other_vpc
+        .endpoint(S3, &[0], &[("privatelink-dns/name", "api")])
+        .await;
+    vpc.endpoint(S3, &[0, 1, 2], &[]).await;
+    let vendor = vpc.service("*.vendor.example.net").await;
+    vpc.endpoint(&vendor, &[1], &[]).await;
+    let pending = vpc.endpoint(SSM, &[0], &[("fake:state", "pending")]).await;
+    let records = format!(
+        "[[zone.record]]\nname = \"@\"\nvpc-endpoint = \"{ssm}\"\n\
+         [[zone.record]]\nname = \"pending\"\nvpc-endpoint = \"{pending}\"\n"
+    );
+    let cfg = config(&moto, &vpc.id, &records);
+    let server = Server::start(&cfg).await.unwrap();
+    let dns = server.udp_addrs()[0];
+    assert!(server.stats().is_loaded());
+
+    // Explicit endpoint: one ENI per subnet, IPs inside the subnets (the fake's canary).
+    assert_eq!(
+        a(dns, "internal.example.com.").await,
+        ["10.0.1.4", "10.0.2.4"]
+    );
+    // Tags: the union of every tagged endpoint, in any VPC.
+    let api = a(dns, "api.internal.example.com.").await;
+    assert_eq!(api.len(), 2, "{api:?}");
+    assert!(api.contains(&"10.0.3.4".to_string()), "{api:?}");
+    // A pending endpoint is not served: the name exists without addresses (NODATA).
+    let r = ask(dns, "pending.internal.example.com.", RecordType::A).await;
+    assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+    assert!(r.answers.is_empty());
+
+    // Zero-config: every private DNS name is its own zone apex, with SOA and AA.
+    let ssm_ips = a(dns, "ssm.ap-northeast-1.amazonaws.com.").await;
+    assert_eq!(
+        ssm_ips.len(),
+        3,
+        "both available ssm endpoints in the VPC: {ssm_ips:?}"
+    );
+    assert_eq!(a(dns, "s3.ap-northeast-1.amazonaws.com.").await.len(), 3);
+    assert_eq!(
+        a(dns, "my-bucket.s3.ap-northeast-1.amazonaws.com.")
+            .await
+            .len(),
+        3,
+        "wildcard"
+    );
+    assert_eq!(
+        a(dns, "anything.vendor.example.net.").await.len(),
+        1,
+        "wildcard of an endpoint service"
+    );
+    for apex in [
+        "ssm.ap-northeast-1.amazonaws.com.",
+        "s3.ap-northeast-1.amazonaws.com.",
+        "vendor.example.net.",
+    ] {
+        let r = ask(dns, apex, RecordType::SOA).await;
+        assert_eq!(r.metadata.response_code, ResponseCode::NoError, "{apex}");
+        assert!(r.metadata.authoritative, "{apex}");
+        assert_eq!(r.answers.len(), 1, "{apex}");
+    }
+    // Wildcard name without AAAA: NODATA, not NXDOMAIN.
+    let r = ask(
+        dns,
+        "my-bucket.s3.ap-northeast-1.amazonaws.com.",
+        RecordType::AAAA,
+    )
+    .await;
+    assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+    assert!(r.answers.is_empty());
+    assert_eq!(r.authorities[0].ttl, 60, "min(SOA TTL, minimum)");
+    // The other VPC's s3 endpoint is not in the [[discover]] block.
+    assert_eq!(server.stats().failures(FailureReason::Other), 0);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subnet_added_then_endpoint_deleted() {
+    if !moto_available() {
+        return;
+    }
+    aws_env();
+    let moto = Moto::start();
+    let vpc = Vpc::create(moto.client()).await;
+    let ep = vpc.endpoint(SSM, &[0], &[]).await;
+    let records = format!("[[zone.record]]\nname = \"@\"\nvpc-endpoint = \"{ep}\"\n");
+    let server = Server::start(&config(&moto, &vpc.id, &records))
+        .await
+        .unwrap();
+    let dns = server.udp_addrs()[0];
+    assert_eq!(a(dns, "internal.example.com.").await, ["10.0.1.4"]);
+    let serial = |m: Message| match &m.answers[0].data {
+        RData::SOA(soa) => soa.serial,
+        other => panic!("{other:?}"),
+    };
+    let serial_before = serial(ask(dns, "internal.example.com.", RecordType::SOA).await);
+
+    // A subnet is added: the new ENI's IP is served within one refresh interval (1 s,
+    // ±10%) plus the discovery itself.
+    vpc.add_subnet(&ep, 1).await;
+    let took = eventually(
+        Duration::from_secs(10),
+        "new subnet's IP served",
+        || async { a(dns, "internal.example.com.").await == ["10.0.1.4", "10.0.2.4"] },
+    )
+    .await;
+    eprintln!("subnet added → answered in {took:?}");
+    assert_eq!(
+        a(dns, "ssm.ap-northeast-1.amazonaws.com.").await,
+        ["10.0.1.4", "10.0.2.4"],
+        "zero-config name follows too"
+    );
+    let serial_after = serial(ask(dns, "internal.example.com.", RecordType::SOA).await);
+    assert!(
+        serial_after > serial_before,
+        "{serial_after} > {serial_before}"
+    );
+
+    // The endpoint is deleted: its addresses are gone; the configured name stays (NODATA).
+    vpc.delete(&ep).await;
+    eventually(
+        Duration::from_secs(10),
+        "deleted endpoint's addresses gone",
+        || async {
+            let r = ask(dns, "internal.example.com.", RecordType::A).await;
+            r.metadata.response_code == ResponseCode::NoError && r.answers.is_empty()
+        },
+    )
+    .await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pagination_over_300_endpoints() {
+    if !moto_available() {
+        return;
+    }
+    aws_env();
+    let moto = Moto::start();
+    let vpc = Vpc::create(moto.client()).await;
+    for i in 0..300 {
+        vpc.endpoint(SSM, &[i % 3], &[("privatelink-dns/name", "api")])
+            .await;
+    }
+    let text = config_text(&moto.url(), &vpc.id, "", "page-size = 40");
+    let cfg = Config::from_toml(&text, "aws-test.toml").unwrap();
+    let server = Server::start(&cfg).await.unwrap();
+    let dns = server.udp_addrs()[0];
+    // 300 endpoints over 8 pages, 300 ENIs over 2 filter batches of 8 pages, all served:
+    // 300 A records only fit over TCP.
+    let api = a(dns, "api.internal.example.com.").await;
+    assert_eq!(api.len(), 300);
+    assert_eq!(server.stats().endpoints.load(Ordering::Relaxed), 300);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emulator_down_keeps_answers_then_recovers() {
+    if !moto_available() {
+        return;
+    }
+    aws_env();
+    let mut moto = Moto::start();
+    let port = moto.port;
+    let vpc = Vpc::create(moto.client()).await;
+    vpc.endpoint(SSM, &[0, 1], &[("privatelink-dns/name", "api")])
+        .await;
+    let server = Server::start(&config(&moto, &vpc.id, "")).await.unwrap();
+    let dns = server.udp_addrs()[0];
+    let before = a(dns, "api.internal.example.com.").await;
+    assert_eq!(before, ["10.0.1.4", "10.0.2.4"]);
+    let zero_config = a(dns, "ssm.ap-northeast-1.amazonaws.com.").await;
+
+    moto.stop();
+    let stats = server.stats().clone();
+    eventually(Duration::from_secs(30), "a failed refresh", || {
+        let stats = stats.clone();
+        async move { stats.failures(FailureReason::Unreachable) > 0 }
+    })
+    .await;
+    // Stale on error: every answer is what it was.
+    for _ in 0..3 {
+        assert_eq!(a(dns, "api.internal.example.com.").await, before);
+        assert_eq!(
+            a(dns, "ssm.ap-northeast-1.amazonaws.com.").await,
+            zero_config
+        );
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    assert!(stats.consecutive_failures.load(Ordering::Relaxed) > 0);
+
+    // The emulator returns (empty: it keeps no state), seeded with a changed layout.
+    let moto = Moto::start_on(port);
+    let vpc2 = Vpc::create(moto.client()).await;
+    vpc2.endpoint(SSM, &[2], &[("privatelink-dns/name", "api")])
+        .await;
+    let successes = stats.successes.load(Ordering::Relaxed);
+    eventually(Duration::from_secs(30), "recovery", || async {
+        a(dns, "api.internal.example.com.").await == ["10.0.3.4"]
+    })
+    .await;
+    assert!(stats.successes.load(Ordering::Relaxed) > successes);
+    assert_eq!(stats.consecutive_failures.load(Ordering::Relaxed), 0);
+    drop(vpc);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cold_start_from_cache_and_corrupt_cache_ignored() {
+    if !moto_available() {
+        return;
+    }
+    aws_env();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("snapshot.json");
+    let mut moto = Moto::start();
+    let vpc = Vpc::create(moto.client()).await;
+    vpc.endpoint(SSM, &[0, 2], &[("privatelink-dns/name", "api")])
+        .await;
+    let aws_extra = format!("cache-file = \"{}\"", cache.display());
+    let text = config_text(&moto.url(), &vpc.id, "", &aws_extra);
+    let cfg = Config::from_toml(&text, "aws-test.toml").unwrap();
+    let server = Server::start(&cfg).await.unwrap();
+    let want = a(server.udp_addrs()[0], "api.internal.example.com.").await;
+    assert_eq!(want, ["10.0.1.4", "10.0.3.4"]);
+    server.shutdown().await;
+    assert!(cache.exists(), "written after a successful refresh");
+
+    // Emulator down, cold start: the cache is served, and says so.
+    moto.stop();
+    let server = Server::start(&cfg).await.unwrap();
+    let dns = server.udp_addrs()[0];
+    assert!(server.stats().is_loaded());
+    assert!(server.stats().from_cache.load(Ordering::Relaxed));
+    assert_eq!(a(dns, "api.internal.example.com.").await, want);
+    assert_eq!(
+        a(dns, "ssm.ap-northeast-1.amazonaws.com.").await,
+        want,
+        "zero-config zones too"
+    );
+    server.shutdown().await;
+
+    // A corrupt cache is reported and ignored: the server starts and serves the
+    // configured names without addresses.
+    std::fs::write(&cache, b"{\"format\": 1, \"inventory\": garbage").unwrap();
+    let server = Server::start(&cfg).await.unwrap();
+    assert!(!server.stats().is_loaded());
+    let r = ask(
+        server.udp_addrs()[0],
+        "api.internal.example.com.",
+        RecordType::A,
+    )
+    .await;
+    assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+    assert!(r.answers.is_empty());
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discover_command_prints_what_would_be_served() {
+    if !moto_available() {
+        return;
+    }
+    let mut moto = Moto::start();
+    let vpc = Vpc::create(moto.client()).await;
+    let ep = vpc
+        .endpoint(SSM, &[0, 1], &[("privatelink-dns/name", "api")])
+        .await;
+    let pending = vpc.endpoint(SSM, &[2], &[("fake:state", "pending")]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, config_text(&moto.url(), &vpc.id, "", "")).unwrap();
+    let run = |json: bool| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_privatelink-dns"));
+        support::aws_env_for(&mut cmd)
+            .arg("discover")
+            .arg("--config")
+            .arg(&path);
+        if json {
+            cmd.arg("--json");
+        }
+        cmd.output().unwrap()
+    };
+
+    let out = run(false);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(table.starts_with("NAME"), "{table}");
+    for want in [
+        "api.internal.example.com.",
+        "ssm.ap-northeast-1.amazonaws.com.",
+        "10.0.1.4",
+        "10.0.2.4",
+        ep.as_str(),
+        "ap-northeast-1a",
+        "ap-northeast-1c",
+    ] {
+        assert!(table.contains(want), "{want} in\n{table}");
+    }
+    assert!(
+        table.contains(&format!("{pending} (pending)")),
+        "unavailable endpoints are named:\n{table}"
+    );
+    assert!(
+        !table.contains("10.0.3.4"),
+        "the pending endpoint's IP is not served:\n{table}"
+    );
+
+    let out = run(true);
+    assert!(out.status.success());
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let records = doc["records"].as_array().unwrap();
+    assert_eq!(records.len(), 4, "2 names × 2 addresses: {doc:#}");
+    assert!(
+        records
+            .iter()
+            .all(|r| r["type"] == "A" && r["endpoint"] == ep.as_str())
+    );
+    assert_eq!(
+        doc["endpoints"][0]["endpoints"].as_array().unwrap().len(),
+        2
+    );
+
+    moto.stop();
+    let out = run(false);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("error: ") && err.contains("unreachable"),
+        "{err}"
+    );
+}

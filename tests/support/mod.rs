@@ -1,0 +1,274 @@
+//! Test support: the EC2 API emulator (moto with the patches in fake_ec2.py),
+//! started on 127.0.0.1 per test and killed on drop, and a seeding client.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use aws_sdk_ec2::Client;
+use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification, VpcEndpointType};
+
+pub const REGION: &str = "ap-northeast-1";
+
+fn python() -> PathBuf {
+    std::env::var_os("PRIVATELINK_DNS_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"))
+}
+
+/// Whether the emulator can run here. Under `scripts/test` (PRIVATELINK_DNS_E2E=1) a
+/// missing venv is a failure; elsewhere the test is skipped with a message.
+pub fn moto_available() -> bool {
+    let ok = Command::new(python())
+        .args(["-c", "import moto, flask"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok && std::env::var_os("PRIVATELINK_DNS_E2E").is_some() {
+        panic!(
+            "moto is not installed in {} but PRIVATELINK_DNS_E2E is set: scripts/test installs it",
+            python().display()
+        );
+    }
+    if !ok {
+        eprintln!(
+            "SKIPPED: moto not installed (run scripts/test, or python3 -m venv .venv && .venv/bin/pip install 'moto[ec2]==5.2.5' flask flask-cors)"
+        );
+    }
+    ok
+}
+
+/// Environment for code under test that uses the SDK default chain: dummy static
+/// credentials, no IMDS, no profile files. Set once, before any test reads it.
+pub fn aws_env() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: every test calls this before starting anything that reads the
+        // environment, and Once makes the writes happen before any such read.
+        unsafe {
+            std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+            std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+            std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+            std::env::set_var("AWS_CONFIG_FILE", "/nonexistent/privatelink-dns-test");
+            std::env::set_var(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                "/nonexistent/privatelink-dns-test",
+            );
+        }
+    });
+}
+
+/// The same environment, for a child process.
+pub fn aws_env_for(cmd: &mut Command) -> &mut Command {
+    cmd.env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/nonexistent/privatelink-dns-test")
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            "/nonexistent/privatelink-dns-test",
+        )
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running emulator.
+pub struct Moto {
+    child: Option<Child>,
+    pub port: u16,
+}
+
+impl Moto {
+    pub fn start() -> Moto {
+        Self::start_on(free_port())
+    }
+
+    pub fn start_on(port: u16) -> Moto {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/fake_ec2.py");
+        let child = Command::new(python())
+            .arg(script)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto");
+        let moto = Moto {
+            child: Some(child),
+            port,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !moto.ready() {
+            assert!(
+                Instant::now() < deadline,
+                "moto did not become ready on port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        moto
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn ready(&self) -> bool {
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        if s.write_all(b"GET /moto-api/ HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            .is_err()
+        {
+            return false;
+        }
+        let mut buf = [0u8; 16];
+        matches!(s.read(&mut buf), Ok(n) if n >= 12 && &buf[9..12] == b"200")
+    }
+
+    /// Kills the emulator (its state is lost).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// A client for seeding, with explicit dummy credentials.
+    pub fn client(&self) -> Client {
+        let conf = aws_sdk_ec2::config::Builder::new()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(REGION))
+            .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
+            .endpoint_url(self.url())
+            .build();
+        Client::from_conf(conf)
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A VPC with three subnets in three AZs, and helpers to add endpoints.
+pub struct Vpc {
+    pub ec2: Client,
+    pub id: String,
+    pub subnets: Vec<String>,
+}
+
+impl Vpc {
+    pub async fn create(ec2: Client) -> Vpc {
+        let id = ec2
+            .create_vpc()
+            .cidr_block("10.0.0.0/16")
+            .send()
+            .await
+            .unwrap()
+            .vpc
+            .unwrap()
+            .vpc_id
+            .unwrap();
+        let mut subnets = Vec::new();
+        for (i, az) in ["a", "c", "d"].iter().enumerate() {
+            let s = ec2
+                .create_subnet()
+                .vpc_id(&id)
+                .cidr_block(format!("10.0.{}.0/24", i + 1))
+                .availability_zone(format!("{REGION}{az}"))
+                .send()
+                .await
+                .unwrap()
+                .subnet
+                .unwrap()
+                .subnet_id
+                .unwrap();
+            subnets.push(s);
+        }
+        Vpc { ec2, id, subnets }
+    }
+
+    /// Creates an interface endpoint in the given subnets (indexes), with tags; returns its id.
+    pub async fn endpoint(
+        &self,
+        service: &str,
+        subnets: &[usize],
+        tags: &[(&str, &str)],
+    ) -> String {
+        let mut req = self
+            .ec2
+            .create_vpc_endpoint()
+            .vpc_id(&self.id)
+            .service_name(service)
+            .vpc_endpoint_type(VpcEndpointType::Interface)
+            .private_dns_enabled(true);
+        for i in subnets {
+            req = req.subnet_ids(&self.subnets[*i]);
+        }
+        if !tags.is_empty() {
+            let mut spec = TagSpecification::builder().resource_type(ResourceType::VpcEndpoint);
+            for (k, v) in tags {
+                spec = spec.tags(Tag::builder().key(*k).value(*v).build());
+            }
+            req = req.tag_specifications(spec.build());
+        }
+        req.send()
+            .await
+            .unwrap()
+            .vpc_endpoint
+            .unwrap()
+            .vpc_endpoint_id
+            .unwrap()
+    }
+
+    /// An endpoint service of our own with a private DNS name; returns its service name.
+    pub async fn service(&self, private_dns_name: &str) -> String {
+        self.ec2
+            .create_vpc_endpoint_service_configuration()
+            .network_load_balancer_arns(format!(
+                "arn:aws:elasticloadbalancing:{REGION}:123456789012:loadbalancer/net/vendor/0123456789abcdef"
+            ))
+            .private_dns_name(private_dns_name)
+            .acceptance_required(false)
+            .send()
+            .await
+            .unwrap()
+            .service_configuration
+            .unwrap()
+            .service_name
+            .unwrap()
+    }
+
+    pub async fn add_subnet(&self, endpoint: &str, subnet: usize) {
+        self.ec2
+            .modify_vpc_endpoint()
+            .vpc_endpoint_id(endpoint)
+            .add_subnet_ids(&self.subnets[subnet])
+            .send()
+            .await
+            .unwrap();
+    }
+
+    pub async fn delete(&self, endpoint: &str) {
+        self.ec2
+            .delete_vpc_endpoints()
+            .vpc_endpoint_ids(endpoint)
+            .send()
+            .await
+            .unwrap();
+    }
+}
