@@ -29,6 +29,8 @@ pub struct Response {
     pub bytes: Vec<u8>,
     pub rcode: ResponseCode,
     pub truncated: bool,
+    /// The question, when the query had exactly one that parsed (for logs and metrics).
+    pub question: Option<Query>,
 }
 
 const HEADER_LEN: usize = 12;
@@ -301,6 +303,7 @@ impl Reply {
                 bytes,
                 rcode,
                 truncated: false,
+                question: self.question,
             };
         }
         self.answers.clear();
@@ -311,6 +314,7 @@ impl Reply {
             Transport::Udp => (rcode, true),
             Transport::Tcp => (ResponseCode::ServFail, false),
         };
+        let question = self.question.clone();
         let bytes = self
             .encode(rcode, tc)
             .or_else(|| {
@@ -322,6 +326,7 @@ impl Reply {
             bytes,
             rcode,
             truncated: tc,
+            question,
         }
     }
 

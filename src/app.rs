@@ -1,28 +1,35 @@
-//! Wiring: bind every socket first, build the first snapshot, start the
-//! transports, and stop them on request.
+//! Wiring: bind every socket first, load the first snapshot, start the transports,
+//! the refresh loop and the HTTP side; reload on request; stop on request.
 //!
 //! [`Server::start`] returns a handle with the addresses actually bound, so tests
-//! start the whole app on port 0 and read them back. [`run`] is what the binary
-//! does: start, wait for SIGINT/SIGTERM, drain.
+//! start the whole app on port 0 and read them back. Every long-running task is
+//! supervised: if one dies while the server is not stopping, [`Server::crashed`]
+//! resolves and [`run`] exits non-zero. [`run`] is what the binary does: start,
+//! reload on SIGHUP, drain and exit 0 on SIGTERM or SIGINT.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::Ordering;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::aws::Ec2Discovery;
 use crate::config::{Config, LogFormat};
-use crate::discovery::{self, Assembled, Discover, DiscoveryError, Inventory};
+use crate::discovery::{self, Assembled, BoxedSource, Discover, DiscoveryError, Inventory};
+use crate::http::{self, HttpState};
+use crate::metrics::Metrics;
 use crate::refresh::{RefreshStats, Refresher};
-use crate::server::{self, TcpLimits};
+use crate::server::{self, ServeContext, TcpLimits};
 use crate::snapshot::{self, Snapshot, SnapshotStore};
-
-/// How long in-flight TCP answers get to finish after a stop is requested.
-const DRAIN_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -34,108 +41,236 @@ pub enum AppError {
     },
     #[error("cannot install signal handler: {0}")]
     Signal(std::io::Error),
+    #[error("a critical task stopped; exiting so a supervisor restarts us")]
+    Crashed,
+}
+
+/// Makes the discovery source for a config (`None`: the config has no AWS part).
+pub type SourceFactory = Arc<
+    dyn Fn(Arc<Config>) -> Pin<Box<dyn Future<Output = Option<BoxedSource>> + Send>> + Send + Sync,
+>;
+
+/// The production source: the EC2 API.
+pub fn ec2_sources() -> SourceFactory {
+    Arc::new(|config: Arc<Config>| {
+        Box::pin(async move {
+            let aws = config.aws.as_ref()?;
+            let source: BoxedSource = Box::new(Ec2Discovery::new(aws, config.targets()).await);
+            Some(source)
+        })
+    })
+}
+
+/// What a reload changed, and what it could not.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// Keys whose new values only take effect after a restart.
+    pub restart_needed: Vec<&'static str>,
 }
 
 /// A running server.
 pub struct Server {
     udp_addrs: Vec<SocketAddr>,
     tcp_addrs: Vec<SocketAddr>,
+    http_addr: Option<SocketAddr>,
     store: Arc<SnapshotStore>,
     stats: Arc<RefreshStats>,
+    metrics: Arc<Metrics>,
+    serve: Arc<ServeContext>,
+    config: Mutex<Arc<Config>>,
+    sources: SourceFactory,
+    last_inventory: Arc<std::sync::Mutex<Option<Inventory>>>,
+    refresh: Mutex<Option<(CancellationToken, JoinHandle<()>)>>,
     shutdown: CancellationToken,
+    crashed: CancellationToken,
     tasks: TaskTracker,
 }
 
 impl Server {
-    /// Binds every listen address (UDP and TCP on each), builds the snapshot from
-    /// the config, and starts serving. A port of 0 picks one free port used for
-    /// both UDP and TCP.
+    /// Binds every listen address (UDP and TCP on each, and HTTP if configured),
+    /// loads the first snapshot, and starts serving. A port of 0 picks one free port
+    /// used for both UDP and TCP.
     ///
     /// With AWS configured, the first discovery (or, failing it, the cache file) is
     /// loaded before the first query is answered.
     pub async fn start(config: &Config) -> Result<Self, AppError> {
-        match &config.aws {
-            Some(aws) => {
-                let source = Ec2Discovery::new(aws, config.targets()).await;
-                Self::start_with(config, Some(source)).await
-            }
-            None => Self::start_with(config, None::<Ec2Discovery>).await,
-        }
+        Self::start_with(config, ec2_sources()).await
     }
 
-    /// [`Server::start`] with any discovery source (unit tests use fakes).
-    pub async fn start_with<D: Discover>(
-        config: &Config,
-        source: Option<D>,
-    ) -> Result<Self, AppError> {
+    /// [`Server::start`] with another discovery source (unit tests use fakes).
+    pub async fn start_with(config: &Config, sources: SourceFactory) -> Result<Self, AppError> {
         let mut sockets = Vec::with_capacity(config.server.listen.len());
         for addr in &config.server.listen {
             sockets.push(bind_pair(*addr)?);
         }
-        let config = Arc::new(config.clone());
+        let http_listener = match &config.http {
+            Some(h) => Some(server::bind_tcp(h.listen).map_err(|source| AppError::Bind {
+                proto: "http",
+                addr: h.listen,
+                source,
+            })?),
+            None => None,
+        };
         let store = Arc::new(SnapshotStore::default());
         let stats = Arc::new(RefreshStats::default());
-        let shutdown = CancellationToken::new();
-        let tasks = TaskTracker::new();
-        match source {
-            Some(source) => {
-                let mut refresher =
-                    Refresher::new(source, config.clone(), store.clone(), stats.clone());
-                refresher
-                    .initial_load()
-                    .instrument(info_span!("refresh"))
-                    .await;
-                tasks.spawn(
-                    refresher
-                        .run(shutdown.clone())
-                        .instrument(info_span!("refresh")),
-                );
-            }
-            None => {
-                store.publish(build_snapshot(&config, None));
-                stats.mark_loaded();
-            }
-        }
+        let metrics = Arc::new(Metrics::new(stats.clone(), store.clone()));
+        let serve = Arc::new(ServeContext::new(
+            store.clone(),
+            metrics.clone(),
+            config.log.query_log_every,
+        ));
+        let server = Self {
+            udp_addrs: Vec::new(),
+            tcp_addrs: Vec::new(),
+            http_addr: None,
+            store,
+            stats,
+            metrics,
+            serve,
+            config: Mutex::new(Arc::new(config.clone())),
+            sources,
+            last_inventory: Arc::default(),
+            refresh: Mutex::new(None),
+            shutdown: CancellationToken::new(),
+            crashed: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        };
+        let mut server = server;
+        server.load(Arc::new(config.clone()), false).await;
+
         let limits = TcpLimits {
             idle_timeout: config.server.tcp_idle_timeout,
             max_connections: config.server.max_tcp_connections,
         };
-        let mut udp_addrs = Vec::new();
-        let mut tcp_addrs = Vec::new();
         for (udp, tcp) in sockets {
             let (u, t) = (local_addr(&udp, "udp")?, tcp_local_addr(&tcp)?);
             info!(udp = %u, tcp = %t, "listening");
-            udp_addrs.push(u);
-            tcp_addrs.push(t);
-            tasks.spawn(
-                server::serve_udp(Arc::new(udp), store.clone(), shutdown.clone())
-                    .instrument(info_span!("udp", addr = %u)),
-            );
-            tasks.spawn(
-                server::serve_tcp(tcp, store.clone(), limits, shutdown.clone())
-                    .instrument(info_span!("tcp", addr = %t)),
+            server.udp_addrs.push(u);
+            server.tcp_addrs.push(t);
+            let span = info_span!("udp", addr = %u);
+            let fut =
+                server::serve_udp(Arc::new(udp), server.serve.clone(), server.shutdown.clone());
+            server.supervise("udp", fut.instrument(span), server.shutdown.clone());
+            let span = info_span!("tcp", addr = %t);
+            let fut = server::serve_tcp(tcp, server.serve.clone(), limits, server.shutdown.clone());
+            server.supervise("tcp", fut.instrument(span), server.shutdown.clone());
+        }
+        if let Some(listener) = http_listener {
+            let addr = tcp_local_addr(&listener)?;
+            info!(%addr, "http listening: /healthz /readyz /metrics");
+            server.http_addr = Some(addr);
+            let state = HttpState {
+                metrics: server.metrics.clone(),
+                stats: server.stats.clone(),
+                store: server.store.clone(),
+            };
+            let fut = http::serve(listener, state, server.shutdown.clone());
+            server.supervise(
+                "http",
+                async move {
+                    if let Err(error) = fut.await {
+                        error!(%error, "http server failed");
+                    }
+                }
+                .instrument(info_span!("http")),
+                server.shutdown.clone(),
             );
         }
-        tasks.close();
-        let snap = store.load();
+        let snap = server.store.load();
         info!(
             zones = snap.zones.len(),
             records = snap.record_count(),
             "serving"
         );
-        Ok(Self {
-            udp_addrs,
-            tcp_addrs,
-            store,
-            stats,
-            shutdown,
-            tasks,
+        Ok(server)
+    }
+
+    /// Runs `fut` as a critical task: if it ends (or panics) before `stop` is
+    /// cancelled, [`Server::crashed`] resolves.
+    fn supervise<F>(&self, name: &'static str, fut: F, stop: CancellationToken) -> JoinHandle<()>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let inner = tokio::spawn(fut);
+        let crashed = self.crashed.clone();
+        self.tasks.spawn(async move {
+            let result = inner.await;
+            if stop.is_cancelled() {
+                return;
+            }
+            match result {
+                Err(e) if e.is_panic() => error!(task = name, "critical task panicked"),
+                _ => error!(task = name, "critical task stopped"),
+            }
+            crashed.cancel();
         })
     }
 
-    /// Discovery counters; all zero without AWS.
-    pub fn stats(&self) -> &Arc<RefreshStats> {
-        &self.stats
+    /// Loads `config`: the first discovery (or the last known / cached data), then
+    /// the refresh loop. With `immediate`, keeps serving the last known data with the
+    /// new config while the refresh runs.
+    async fn load(&self, config: Arc<Config>, immediate: bool) {
+        if let Some((token, handle)) = self.refresh.lock().await.take() {
+            token.cancel();
+            let _ = handle.await;
+        }
+        self.stats
+            .aws
+            .store(config.aws.is_some(), Ordering::Relaxed);
+        match (self.sources)(config.clone()).await {
+            Some(source) => {
+                let mut refresher =
+                    Refresher::new(source, config, self.store.clone(), self.stats.clone())
+                        .with_last_inventory(self.last_inventory.clone());
+                if immediate {
+                    refresher.publish_last();
+                }
+                refresher
+                    .initial_load()
+                    .instrument(info_span!("refresh"))
+                    .await;
+                let token = self.shutdown.child_token();
+                let fut = refresher
+                    .run(token.clone())
+                    .instrument(info_span!("refresh"));
+                let handle = self.supervise("refresh", fut, token.clone());
+                *self.refresh.lock().await = Some((token, handle));
+            }
+            None => {
+                let previous = self.store.load_full();
+                self.store.publish(build_snapshot(&config, Some(&previous)));
+                self.stats.mark_loaded();
+            }
+        }
+    }
+
+    /// Applies a new, already validated config: zones, AWS settings, the query log.
+    /// Listen addresses and TCP limits need a restart; the report names them.
+    pub async fn reload(&self, new: Config) -> ReloadReport {
+        let old = self.config.lock().await.clone();
+        let mut report = ReloadReport::default();
+        if old.server.listen != new.server.listen {
+            report.restart_needed.push("server.listen");
+        }
+        if old.http != new.http {
+            report.restart_needed.push("http.listen");
+        }
+        if old.server.tcp_idle_timeout != new.server.tcp_idle_timeout {
+            report.restart_needed.push("server.tcp-idle-timeout");
+        }
+        if old.server.max_tcp_connections != new.server.max_tcp_connections {
+            report.restart_needed.push("server.max-tcp-connections");
+        }
+        if old.server.shutdown_grace != new.server.shutdown_grace {
+            report.restart_needed.push("server.shutdown-grace");
+        }
+        self.serve
+            .query_log_every
+            .store(new.log.query_log_every, Ordering::Relaxed);
+        let new = Arc::new(new);
+        *self.config.lock().await = new.clone();
+        self.load(new, true).await;
+        report
     }
 
     pub fn udp_addrs(&self) -> &[SocketAddr] {
@@ -146,24 +281,49 @@ impl Server {
         &self.tcp_addrs
     }
 
+    /// The HTTP listener's address, if `[http]` is configured.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
     /// The snapshot store, to publish new data into.
     pub fn store(&self) -> &Arc<SnapshotStore> {
         &self.store
     }
 
-    /// Stops accepting, lets in-flight answers finish (bounded), and returns.
+    /// Discovery counters; all zero without AWS.
+    pub fn stats(&self) -> &Arc<RefreshStats> {
+        &self.stats
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Resolves when a critical task has died.
+    pub async fn crashed(&self) {
+        self.crashed.cancelled().await;
+    }
+
+    /// Stops accepting, lets in-flight answers finish (within `shutdown-grace`), returns.
     pub async fn shutdown(self) {
+        let grace = self.config.lock().await.server.shutdown_grace;
         self.shutdown.cancel();
-        if tokio::time::timeout(DRAIN_GRACE, self.tasks.wait())
+        self.tasks.close();
+        if tokio::time::timeout(grace, self.tasks.wait())
             .await
             .is_err()
         {
-            warn!(grace = ?DRAIN_GRACE, "connections still open after the grace period; closing");
+            warn!(
+                ?grace,
+                "connections still open after the grace period; closing"
+            );
         }
     }
 }
 
-/// Builds a snapshot of the configured zones; `previous` keeps unchanged serials.
+/// Builds a snapshot of the configured zones alone (no discovered data); `previous`
+/// keeps unchanged serials.
 pub fn build_snapshot(config: &Config, previous: Option<&Snapshot>) -> Snapshot {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -172,7 +332,6 @@ pub fn build_snapshot(config: &Config, previous: Option<&Snapshot>) -> Snapshot 
     snapshot::build(&zones, config.server.settings.clone(), previous, now)
 }
 
-/// One discovery run, for `privatelink-dns discover`: what would be served, and from where.
 pub async fn discover_once(config: &Config) -> Result<(Inventory, Assembled), DiscoveryError> {
     let Some(aws) = &config.aws else {
         return Ok((Inventory::default(), discovery::assemble(config, None)));
@@ -244,14 +403,50 @@ pub fn render_discovery(inventory: &Inventory, assembled: &Assembled, json: bool
     out
 }
 
-/// Runs the daemon until SIGINT or SIGTERM.
-pub async fn run(config: Config) -> Result<(), AppError> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(AppError::Signal)?;
+/// Runs the daemon until SIGINT or SIGTERM; SIGHUP reloads `config_path`.
+pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), AppError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).map_err(AppError::Signal)?;
+    let mut hup = signal(SignalKind::hangup()).map_err(AppError::Signal)?;
     let server = Server::start(&config).await?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => info!("SIGINT received; stopping"),
-        _ = term.recv() => info!("SIGTERM received; stopping"),
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {
+                info!("SIGINT received; stopping");
+                break;
+            }
+            _ = term.recv() => {
+                info!("SIGTERM received; stopping");
+                break;
+            }
+            _ = hup.recv() => {
+                let Some(path) = &config_path else {
+                    warn!("SIGHUP received, but there is no --config file to reload (built-in demo)");
+                    continue;
+                };
+                match Config::load(path) {
+                    Ok(new) => {
+                        let report = server.reload(new).await;
+                        if report.restart_needed.is_empty() {
+                            info!(config = %path.display(), "config reloaded");
+                        } else {
+                            warn!(
+                                config = %path.display(),
+                                restart_needed = ?report.restart_needed,
+                                "config reloaded; these changes take effect only after a restart"
+                            );
+                        }
+                    }
+                    Err(error) => {
+                        error!(%error, "reload refused: the new config is invalid; the previous one keeps serving");
+                    }
+                }
+            }
+            () = server.crashed() => {
+                server.shutdown().await;
+                return Err(AppError::Crashed);
+            }
+        }
     }
     server.shutdown().await;
     info!("stopped");

@@ -56,6 +56,7 @@ pub struct Config {
     pub source: String,
     pub server: ServerConfig,
     pub log: LogConfig,
+    pub http: Option<HttpConfig>,
     /// Configured zones. Records backed by AWS are here without addresses; see `bindings`.
     pub zones: Vec<ZoneData>,
     /// AWS settings; present when `[aws]`, an AWS-backed record or `[[discover]]` is configured.
@@ -176,13 +177,22 @@ pub struct ServerConfig {
     pub max_tcp_connections: usize,
     /// NS name for zones that list none, and for discovered zones.
     pub nameserver: Name,
+    /// How long in-flight answers get on SIGTERM.
+    pub shutdown_grace: Duration,
     pub settings: Settings,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
     pub level: String,
     pub format: LogFormat,
+    /// Log one query in every `query_log_every` (0: query log off).
+    pub query_log_every: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
 }
 
 // ---- file types -------------------------------------------------------------
@@ -196,6 +206,8 @@ struct FileConfig {
     /// Logging.
     #[serde(default)]
     log: LogFile,
+    /// Health, readiness and metrics over HTTP.
+    http: Option<HttpFile>,
     /// EC2 API access and refresh.
     aws: Option<AwsFile>,
     /// Authoritative zones.
@@ -204,6 +216,13 @@ struct FileConfig {
     /// Zero-config discovery of endpoints' private DNS names.
     #[serde(default)]
     discover: Vec<DiscoverFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct HttpFile {
+    /// Address of the HTTP listener for /healthz, /readyz and /metrics.
+    listen: Spanned<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -260,6 +279,8 @@ struct ServerFile {
     identity: Option<String>,
     /// CH TXT answer for `version.bind` and `version.server`; unset: REFUSED.
     version: Option<String>,
+    /// On SIGTERM, how long in-flight answers get before the process exits. Default "5s".
+    shutdown_grace: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -269,6 +290,10 @@ struct LogFile {
     level: Option<String>,
     /// "text" or "json". `--log-format` wins.
     format: Option<LogFormat>,
+    /// Log every query (client, name, type, rcode, latency) at info level. Default false.
+    queries: Option<bool>,
+    /// Fraction of queries logged when `queries` is on, 0 < rate <= 1. Default 1.0.
+    queries_sample_rate: Option<Spanned<f64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -450,6 +475,39 @@ fn check(file: FileConfig, src: &Source<'_>) -> Result<Config, ConfigError> {
             return Err(src.error(v.span(), "server.max-tcp-connections", "must be at least 1"));
         }
     };
+    let shutdown_grace = match &s.shutdown_grace {
+        None => Duration::from_secs(5),
+        Some(v) => parse_duration(src, v, "server.shutdown-grace")?,
+    };
+    let http = match &file.http {
+        None => None,
+        Some(h) => Some(HttpConfig {
+            listen: h.listen.get_ref().parse().map_err(|_| {
+                src.error(
+                    h.listen.span(),
+                    "http.listen",
+                    format!(
+                        "{:?} is not an address:port such as \"0.0.0.0:9153\"",
+                        h.listen.get_ref()
+                    ),
+                )
+            })?,
+        }),
+    };
+    let query_log_every = match (file.log.queries, &file.log.queries_sample_rate) {
+        (Some(true), None) => 1,
+        (Some(true), Some(r)) if *r.get_ref() > 0.0 && *r.get_ref() <= 1.0 => {
+            (1.0 / r.get_ref()).round() as u64
+        }
+        (_, Some(r)) if !(*r.get_ref() > 0.0 && *r.get_ref() <= 1.0) => {
+            return Err(src.error(
+                r.span(),
+                "log.queries-sample-rate",
+                "must be more than 0 and at most 1",
+            ));
+        }
+        _ => 0,
+    };
     let nameserver = match &s.nameserver {
         None => Name::from_ascii("ns.privatelink-dns.invalid.").unwrap(),
         Some(v) => parse_fqdn(src, v, "server.nameserver")?,
@@ -493,6 +551,7 @@ fn check(file: FileConfig, src: &Source<'_>) -> Result<Config, ConfigError> {
             tcp_idle_timeout,
             max_tcp_connections,
             nameserver,
+            shutdown_grace,
             settings: Settings {
                 udp_payload_size,
                 identity: s.identity,
@@ -502,7 +561,9 @@ fn check(file: FileConfig, src: &Source<'_>) -> Result<Config, ConfigError> {
         log: LogConfig {
             level: file.log.level.unwrap_or_else(|| "info".to_string()),
             format: file.log.format.unwrap_or_default(),
+            query_log_every,
         },
+        http,
         zones,
         aws,
         bindings,

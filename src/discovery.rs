@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::pin::Pin;
 
 use hickory_proto::rr::{LowerName, Name};
 use serde::{Deserialize, Serialize};
@@ -162,6 +163,32 @@ pub struct DiscoveryError {
 /// A source of inventories. The EC2 API in production; fakes in unit tests.
 pub trait Discover: Send + Sync + 'static {
     fn discover(&self) -> impl Future<Output = Result<Inventory, DiscoveryError>> + Send;
+}
+
+/// [`Discover`] made object-safe, so sources can be chosen at run time.
+pub trait DynDiscover: Send + Sync + 'static {
+    fn discover_boxed(
+        &self,
+    ) -> Pin<Box<dyn Future<Output = Result<Inventory, DiscoveryError>> + Send + '_>>;
+}
+
+impl<D: Discover> DynDiscover for D {
+    fn discover_boxed(
+        &self,
+    ) -> Pin<Box<dyn Future<Output = Result<Inventory, DiscoveryError>> + Send + '_>> {
+        Box::pin(self.discover())
+    }
+}
+
+/// A discovery source chosen at run time.
+pub type BoxedSource = Box<dyn DynDiscover>;
+
+impl Discover for BoxedSource {
+    async fn discover(&self) -> Result<Inventory, DiscoveryError> {
+        // The boxed source's own method: `self.discover_boxed()` would pick the blanket
+        // impl for the Box itself and recurse.
+        (**self).discover_boxed().await
+    }
 }
 
 /// One served address and where it came from, for `privatelink-dns discover`.

@@ -30,6 +30,8 @@ pub mod aws;
 pub mod cache;
 pub mod config;
 pub mod discovery;
+pub mod http;
+pub mod metrics;
 pub mod refresh;
 pub mod server;
 pub mod snapshot;

@@ -8,8 +8,8 @@
 //! success the inventory goes to the cold-start cache, if configured.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
@@ -38,6 +38,12 @@ pub struct RefreshStats {
     loaded: AtomicBool,
     /// The data being served came from the cache file, not from AWS.
     pub from_cache: AtomicBool,
+    /// AWS discovery is configured (refresh metrics are meaningful).
+    pub aws: AtomicBool,
+    /// Unix time the served discovery data was fetched (cache: when it was saved).
+    pub data_unix: AtomicU64,
+    /// The last discovery error, for /readyz and logs.
+    last_error: Mutex<Option<String>>,
 }
 
 impl RefreshStats {
@@ -56,6 +62,24 @@ impl RefreshStats {
 
     pub fn mark_loaded(&self) {
         self.loaded.store(true, Ordering::Release);
+    }
+
+    /// Counts a failure; returns the length of the failure streak.
+    pub fn record_failure(&self, reason: FailureReason, message: &str) -> u64 {
+        self.failures[reason as usize].fetch_add(1, Ordering::Relaxed);
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(message.to_string());
+        self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// The last discovery error, if the last attempt failed.
+    pub fn last_error(&self) -> Option<String> {
+        if self.consecutive_failures.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        self.last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -103,6 +127,8 @@ pub struct Refresher<D> {
     stats: Arc<RefreshStats>,
     /// The reason of the current failure streak, to log changes only.
     failing: Option<FailureReason>,
+    /// The last good inventory (from AWS or the cache), kept across reloads.
+    last: Arc<Mutex<Option<Inventory>>>,
 }
 
 impl<D: Discover> Refresher<D> {
@@ -118,6 +144,28 @@ impl<D: Discover> Refresher<D> {
             store,
             stats,
             failing: None,
+            last: Arc::default(),
+        }
+    }
+
+    /// Shares the last good inventory with the caller (it outlives this refresher on reload).
+    pub fn with_last_inventory(mut self, last: Arc<Mutex<Option<Inventory>>>) -> Self {
+        self.last = last;
+        self
+    }
+
+    fn last(&self) -> Option<Inventory> {
+        self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set_last(&self, inventory: &Inventory) {
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(inventory.clone());
+    }
+
+    /// Publishes the config with the last good inventory, if there is one.
+    pub fn publish_last(&self) {
+        if let Some(inventory) = self.last() {
+            self.publish(Some(&inventory));
         }
     }
 
@@ -154,6 +202,7 @@ impl<D: Discover> Refresher<D> {
         match result {
             Ok(inventory) => {
                 self.publish(Some(&inventory));
+                self.set_last(&inventory);
                 let endpoints: usize = inventory.targets.iter().map(|t| t.endpoints.len()).sum();
                 self.stats
                     .endpoints
@@ -163,6 +212,7 @@ impl<D: Discover> Refresher<D> {
                 self.stats
                     .last_success_unix
                     .store(unix_now(), Ordering::Relaxed);
+                self.stats.data_unix.store(unix_now(), Ordering::Relaxed);
                 self.stats.from_cache.store(false, Ordering::Relaxed);
                 self.stats.mark_loaded();
                 if let Some(reason) = self.failing.take() {
@@ -187,12 +237,7 @@ impl<D: Discover> Refresher<D> {
                 Ok(())
             }
             Err(err) => {
-                self.stats.failures[err.reason as usize].fetch_add(1, Ordering::Relaxed);
-                let streak = self
-                    .stats
-                    .consecutive_failures
-                    .fetch_add(1, Ordering::Relaxed)
-                    + 1;
+                let streak = self.stats.record_failure(err.reason, &err.to_string());
                 if self.failing != Some(err.reason) {
                     warn!(error = %err, reason = err.reason.as_str(), "refresh failed; serving the previous snapshot");
                 } else {
@@ -204,10 +249,15 @@ impl<D: Discover> Refresher<D> {
         }
     }
 
-    /// The first load at start: discovery, else the cache file, else the static
-    /// config alone (AWS-backed names then answer NODATA until discovery works).
+    /// The first load of a config: discovery, else the last good inventory (after a
+    /// reload), else the cache file, else the static config alone (AWS-backed names
+    /// then answer NODATA until discovery works).
     pub async fn initial_load(&mut self) {
         if self.refresh_once().await.is_ok() {
+            return;
+        }
+        if let Some(inventory) = self.last() {
+            self.publish(Some(&inventory));
             return;
         }
         match self.cache_file().map(|p| cache::load(&p)) {
@@ -218,7 +268,11 @@ impl<D: Discover> Refresher<D> {
                     "serving the cached discovery until the EC2 API answers"
                 );
                 self.publish(Some(&cached.inventory));
+                self.set_last(&cached.inventory);
                 self.stats.from_cache.store(true, Ordering::Relaxed);
+                self.stats
+                    .data_unix
+                    .store(cached.saved_at_unix, Ordering::Relaxed);
                 self.stats.mark_loaded();
             }
             Some(Err(error)) => {
@@ -258,7 +312,6 @@ impl<D: Discover> Refresher<D> {
 #[cfg(test)]
 mod tests {
     use std::collections::VecDeque;
-    use std::sync::Mutex;
 
     use hickory_proto::rr::{LowerName, Name};
 

@@ -16,31 +16,84 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
-use crate::answer::{Transport, answer};
+use crate::answer::{Response, Transport, answer};
+use crate::metrics::Metrics;
 use crate::snapshot::SnapshotStore;
 
 /// Largest UDP datagram we read; anything longer is cut and then fails to parse.
 const UDP_RECV_BUFFER: usize = 4096;
 
 /// Serves UDP on `socket` until `shutdown` is cancelled.
-pub async fn serve_udp(
-    socket: Arc<UdpSocket>,
-    store: Arc<SnapshotStore>,
-    shutdown: CancellationToken,
-) {
+/// What every transport shares: the snapshot, metrics and the query log.
+#[derive(Debug)]
+pub struct ServeContext {
+    pub store: Arc<SnapshotStore>,
+    pub metrics: Arc<Metrics>,
+    /// Log one query in every this many (0: off). A reload may change it.
+    pub query_log_every: AtomicU64,
+    seen: AtomicU64,
+}
+
+impl ServeContext {
+    pub fn new(store: Arc<SnapshotStore>, metrics: Arc<Metrics>, query_log_every: u64) -> Self {
+        Self {
+            store,
+            metrics,
+            query_log_every: AtomicU64::new(query_log_every),
+            seen: AtomicU64::new(0),
+        }
+    }
+
+    /// Answers one message, and counts and logs it.
+    fn handle(&self, query: &[u8], transport: Transport, peer: SocketAddr) -> Option<Response> {
+        let started = Instant::now();
+        let response = answer(query, &self.store.load(), transport);
+        let elapsed = started.elapsed();
+        self.metrics.observe(transport, response.as_ref(), elapsed);
+        let every = self.query_log_every.load(Ordering::Relaxed);
+        if every > 0
+            && self.seen.fetch_add(1, Ordering::Relaxed).is_multiple_of(every)
+            && let Some(r) = &response
+        {
+            let (name, qtype) = r
+                .question
+                .as_ref()
+                .map_or((String::new(), String::new()), |q| {
+                    (q.name().to_string(), q.query_type().to_string())
+                });
+            info!(
+                target: "privatelink_dns::query",
+                client = %peer,
+                transport = ?transport,
+                name,
+                qtype,
+                rcode = %r.rcode,
+                truncated = r.truncated,
+                latency_us = elapsed.as_micros() as u64,
+                "query"
+            );
+        }
+        response
+    }
+}
+
+/// Serves UDP on `socket` until `shutdown` is cancelled, then answers what is
+/// already queued on the socket, and returns.
+pub async fn serve_udp(socket: Arc<UdpSocket>, cx: Arc<ServeContext>, shutdown: CancellationToken) {
     let mut buf = vec![0u8; UDP_RECV_BUFFER];
     loop {
         let (len, peer) = tokio::select! {
             biased;
-            () = shutdown.cancelled() => return,
+            () = shutdown.cancelled() => break,
             r = socket.recv_from(&mut buf) => match r {
                 Ok(r) => r,
                 Err(error) => {
@@ -50,11 +103,16 @@ pub async fn serve_udp(
                 }
             },
         };
-        let Some(response) = answer(&buf[..len], &store.load(), Transport::Udp) else {
-            continue;
-        };
-        if let Err(error) = socket.send_to(&response.bytes, peer).await {
+        if let Some(response) = cx.handle(&buf[..len], Transport::Udp, peer)
+            && let Err(error) = socket.send_to(&response.bytes, peer).await
+        {
             debug!(%error, %peer, "udp send failed");
+        }
+    }
+    // Queries that arrived before the stop still get their answers.
+    while let Ok((len, peer)) = socket.try_recv_from(&mut buf) {
+        if let Some(response) = cx.handle(&buf[..len], Transport::Udp, peer) {
+            let _ = socket.send_to(&response.bytes, peer).await;
         }
     }
 }
@@ -66,11 +124,11 @@ pub struct TcpLimits {
     pub max_connections: usize,
 }
 
-/// Accepts TCP connections on `listener` until `shutdown` is cancelled; each
-/// connection then finishes the query it is on and closes.
+/// Accepts TCP connections on `listener` until `shutdown` is cancelled; then stops
+/// accepting, and each open connection finishes the answer it is on and closes.
 pub async fn serve_tcp(
     listener: TcpListener,
-    store: Arc<SnapshotStore>,
+    cx: Arc<ServeContext>,
     limits: TcpLimits,
     shutdown: CancellationToken,
 ) {
@@ -92,27 +150,32 @@ pub async fn serve_tcp(
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             debug!(%peer, "tcp connection cap reached; closing new connection");
+            cx.metrics.tcp_rejected();
             drop(stream);
             continue;
         };
-        let store = store.clone();
+        let cx = cx.clone();
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
+            cx.metrics.tcp_opened();
             if let Err(error) =
-                serve_connection(stream, &store, limits.idle_timeout, &shutdown).await
+                serve_connection(stream, peer, &cx, limits.idle_timeout, &shutdown).await
             {
                 debug!(%error, %peer, "tcp connection ended with an error");
             }
+            cx.metrics.tcp_closed();
             drop(permit);
         });
     }
+    drop(listener); // refuse new connections while the open ones finish
     tracker.close();
     tracker.wait().await;
 }
 
 async fn serve_connection(
     mut stream: TcpStream,
-    store: &SnapshotStore,
+    peer: SocketAddr,
+    cx: &ServeContext,
     idle: Duration,
     shutdown: &CancellationToken,
 ) -> std::io::Result<()> {
@@ -134,7 +197,7 @@ async fn serve_connection(
             Err(_elapsed) => return Ok(()),
             Ok(r) => r?,
         };
-        let Some(response) = answer(&query, &store.load(), Transport::Tcp) else {
+        let Some(response) = cx.handle(&query, Transport::Tcp, peer) else {
             continue;
         };
         let mut framed = Vec::with_capacity(response.bytes.len() + 2);

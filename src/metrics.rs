@@ -1,0 +1,358 @@
+//! Prometheus metrics, exposed at `/metrics` by [`crate::http`].
+//!
+//! Query-path metrics are prometheus-client counters (atomic increments). Refresh and
+//! snapshot metrics are read at scrape time from [`RefreshStats`] and the snapshot by
+//! a collector, so the refresh loop keeps one source of truth. One registry per
+//! server, so several servers in one process (tests) do not mix their numbers.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+use crate::answer::{Response, Transport};
+use crate::discovery::FailureReason;
+use crate::refresh::RefreshStats;
+use crate::snapshot::SnapshotStore;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueryLabels {
+    transport: &'static str,
+    qtype: &'static str,
+    rcode: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TransportLabels {
+    transport: &'static str,
+}
+
+/// All metrics of one server.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    queries: Family<QueryLabels, Counter>,
+    truncated: Family<TransportLabels, Counter>,
+    dropped: Family<TransportLabels, Counter>,
+    malformed: Family<TransportLabels, Counter>,
+    latency: Histogram,
+    tcp_open: Gauge,
+    tcp_rejected: Counter,
+}
+
+fn transport(t: Transport) -> &'static str {
+    match t {
+        Transport::Udp => "udp",
+        Transport::Tcp => "tcp",
+    }
+}
+
+/// A bounded set of label values: the types resolvers ask, everything else "other".
+fn qtype(t: RecordType) -> &'static str {
+    use RecordType::*;
+    match t {
+        A => "A",
+        AAAA => "AAAA",
+        SOA => "SOA",
+        NS => "NS",
+        ANY => "ANY",
+        TXT => "TXT",
+        CNAME => "CNAME",
+        MX => "MX",
+        SRV => "SRV",
+        PTR => "PTR",
+        HTTPS => "HTTPS",
+        SVCB => "SVCB",
+        CAA => "CAA",
+        DS => "DS",
+        DNSKEY => "DNSKEY",
+        AXFR => "AXFR",
+        IXFR => "IXFR",
+        _ => "other",
+    }
+}
+
+fn rcode(r: ResponseCode) -> &'static str {
+    match u16::from(r) {
+        0 => "NOERROR",
+        1 => "FORMERR",
+        2 => "SERVFAIL",
+        3 => "NXDOMAIN",
+        4 => "NOTIMP",
+        5 => "REFUSED",
+        9 => "NOTAUTH",
+        16 => "BADVERS",
+        _ => "other",
+    }
+}
+
+impl Metrics {
+    pub fn new(stats: Arc<RefreshStats>, store: Arc<SnapshotStore>) -> Self {
+        let mut registry = Registry::with_prefix("privatelink_dns");
+        let queries = Family::<QueryLabels, Counter>::default();
+        registry.register(
+            "queries",
+            "DNS queries answered, by transport, query type and response code",
+            queries.clone(),
+        );
+        let truncated = Family::<TransportLabels, Counter>::default();
+        registry.register(
+            "responses_truncated",
+            "Responses sent with TC=1",
+            truncated.clone(),
+        );
+        let dropped = Family::<TransportLabels, Counter>::default();
+        registry.register(
+            "packets_dropped",
+            "Packets not answered: shorter than a header, or not a query (QR=1)",
+            dropped.clone(),
+        );
+        let malformed = Family::<TransportLabels, Counter>::default();
+        registry.register(
+            "queries_malformed",
+            "Queries answered FORMERR",
+            malformed.clone(),
+        );
+        // 1 µs to ~16 ms.
+        let latency = Histogram::new(exponential_buckets(1e-6, 2.0, 15));
+        registry.register(
+            "answer_duration_seconds",
+            "Time to compute an answer, from query bytes to response bytes",
+            latency.clone(),
+        );
+        let tcp_open = Gauge::default();
+        registry.register("tcp_connections", "TCP connections open", tcp_open.clone());
+        let tcp_rejected = Counter::default();
+        registry.register(
+            "tcp_connections_rejected",
+            "TCP connections closed on accept at max-tcp-connections",
+            tcp_rejected.clone(),
+        );
+        registry.register(
+            "build",
+            "Build information",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        registry.register_collector(Box::new(RefreshCollector { stats, store }));
+        Self {
+            registry,
+            queries,
+            truncated,
+            dropped,
+            malformed,
+            latency,
+            tcp_open,
+            tcp_rejected,
+        }
+    }
+
+    /// Counts one packet and its answer (or the lack of one).
+    pub fn observe(&self, t: Transport, response: Option<&Response>, elapsed: Duration) {
+        let tl = TransportLabels {
+            transport: transport(t),
+        };
+        let Some(r) = response else {
+            self.dropped.get_or_create(&tl).inc();
+            return;
+        };
+        self.latency.observe(elapsed.as_secs_f64());
+        let labels = QueryLabels {
+            transport: tl.transport,
+            qtype: r
+                .question
+                .as_ref()
+                .map_or("none", |q| qtype(q.query_type())),
+            rcode: rcode(r.rcode),
+        };
+        self.queries.get_or_create(&labels).inc();
+        if r.truncated {
+            self.truncated.get_or_create(&tl).inc();
+        }
+        if r.rcode == ResponseCode::FormErr {
+            self.malformed.get_or_create(&tl).inc();
+        }
+    }
+
+    pub fn tcp_opened(&self) {
+        self.tcp_open.inc();
+    }
+
+    pub fn tcp_closed(&self) {
+        self.tcp_open.dec();
+    }
+
+    pub fn tcp_rejected(&self) {
+        self.tcp_rejected.inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Reads refresh and snapshot numbers at scrape time.
+#[derive(Debug)]
+struct RefreshCollector {
+    stats: Arc<RefreshStats>,
+    store: Arc<SnapshotStore>,
+}
+
+fn counter(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    v: u64,
+) -> Result<(), std::fmt::Error> {
+    let c = ConstCounter::new(v);
+    c.encode(e.encode_descriptor(name, help, None, c.metric_type())?)
+}
+
+fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, v: f64) -> Result<(), std::fmt::Error> {
+    let g = ConstGauge::new(v);
+    g.encode(e.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+impl Collector for RefreshCollector {
+    fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = &self.stats;
+        let snap = self.store.load();
+        gauge(&mut e, "zones", "Zones served", snap.zones.len() as f64)?;
+        gauge(
+            &mut e,
+            "records",
+            "A and AAAA records served",
+            snap.record_count() as f64,
+        )?;
+        gauge(
+            &mut e,
+            "ready",
+            "1 once the first snapshot (from AWS or the cache file) is served",
+            f64::from(u8::from(s.is_loaded())),
+        )?;
+        if !s.aws.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        counter(
+            &mut e,
+            "refresh_attempts",
+            "Discovery attempts",
+            s.attempts.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut e,
+            "refresh_successes",
+            "Successful discoveries",
+            s.successes.load(Ordering::Relaxed),
+        )?;
+        {
+            let c = ConstCounter::new(0u64);
+            let mut family = e.encode_descriptor(
+                "refresh_failures",
+                "Failed discoveries, by reason",
+                None,
+                c.metric_type(),
+            )?;
+            for reason in FailureReason::ALL {
+                let labels = [("reason", reason.as_str())];
+                ConstCounter::new(s.failures(reason)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        gauge(
+            &mut e,
+            "refresh_consecutive_failures",
+            "Failed discoveries since the last success",
+            s.consecutive_failures.load(Ordering::Relaxed) as f64,
+        )?;
+        gauge(
+            &mut e,
+            "refresh_duration_seconds",
+            "Duration of the last discovery attempt",
+            s.last_duration_ms.load(Ordering::Relaxed) as f64 / 1000.0,
+        )?;
+        let last = s.last_success_unix.load(Ordering::Relaxed);
+        gauge(
+            &mut e,
+            "refresh_last_success_timestamp_seconds",
+            "Unix time of the last successful discovery (0: never)",
+            last as f64,
+        )?;
+        let data = s.data_unix.load(Ordering::Relaxed);
+        if data > 0 {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            gauge(
+                &mut e,
+                "snapshot_age_seconds",
+                "Age of the discovered data being served",
+                now.saturating_sub(data) as f64,
+            )?;
+        }
+        gauge(
+            &mut e,
+            "endpoints_discovered",
+            "VPC endpoints in the data being served",
+            s.endpoints.load(Ordering::Relaxed) as f64,
+        )?;
+        gauge(
+            &mut e,
+            "serving_from_cache",
+            "1 while the data served came from the cache file",
+            f64::from(u8::from(s.from_cache.load(Ordering::Relaxed))),
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::answer::answer;
+    use crate::config::Config;
+
+    #[test]
+    fn renders_query_and_refresh_metrics() {
+        let config = Config::demo();
+        let store = Arc::new(SnapshotStore::new(crate::app::build_snapshot(
+            &config, None,
+        )));
+        let stats = Arc::new(RefreshStats::default());
+        stats.aws.store(true, Ordering::Relaxed);
+        stats.record_failure(FailureReason::Throttled, "x");
+        let m = Metrics::new(stats, store.clone());
+        let mut q = hickory_proto::op::Message::query();
+        q.add_query(hickory_proto::op::Query::query(
+            hickory_proto::rr::Name::from_ascii("internal.example.com.").unwrap(),
+            RecordType::AAAA,
+        ));
+        let r = answer(&q.to_vec().unwrap(), &store.load(), Transport::Udp);
+        m.observe(Transport::Udp, r.as_ref(), Duration::from_micros(3));
+        m.observe(Transport::Tcp, None, Duration::ZERO);
+        let text = m.render();
+        for want in [
+            "privatelink_dns_queries_total{transport=\"udp\",qtype=\"AAAA\",rcode=\"NOERROR\"} 1",
+            "privatelink_dns_packets_dropped_total{transport=\"tcp\"} 1",
+            "privatelink_dns_answer_duration_seconds_count 1",
+            "privatelink_dns_refresh_failures_total{reason=\"throttled\"} 1",
+            "privatelink_dns_refresh_failures_total{reason=\"timeout\"} 0",
+            "privatelink_dns_zones 3",
+            "privatelink_dns_build_info{version=",
+            "privatelink_dns_ready 0",
+        ] {
+            assert!(text.contains(want), "{want} in\n{text}");
+        }
+    }
+}
