@@ -61,7 +61,10 @@ impl ServeContext {
         self.metrics.observe(transport, response.as_ref(), elapsed);
         let every = self.query_log_every.load(Ordering::Relaxed);
         if every > 0
-            && self.seen.fetch_add(1, Ordering::Relaxed).is_multiple_of(every)
+            && self
+                .seen
+                .fetch_add(1, Ordering::Relaxed)
+                .is_multiple_of(every)
             && let Some(r) = &response
         {
             let (name, qtype) = r

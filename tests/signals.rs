@@ -1,0 +1,254 @@
+//! The real binary under signals: SIGHUP reloads a valid config and refuses an
+//! invalid one; SIGTERM drains and exits 0 without losing a query sent before it.
+//! And in-process: a critical task that dies is reported.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::str::FromStr;
+use std::sync::mpsc::{Receiver, channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Message, Query};
+use hickory_proto::rr::{Name, RData, RecordType};
+use privatelink_dns::app::{Server, SourceFactory};
+use privatelink_dns::config::Config;
+use privatelink_dns::discovery::{BoxedSource, Discover, DiscoveryError, Inventory};
+
+const BIN: &str = env!("CARGO_BIN_EXE_privatelink-dns");
+
+struct Daemon {
+    child: Child,
+    logs: Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Daemon {
+    fn start(config: &Path) -> Daemon {
+        let mut child = Command::new(BIN)
+            .args(["--log-format", "json", "--config"])
+            .arg(config)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, logs) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut d = Daemon {
+            child,
+            logs,
+            seen: Vec::new(),
+        };
+        d.wait_log("serving");
+        d
+    }
+
+    /// Waits for a log line containing `needle` (20 s at most); returns it.
+    fn wait_log(&mut self, needle: &str) -> String {
+        if let Some(l) = self.seen.iter().find(|l| l.contains(needle)) {
+            return l.clone();
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.logs.recv_timeout(left).unwrap_or_else(|_| {
+                panic!(
+                    "no log line with {needle:?}; saw:\n{}",
+                    self.seen.join("\n")
+                )
+            });
+            self.seen.push(line.clone());
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        assert!(
+            Command::new("kill")
+                .args([sig, &self.child.id().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn config(port: u16, ip: &str) -> String {
+    format!(
+        "[server]\nlisten = [\"127.0.0.1:{port}\"]\n[[zone]]\norigin = \"example.com\"\n[[zone.record]]\nname = \"www\"\na = [\"{ip}\"]\n"
+    )
+}
+
+fn query_bytes(id: u16) -> Vec<u8> {
+    let mut m = Message::query();
+    m.metadata.id = id;
+    m.add_query(Query::query(
+        Name::from_str("www.example.com.").unwrap(),
+        RecordType::A,
+    ));
+    m.to_vec().unwrap()
+}
+
+fn ask(addr: SocketAddr) -> Vec<String> {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    sock.send_to(&query_bytes(7), addr).unwrap();
+    let mut buf = [0u8; 1500];
+    let n = sock.recv(&mut buf).unwrap();
+    Message::from_vec(&buf[..n])
+        .unwrap()
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(a.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn sighup_reloads_valid_config_and_refuses_invalid_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    let port = support::free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    std::fs::write(&path, config(port, "192.0.2.1")).unwrap();
+    let mut d = Daemon::start(&path);
+    assert_eq!(ask(addr), ["192.0.2.1"]);
+
+    // Valid: applied.
+    std::fs::write(&path, config(port, "192.0.2.2")).unwrap();
+    d.signal("-HUP");
+    d.wait_log("config reloaded");
+    assert_eq!(ask(addr), ["192.0.2.2"]);
+
+    // Invalid: refused, named, and the previous config keeps serving.
+    std::fs::write(&path, config(port, "192.0.2.999")).unwrap();
+    d.signal("-HUP");
+    let line = d.wait_log("reload refused");
+    assert!(
+        line.contains("config.toml:7:") && line.contains("zone[0].record[0].a"),
+        "{line}"
+    );
+    assert_eq!(ask(addr), ["192.0.2.2"]);
+
+    // A listen change is reported as needing a restart; the rest is applied.
+    let other = support::free_port();
+    std::fs::write(&path, config(other, "192.0.2.3")).unwrap();
+    d.signal("-HUP");
+    let line = d.wait_log("take effect only after a restart");
+    assert!(line.contains("server.listen"), "{line}");
+    assert_eq!(ask(addr), ["192.0.2.3"]);
+
+    d.signal("-TERM");
+    assert_eq!(d.child.wait().unwrap().code(), Some(0));
+}
+
+#[test]
+fn sigterm_answers_every_query_sent_before_it_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    let port = support::free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    std::fs::write(&path, config(port, "192.0.2.1")).unwrap();
+    let mut d = Daemon::start(&path);
+
+    let sock = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap());
+    sock.set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    let answered = Arc::new(Mutex::new(std::collections::HashSet::new()));
+    let receiver = {
+        let (sock, answered) = (sock.clone(), answered.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 1500];
+            while let Ok(n) = sock.recv(&mut buf) {
+                if n >= 2 {
+                    answered
+                        .lock()
+                        .unwrap()
+                        .insert(u16::from_be_bytes([buf[0], buf[1]]));
+                }
+            }
+        })
+    };
+    // Send continuously; signal in the middle; keep sending until the port is gone.
+    let mut sent_before_signal = 0u16;
+    let mut id = 0u16;
+    let started = Instant::now();
+    let mut signalled = false;
+    while started.elapsed() < Duration::from_secs(3) && id < 60_000 {
+        id += 1;
+        let _ = sock.send_to(&query_bytes(id), addr);
+        if !signalled && started.elapsed() > Duration::from_millis(500) {
+            sent_before_signal = id;
+            d.signal("-TERM");
+            signalled = true;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let status = d.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "exit 0 on SIGTERM");
+    receiver.join().unwrap();
+    let answered = answered.lock().unwrap();
+    let lost: Vec<u16> = (1..=sent_before_signal)
+        .filter(|i| !answered.contains(i))
+        .collect();
+    assert!(
+        sent_before_signal > 100,
+        "the client was busy: {sent_before_signal}"
+    );
+    assert!(
+        lost.is_empty(),
+        "{} of {sent_before_signal} queries sent before SIGTERM unanswered: {:?}",
+        lost.len(),
+        &lost[..lost.len().min(20)]
+    );
+    d.wait_log("stopped");
+}
+
+/// A source whose discovery panics the second time: the refresh task dies.
+struct Panics(Mutex<u32>);
+
+impl Discover for Panics {
+    async fn discover(&self) -> Result<Inventory, DiscoveryError> {
+        let n = {
+            let mut n = self.0.lock().unwrap();
+            *n += 1;
+            *n
+        };
+        assert!(n < 2, "simulated bug in a critical task");
+        Ok(Inventory::default())
+    }
+}
+
+#[tokio::test]
+async fn a_dead_critical_task_is_reported() {
+    let text = "[server]\nlisten = [\"127.0.0.1:0\"]\n[aws]\nrefresh-interval = \"100ms\"\n\
+                [[discover]]\nvpc-ids = [\"vpc-1\"]\n";
+    let config = Config::from_toml(text, "t").unwrap();
+    let sources: SourceFactory = Arc::new(|_config| {
+        Box::pin(async { Some(Box::new(Panics(Mutex::new(0))) as BoxedSource) })
+    });
+    let server = Server::start_with(&config, sources).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), server.crashed())
+        .await
+        .expect("the supervisor notices the dead refresh task");
+    server.shutdown().await;
+}
