@@ -28,6 +28,7 @@ pub mod answer;
 pub mod app;
 pub mod aws;
 pub mod cache;
+pub mod cli;
 pub mod config;
 pub mod discovery;
 pub mod http;

@@ -151,3 +151,70 @@ async fn demo_serves_and_stops_cleanly() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn config_from_the_environment() {
+    let good = "[[zone]]\norigin = \"example.com\"\n";
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .env("PRIVATELINK_DNS_CONFIG_TOML", good)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .env(
+            "PRIVATELINK_DNS_CONFIG_TOML",
+            "[[zone]]\norigin = \"example.com\"\nttl = 0\n",
+        )
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("$PRIVATELINK_DNS_CONFIG_TOML:3:") && err.contains("zone[0].ttl"),
+        "{err}"
+    );
+    // PRIVATELINK_DNS_CONFIG is the path, like --config.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, good).unwrap();
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .env("PRIVATELINK_DNS_CONFIG", &path)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+}
+
+#[tokio::test]
+async fn probe_is_a_health_check_client() {
+    let text = "[server]\nlisten = [\"127.0.0.1:0\"]\n[http]\nlisten = \"127.0.0.1:0\"\n";
+    let server = privatelink_dns::app::Server::start(&Config::from_toml(text, "t").unwrap())
+        .await
+        .unwrap();
+    let http = server.http_addr().unwrap();
+    let run = move |path: &str| {
+        let url = format!("http://{http}{path}");
+        std::process::Command::new(BIN)
+            .args(["probe", &url])
+            .output()
+            .unwrap()
+    };
+    let (ok, missing) = tokio::task::spawn_blocking(move || (run("/healthz"), run("/missing")))
+        .await
+        .unwrap();
+    assert!(ok.status.success());
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("404"));
+    server.shutdown().await;
+    let closed = std::process::Command::new(BIN)
+        .args(["probe", &format!("http://{http}/healthz")])
+        .output()
+        .unwrap();
+    assert_eq!(closed.status.code(), Some(1), "nothing listening");
+}
