@@ -1,0 +1,291 @@
+#!/usr/bin/env bash
+# End to end with real on-prem resolvers, on two network namespaces this script makes:
+#
+#   vpc     10.53.0.1  privatelink-dns on port 53, and the EC2 API emulator (moto,
+#                      127.0.0.1:5000 inside the namespace) it refreshes from
+#   onprem  10.53.0.2  Unbound (stub-zone :5301, forward-zone :5302), BIND (static-stub
+#                      :5303, type forward :5304), and the dig client
+#
+# Every resolver forwards exactly the zones privatelink-dns serves: an explicit zone
+# (internal.example.com), zero-config private DNS names (ssm.<region>.amazonaws.com,
+# s3.<region>.amazonaws.com with *.s3.<region>.amazonaws.com). Scenarios, each through
+# every resolver: A/AAAA and NODATA-then-A (plain and wildcard names), NXDOMAIN cached
+# no longer than the SOA minimum, a subnet added to an endpoint, the emulator stopped,
+# a large answer over TCP, and SOA AA=1 at every apex. Needs root, iproute2, unbound,
+# bind9, dnsutils and .venv (scripts/test installs them). Tears everything down on exit.
+#
+# Usage: tests/e2e/resolvers.sh [path/to/privatelink-dns]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+source tests/e2e/lib.sh
+BIN=$(realpath "${1:-target/debug/privatelink-dns}")
+PY=$(realpath .venv/bin/python)
+REGION=ap-northeast-1
+VPC_NS=pldns-vpc-$$
+ONPREM_NS=pldns-onprem-$$
+VPC_IP=10.53.0.1
+ONPREM_IP=10.53.0.2
+DIR=$(mktemp -d)
+chmod 755 "$DIR"
+
+cleanup() {
+    local ns pid
+    for ns in "$VPC_NS" "$ONPREM_NS"; do
+        for pid in $(ip netns pids "$ns" 2>/dev/null); do kill "$pid" 2>/dev/null || true; done
+    done
+    sleep 0.5
+    for ns in "$VPC_NS" "$ONPREM_NS"; do
+        for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
+        ip netns del "$ns" 2>/dev/null || true
+    done
+    if [[ $E2E_FAILS -gt 0 ]]; then
+        echo "--- privatelink-dns log (last 30 lines)"; tail -n 30 "$DIR/privatelink-dns.log" 2>/dev/null || true
+        for f in "$DIR"/*.err; do echo "--- $f"; tail -n 15 "$f"; done
+    fi
+    rm -rf "$DIR"
+}
+trap cleanup EXIT
+
+in_vpc() { ip netns exec "$VPC_NS" "$@"; }
+in_onprem() { ip netns exec "$ONPREM_NS" "$@"; }
+
+echo "== network: namespaces $VPC_NS and $ONPREM_NS, veth $VPC_IP <-> $ONPREM_IP"
+ip netns add "$VPC_NS"
+ip netns add "$ONPREM_NS"
+ip link add "pv$$" type veth peer name "po$$"
+ip link set "pv$$" netns "$VPC_NS"
+ip link set "po$$" netns "$ONPREM_NS"
+in_vpc ip addr add "$VPC_IP/24" dev "pv$$"
+in_onprem ip addr add "$ONPREM_IP/24" dev "po$$"
+for ns in "$VPC_NS" "$ONPREM_NS"; do
+    ip netns exec "$ns" ip link set lo up
+done
+in_vpc ip link set "pv$$" up
+in_onprem ip link set "po$$" up
+
+echo "== vpc: EC2 API emulator"
+in_vpc "$PY" tests/support/fake_ec2.py -H 127.0.0.1 -p 5000 >"$DIR/moto.err" 2>&1 &
+for _ in $(seq 1 300); do
+    in_vpc "$PY" -c 'import urllib.request; urllib.request.urlopen("http://127.0.0.1:5000/moto-api/", timeout=1)' 2>/dev/null && break
+    sleep 0.1
+done
+SEED=$(in_vpc "$PY" tests/e2e/seed_ec2.py --url http://127.0.0.1:5000 setup)
+VPC=$(echo "$SEED" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["vpc"])')
+SUBNET3=$(echo "$SEED" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["subnets"][2])')
+VENDOR_EP=$(echo "$SEED" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["endpoints"]["vendor"])')
+pass "emulator seeded: $VPC, vendor endpoint $VENDOR_EP"
+
+echo "== vpc: privatelink-dns on $VPC_IP:53"
+big=$(for i in $(seq 1 100); do printf '"198.51.100.%d", ' "$i"; done)
+cat >"$DIR/privatelink-dns.toml" <<TOML
+[server]
+listen = ["$VPC_IP:53"]
+
+[log]
+format = "json"
+queries = true
+
+[aws]
+region = "$REGION"
+endpoint-url = "http://127.0.0.1:5000"
+refresh-interval = "2s"
+call-timeout = "2s"
+max-backoff = "2s"
+
+[[zone]]
+origin = "internal.example.com"
+ttl = 5
+soa = { minimum = 5, ttl = 30 }
+
+[[zone.record]]
+name = "@"
+vpc-endpoint-tags = { "privatelink-dns/name" = "internal" }
+
+[[zone.record]]
+name = "big"
+a = [${big%, }]
+
+[[discover]]
+vpc-ids = ["$VPC"]
+ttl = 5
+TOML
+"$BIN" check-config --config "$DIR/privatelink-dns.toml" >/dev/null
+in_vpc env AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_EC2_METADATA_DISABLED=true \
+    "$BIN" --config "$DIR/privatelink-dns.toml" 2>"$DIR/privatelink-dns.log" &
+for _ in $(seq 1 100); do
+    in_onprem dig +time=1 +tries=1 @"$VPC_IP" internal.example.com SOA +short 2>/dev/null | grep -q . && break
+    sleep 0.2
+done
+
+ZONES=(internal.example.com ssm.$REGION.amazonaws.com s3.$REGION.amazonaws.com)
+
+echo "== onprem: Unbound (stub-zone :5301, forward-zone :5302), BIND (static-stub :5303, forward :5304)"
+unbound_conf() { # name port kind
+    local name=$1 port=$2 kind=$3 z
+    {
+        cat <<CONF
+server:
+    interface: $ONPREM_IP@$port
+    port: $port
+    do-daemonize: no
+    username: ""
+    chroot: ""
+    directory: "$DIR"
+    pidfile: "$DIR/$name.pid"
+    use-syslog: no
+    logfile: "$DIR/$name.err"
+    verbosity: 1
+    do-ip6: no
+    access-control: 10.53.0.0/24 allow
+    module-config: "validator iterator"
+CONF
+        for z in "${ZONES[@]}"; do echo "    domain-insecure: \"$z\""; done
+        for z in "${ZONES[@]}"; do
+            if [[ $kind == stub ]]; then
+                printf 'stub-zone:\n    name: "%s"\n    stub-addr: %s\n' "$z" "$VPC_IP"
+            else
+                printf 'forward-zone:\n    name: "%s"\n    forward-addr: %s\n' "$z" "$VPC_IP"
+            fi
+        done
+    } >"$DIR/$name.conf"
+    unbound-checkconf "$DIR/$name.conf" >/dev/null
+}
+bind_conf() { # name port kind
+    local name=$1 port=$2 kind=$3 z
+    mkdir -p "$DIR/$name"
+    {
+        cat <<CONF
+options {
+    directory "$DIR/$name";
+    pid-file "$DIR/$name/named.pid";
+    listen-on port $port { $ONPREM_IP; };
+    listen-on-v6 { none; };
+    recursion yes;
+    allow-query { any; };
+    allow-recursion { any; };
+    dnssec-validation auto;
+CONF
+        printf '    validate-except {'; for z in "${ZONES[@]}"; do printf ' "%s";' "$z"; done; printf ' };\n'
+        echo "};"
+        echo "controls { };"
+        for z in "${ZONES[@]}"; do
+            if [[ $kind == static-stub ]]; then
+                printf 'zone "%s" { type static-stub; server-addresses { %s; }; };\n' "$z" "$VPC_IP"
+            else
+                printf 'zone "%s" { type forward; forward only; forwarders { %s; }; };\n' "$z" "$VPC_IP"
+            fi
+        done
+    } >"$DIR/$name.conf"
+    named-checkconf "$DIR/$name.conf"
+}
+unbound_conf unbound-stub 5301 stub
+unbound_conf unbound-forward 5302 forward
+bind_conf bind-static-stub 5303 static-stub
+bind_conf bind-forward 5304 forward
+in_onprem unbound -d -c "$DIR/unbound-stub.conf" 2>>"$DIR/unbound-stub.err" &
+in_onprem unbound -d -c "$DIR/unbound-forward.conf" 2>>"$DIR/unbound-forward.err" &
+in_onprem named -g -n 1 -c "$DIR/bind-static-stub.conf" >"$DIR/bind-static-stub.err" 2>&1 &
+in_onprem named -g -n 1 -c "$DIR/bind-forward.conf" >"$DIR/bind-forward.err" 2>&1 &
+
+declare -A RESOLVERS=([unbound-stub]=5301 [unbound-forward]=5302 [bind-static-stub]=5303 [bind-forward]=5304)
+NAMES=(unbound-stub unbound-forward bind-static-stub bind-forward)
+ask() { # resolver qname qtype [dig options...]
+    local port=${RESOLVERS[$1]} name=$2 type=$3
+    shift 3
+    in_onprem dig +time=3 +tries=2 @"$ONPREM_IP" -p "$port" "$name" "$type" "$@" 2>&1
+}
+addrs() { ask "$@" +short | grep -E '^[0-9a-f.:]+$' | sort | xargs; }
+status() { ask "$@" | sed -n 's/.*status: \([A-Z]*\).*/\1/p' | head -n1; }
+
+for r in "${NAMES[@]}"; do
+    for _ in $(seq 1 100); do
+        [[ $(status "$r" internal.example.com SOA) == NOERROR ]] && break
+        sleep 0.2
+    done
+done
+
+echo "== SOA at every apex, asked directly: AA=1 (what Windows DNS checks)"
+for z in "${ZONES[@]}"; do
+    expect_contains "SOA $z: authoritative" "flags: qr aa" "$(in_onprem dig +norec @"$VPC_IP" "$z" SOA)"
+done
+
+echo "== AAAA first on IPv4-only names: NODATA, and the A query after it still works"
+for r in "${NAMES[@]}"; do
+    # ENIs take addresses in creation order: vendor .4, ssm .5, s3 .6 in each subnet.
+    for pair in "ssm.$REGION.amazonaws.com=10.0.1.5 10.0.2.5" "my-bucket.s3.$REGION.amazonaws.com=10.0.1.6 10.0.2.6"; do
+        name=${pair%%=*} want=${pair#*=}
+        expect_eq "$r: AAAA $name is NODATA" "NOERROR" "$(status "$r" "$name" AAAA)"
+        expect_eq "$r: AAAA $name has no answer" "" "$(addrs "$r" "$name" AAAA)"
+        expect_eq "$r: A $name after AAAA" "$want" "$(addrs "$r" "$name" A)"
+    done
+    expect_eq "$r: A internal.example.com (explicit zone, tag-selected endpoint)" "10.0.1.4 10.0.2.4" \
+        "$(addrs "$r" internal.example.com A)"
+    expect_eq "$r: A s3 apex" "2" "$(addrs "$r" s3.$REGION.amazonaws.com A | wc -w)"
+done
+
+echo "== large answer: 100 A records, truncated over UDP, completed over TCP by the resolver"
+for r in "${NAMES[@]}"; do
+    expect_eq "$r: 100 addresses for big.internal.example.com" "100" \
+        "$(ask "$r" big.internal.example.com A +tcp +short | grep -c '^198\.51\.100\.')"
+done
+in_onprem dig +norec +ignore +bufsize=1232 @"$VPC_IP" big.internal.example.com A >"$DIR/big.txt" 2>&1
+expect_contains "privatelink-dns truncates it over UDP" "flags: qr aa tc" "$(cat "$DIR/big.txt")"
+tcp_seen=$(grep -c '"name":"big.internal.example.com.","qtype":"A".*"transport":"Tcp"\|"transport":"Tcp".*"name":"big.internal.example.com."' "$DIR/privatelink-dns.log" || true)
+if [[ $tcp_seen -ge 4 ]]; then pass "every resolver retried over TCP ($tcp_seen TCP queries)"; else fail "resolvers over TCP: $tcp_seen"; fi
+
+echo "== NXDOMAIN is cached no longer than the SOA minimum (5 s)"
+for r in "${NAMES[@]}"; do
+    name="nx-$r.internal.example.com"
+    expect_eq "$r: $name is NXDOMAIN" "NXDOMAIN" "$(status "$r" "$name" A)"
+    ttl=$(ask "$r" "$name" A | awk '$4 == "SOA" {print $2; exit}')
+    if [[ -n $ttl && $ttl -le 5 ]]; then pass "$r: cached negative TTL $ttl <= 5"; else fail "$r: cached negative TTL [$ttl]"; fi
+done
+count() { grep -c "\"name\":\"$1\"" "$DIR/privatelink-dns.log" || true; }
+before=$(for r in "${NAMES[@]}"; do count "nx-$r.internal.example.com."; done | xargs)
+sleep 6.5
+for r in "${NAMES[@]}"; do status "$r" "nx-$r.internal.example.com" A >/dev/null; done
+sleep 0.5
+after=$(for r in "${NAMES[@]}"; do count "nx-$r.internal.example.com."; done | xargs)
+read -ra b <<<"$before"; read -ra a <<<"$after"
+for i in "${!NAMES[@]}"; do
+    if [[ ${a[$i]} -gt ${b[$i]} ]]; then
+        pass "${NAMES[$i]}: asked privatelink-dns again after the SOA minimum"
+    else
+        fail "${NAMES[$i]}: still cached after the SOA minimum (${b[$i]} -> ${a[$i]} queries)"
+    fi
+done
+
+echo "== a subnet is added to the vendor endpoint: the resolvers follow within refresh + TTL"
+in_vpc "$PY" tests/e2e/seed_ec2.py --url http://127.0.0.1:5000 add-subnet "$VENDOR_EP" "$SUBNET3"
+start=$(date +%s.%N)
+for r in "${NAMES[@]}"; do
+    got=""
+    for _ in $(seq 1 80); do
+        got=$(addrs "$r" internal.example.com A)
+        [[ $got == "10.0.1.4 10.0.2.4 10.0.3.4" ]] && break
+        sleep 0.25
+    done
+    took=$(echo "$(date +%s.%N) - $start" | bc)
+    # refresh-interval 2 s (+10% jitter) + record TTL 5 s + 3 s slack
+    if [[ $got == "10.0.1.4 10.0.2.4 10.0.3.4" ]] && (($(echo "$took < 10.2" | bc))); then
+        pass "$r: new ENI address after ${took}s"
+    else
+        fail "$r: [$got] after ${took}s"
+    fi
+done
+
+echo "== the EC2 API emulator is stopped: the resolvers keep getting the same answers"
+for pid in $(in_vpc pgrep -f fake_ec2.py); do kill "$pid"; done
+sleep 7   # past the record TTL: the resolvers must ask privatelink-dns again
+for r in "${NAMES[@]}"; do
+    expect_eq "$r: same answer with the emulator down" "10.0.1.4 10.0.2.4 10.0.3.4" "$(addrs "$r" internal.example.com A)"
+    expect_eq "$r: zero-config name still answers" "2" "$(addrs "$r" ssm.$REGION.amazonaws.com A | wc -w)"
+done
+if grep -q '"refresh failed; serving the previous snapshot"' "$DIR/privatelink-dns.log"; then
+    pass "privatelink-dns logged the failure"
+else
+    fail "no refresh failure logged"
+fi
+expect_eq "logged once, not once per attempt" "1" "$(grep -c '"refresh failed; serving the previous snapshot"' "$DIR/privatelink-dns.log")"
+
+e2e_summary "e2e resolvers"
