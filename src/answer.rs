@@ -129,10 +129,10 @@ pub fn answer(query: &[u8], snapshot: &Snapshot, transport: Transport) -> Option
     Some(reply.finish(rcode, transport, limit))
 }
 
-fn answer_in(
-    reply: &mut Reply,
+fn answer_in<'s>(
+    reply: &mut Reply<'s>,
     q: &Query,
-    snapshot: &Snapshot,
+    snapshot: &'s Snapshot,
     transport: Transport,
 ) -> ResponseCode {
     let qtype = q.query_type();
@@ -148,22 +148,33 @@ fn answer_in(
     };
     reply.authoritative = true;
     let owner = q.name();
+    // Negative answers carry the SOA owned by the apex, a suffix of the question name.
+    let apex_offset = (HEADER_LEN + wire_len(owner) - wire_len(&zone.origin)) as u16;
 
     let (node, is_apex) = match zone.nodes.get(&qname) {
         Some(node) => (node, qname == LowerName::new(&zone.origin)),
         None => match wildcard_for(zone, &qname) {
             Some(node) => (node, false),
             None => {
-                reply.authority.push(zone.negative_soa());
+                reply.negative = Some((&zone.negative_wire, apex_offset));
                 return ResponseCode::NXDomain;
             }
         },
     };
 
+    // A and AAAA answers are pre-encoded in the snapshot (see `crate::fast`).
+    match qtype {
+        RecordType::A if !node.a.is_empty() => {
+            reply.answer_wire = Some((&node.a_wire, node.a.len() as u16))
+        }
+        RecordType::AAAA if !node.aaaa.is_empty() => {
+            reply.answer_wire = Some((&node.aaaa_wire, node.aaaa.len() as u16))
+        }
+        _ => {}
+    }
     let answers = &mut reply.answers;
     match qtype {
-        RecordType::A => push_owned(answers, &node.a, owner),
-        RecordType::AAAA => push_owned(answers, &node.aaaa, owner),
+        RecordType::A | RecordType::AAAA => {}
         RecordType::SOA if is_apex => push_owned(answers, std::slice::from_ref(&zone.soa), owner),
         RecordType::NS if is_apex => {
             push_owned(answers, &zone.ns, owner);
@@ -190,11 +201,16 @@ fn answer_in(
         }
         _ => {}
     }
-    if reply.answers.is_empty() {
+    if reply.answers.is_empty() && reply.answer_wire.is_none() {
         // NODATA: the name exists (possibly through a wildcard), the type does not.
-        reply.authority.push(zone.negative_soa());
+        reply.negative = Some((&zone.negative_wire, apex_offset));
     }
     ResponseCode::NoError
+}
+
+/// Length of a name in uncompressed wire format.
+pub(crate) fn wire_len(name: &Name) -> usize {
+    name.iter().map(|label| label.len() + 1).sum::<usize>() + 1
 }
 
 /// RFC 4592: the wildcard at the closest encloser, used only when `qname` does not exist.
@@ -265,7 +281,7 @@ struct OptReply {
 const EDE_NOT_AUTHORITATIVE: u16 = 20;
 
 /// A response under construction.
-struct Reply {
+struct Reply<'s> {
     id: u16,
     opcode: u8,
     /// RD and CD as the query had them.
@@ -277,9 +293,13 @@ struct Reply {
     additional: Vec<Record>,
     opt: Option<OptReply>,
     tsig: Option<Record>,
+    /// Pre-encoded answer RRs from the snapshot, and how many.
+    answer_wire: Option<(&'s [u8], u16)>,
+    /// The negative SOA (pre-encoded, without owner) and the apex offset for its owner.
+    negative: Option<(&'s [u8], u16)>,
 }
 
-impl Reply {
+impl<'s> Reply<'s> {
     fn new(id: u16, opcode: u8, query_flags: u16) -> Self {
         Self {
             id,
@@ -292,6 +312,8 @@ impl Reply {
             additional: Vec::new(),
             opt: None,
             tsig: None,
+            answer_wire: None,
+            negative: None,
         }
     }
 
@@ -309,6 +331,8 @@ impl Reply {
         self.answers.clear();
         self.authority.clear();
         self.additional.clear();
+        self.answer_wire = None;
+        self.negative = None;
         // Over TCP nothing is ever truncated; a 64 KiB overflow is a server failure.
         let (rcode, tc) = match transport {
             Transport::Udp => (rcode, true),
@@ -357,8 +381,8 @@ impl Reply {
             + usize::from(self.tsig.is_some());
         let counts = [
             usize::from(self.question.is_some()),
-            self.answers.len(),
-            self.authority.len(),
+            self.answers.len() + self.answer_wire.map_or(0, |(_, n)| usize::from(n)),
+            self.authority.len() + usize::from(self.negative.is_some()),
             additional,
         ];
         enc.emit_u16(self.id).ok()?;
@@ -369,12 +393,17 @@ impl Reply {
         if let Some(q) = &self.question {
             q.emit(&mut enc).ok()?;
         }
-        for rr in self
-            .answers
-            .iter()
-            .chain(&self.authority)
-            .chain(&self.additional)
-        {
+        if let Some((wire, _)) = self.answer_wire {
+            enc.emit_vec(wire).ok()?;
+        }
+        for rr in &self.answers {
+            rr.emit(&mut enc).ok()?;
+        }
+        if let Some((wire, apex_offset)) = self.negative {
+            enc.emit_u16(0xC000 | apex_offset).ok()?;
+            enc.emit_vec(wire).ok()?;
+        }
+        for rr in self.authority.iter().chain(&self.additional) {
             rr.emit(&mut enc).ok()?;
         }
         if let Some(opt) = &self.opt {

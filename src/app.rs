@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -147,10 +147,30 @@ impl Server {
             info!(udp = %u, tcp = %t, "listening");
             server.udp_addrs.push(u);
             server.tcp_addrs.push(t);
-            let span = info_span!("udp", addr = %u);
-            let fut =
-                server::serve_udp(Arc::new(udp), server.serve.clone(), server.shutdown.clone());
-            server.supervise("udp", fut.instrument(span), server.shutdown.clone());
+            let mut workers = vec![udp];
+            for _ in 1..config.server.udp_workers {
+                let socket = server::bind_udp(u).map_err(|source| AppError::Bind {
+                    proto: "udp",
+                    addr: u,
+                    source,
+                })?;
+                workers.push(socket);
+            }
+            for (i, socket) in workers.into_iter().enumerate() {
+                let (cx, stop) = (server.serve.clone(), server.shutdown.clone());
+                let span = info_span!("udp", addr = %u, worker = i);
+                let worker = tokio::task::spawn_blocking(move || {
+                    span.in_scope(|| server::serve_udp_worker(socket, cx, stop))
+                });
+                let fut = async move {
+                    if let Err(e) = worker.await
+                        && e.is_panic()
+                    {
+                        std::panic::resume_unwind(e.into_panic());
+                    }
+                };
+                server.supervise("udp", fut, server.shutdown.clone());
+            }
             let span = info_span!("tcp", addr = %t);
             let fut = server::serve_tcp(tcp, server.serve.clone(), limits, server.shutdown.clone());
             server.supervise("tcp", fut.instrument(span), server.shutdown.clone());
@@ -467,7 +487,7 @@ pub fn init_tracing(level: &str, format: LogFormat) {
     };
 }
 
-fn bind_pair(addr: SocketAddr) -> Result<(UdpSocket, TcpListener), AppError> {
+fn bind_pair(addr: SocketAddr) -> Result<(std::net::UdpSocket, TcpListener), AppError> {
     let udp_err = |source| AppError::Bind {
         proto: "udp",
         addr,
@@ -499,7 +519,7 @@ fn bind_pair(addr: SocketAddr) -> Result<(UdpSocket, TcpListener), AppError> {
     ))
 }
 
-fn local_addr(udp: &UdpSocket, proto: &'static str) -> Result<SocketAddr, AppError> {
+fn local_addr(udp: &std::net::UdpSocket, proto: &'static str) -> Result<SocketAddr, AppError> {
     udp.local_addr().map_err(|source| AppError::Bind {
         proto,
         addr: SocketAddr::from(([0, 0, 0, 0], 0)),

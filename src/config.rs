@@ -179,6 +179,8 @@ pub struct ServerConfig {
     pub nameserver: Name,
     /// How long in-flight answers get on SIGTERM.
     pub shutdown_grace: Duration,
+    /// UDP worker threads per listen address.
+    pub udp_workers: usize,
     pub settings: Settings,
 }
 
@@ -281,6 +283,8 @@ struct ServerFile {
     version: Option<String>,
     /// On SIGTERM, how long in-flight answers get before the process exits. Default "5s".
     shutdown_grace: Option<Spanned<String>>,
+    /// UDP worker threads per listen address (SO_REUSEPORT). Default 0: one per CPU.
+    udp_workers: Option<Spanned<usize>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -479,6 +483,22 @@ fn check(file: FileConfig, src: &Source<'_>) -> Result<Config, ConfigError> {
         None => Duration::from_secs(5),
         Some(v) => parse_duration(src, v, "server.shutdown-grace")?,
     };
+    let udp_workers = match &s.udp_workers {
+        None => 0,
+        Some(v) if *v.get_ref() <= 1024 => *v.get_ref(),
+        Some(v) => {
+            return Err(src.error(
+                v.span(),
+                "server.udp-workers",
+                "must be at most 1024 (0: one per CPU)",
+            ));
+        }
+    };
+    let udp_workers = if udp_workers == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        udp_workers
+    };
     let http = match &file.http {
         None => None,
         Some(h) => Some(HttpConfig {
@@ -552,6 +572,7 @@ fn check(file: FileConfig, src: &Source<'_>) -> Result<Config, ConfigError> {
             max_tcp_connections,
             nameserver,
             shutdown_grace,
+            udp_workers,
             settings: Settings {
                 udp_payload_size,
                 identity: s.identity,

@@ -31,6 +31,7 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod discovery;
+pub mod fast;
 pub mod http;
 pub mod metrics;
 pub mod refresh;

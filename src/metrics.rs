@@ -25,6 +25,14 @@ use crate::discovery::FailureReason;
 use crate::refresh::RefreshStats;
 use crate::snapshot::SnapshotStore;
 
+/// What metrics need to know about an answer.
+#[derive(Debug, Clone, Copy)]
+pub struct Outcome {
+    pub qtype: Option<RecordType>,
+    pub rcode: ResponseCode,
+    pub truncated: bool,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct QueryLabels {
     transport: &'static str,
@@ -158,27 +166,34 @@ impl Metrics {
 
     /// Counts one packet and its answer (or the lack of one).
     pub fn observe(&self, t: Transport, response: Option<&Response>, elapsed: Duration) {
+        let outcome = response.map(|r| Outcome {
+            qtype: r.question.as_ref().map(|q| q.query_type()),
+            rcode: r.rcode,
+            truncated: r.truncated,
+        });
+        self.observe_outcome(t, outcome, elapsed);
+    }
+
+    /// [`Metrics::observe`] without a [`Response`] (the fast path has none).
+    pub fn observe_outcome(&self, t: Transport, outcome: Option<Outcome>, elapsed: Duration) {
         let tl = TransportLabels {
             transport: transport(t),
         };
-        let Some(r) = response else {
+        let Some(o) = outcome else {
             self.dropped.get_or_create(&tl).inc();
             return;
         };
         self.latency.observe(elapsed.as_secs_f64());
         let labels = QueryLabels {
             transport: tl.transport,
-            qtype: r
-                .question
-                .as_ref()
-                .map_or("none", |q| qtype(q.query_type())),
-            rcode: rcode(r.rcode),
+            qtype: o.qtype.map_or("none", qtype),
+            rcode: rcode(o.rcode),
         };
         self.queries.get_or_create(&labels).inc();
-        if r.truncated {
+        if o.truncated {
             self.truncated.get_or_create(&tl).inc();
         }
-        if r.rcode == ResponseCode::FormErr {
+        if o.rcode == ResponseCode::FormErr {
             self.malformed.get_or_create(&tl).inc();
         }
     }

@@ -20,13 +20,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use hickory_proto::rr::RecordType;
+
 use crate::answer::{Response, Transport, answer};
-use crate::metrics::Metrics;
+use crate::fast::{self, Fast};
+use crate::metrics::{Metrics, Outcome};
 use crate::snapshot::SnapshotStore;
 
 /// Largest UDP datagram we read; anything longer is cut and then fails to parse.
@@ -87,36 +90,224 @@ impl ServeContext {
         }
         response
     }
+
+    /// Answers one UDP packet into `out`: the fast path when it applies (and the
+    /// query is not being logged), else the general core. Counts and logs it.
+    fn handle_udp(&self, query: &[u8], peer: SocketAddr, out: &mut [u8]) -> Option<usize> {
+        let started = Instant::now();
+        let every = self.query_log_every.load(Ordering::Relaxed);
+        let logged = every > 0 && self.seen.load(Ordering::Relaxed).is_multiple_of(every);
+        if !logged
+            && let Fast::Answered { len, rcode, qtype } =
+                fast::answer_udp(query, &self.store.load(), out)
+        {
+            {
+                let outcome = Outcome {
+                    qtype: Some(RecordType::from(qtype)),
+                    rcode,
+                    truncated: false,
+                };
+                self.metrics
+                    .observe_outcome(Transport::Udp, Some(outcome), started.elapsed());
+                if every > 0 {
+                    self.seen.fetch_add(1, Ordering::Relaxed);
+                }
+                return Some(len);
+            }
+        }
+        let response = self.handle(query, Transport::Udp, peer)?;
+        let len = response.bytes.len().min(out.len());
+        out[..len].copy_from_slice(&response.bytes[..len]);
+        Some(len)
+    }
 }
 
-/// Serves UDP on `socket` until `shutdown` is cancelled, then answers what is
-/// already queued on the socket, and returns.
-pub async fn serve_udp(socket: Arc<UdpSocket>, cx: Arc<ServeContext>, shutdown: CancellationToken) {
-    let mut buf = vec![0u8; UDP_RECV_BUFFER];
+/// Packets per recvmmsg/sendmmsg call.
+const BATCH: usize = 32;
+
+/// Serves UDP on `socket` from a dedicated thread until `shutdown` is cancelled, then
+/// answers what is already queued on the socket, and returns. Several workers share
+/// one address through SO_REUSEPORT sockets; each receives and sends in batches
+/// (recvmmsg/sendmmsg) and allocates nothing per query on the fast path.
+pub fn serve_udp_worker(
+    socket: std::net::UdpSocket,
+    cx: Arc<ServeContext>,
+    shutdown: CancellationToken,
+) {
+    // The receive timeout is how often a worker looks at the shutdown token.
+    if let Err(error) = socket.set_read_timeout(Some(Duration::from_millis(100))) {
+        warn!(%error, "cannot set the UDP receive timeout");
+    }
+    let mut batch = Batch::new();
+    let mut draining = false;
     loop {
-        let (len, peer) = tokio::select! {
-            biased;
-            () = shutdown.cancelled() => break,
-            r = socket.recv_from(&mut buf) => match r {
-                Ok(r) => r,
-                Err(error) => {
-                    // ICMP errors from earlier sends surface here; the socket stays usable.
-                    debug!(%error, "udp receive error");
-                    continue;
-                }
-            },
+        let flags = if draining {
+            libc::MSG_DONTWAIT
+        } else {
+            libc::MSG_WAITFORONE
         };
-        if let Some(response) = cx.handle(&buf[..len], Transport::Udp, peer)
-            && let Err(error) = socket.send_to(&response.bytes, peer).await
-        {
-            debug!(%error, %peer, "udp send failed");
+        let received = batch.receive(&socket, flags);
+        match received {
+            Ok(0) => {}
+            Ok(n) => batch.answer_and_send(&socket, n, &cx),
+            Err(e) if draining && e.kind() == std::io::ErrorKind::WouldBlock => return,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) => {}
+            Err(error) => {
+                debug!(%error, "udp receive error");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        if !draining && shutdown.is_cancelled() {
+            // Queries that arrived before the stop still get their answers.
+            draining = true;
         }
     }
-    // Queries that arrived before the stop still get their answers.
-    while let Ok((len, peer)) = socket.try_recv_from(&mut buf) {
-        if let Some(response) = cx.handle(&buf[..len], Transport::Udp, peer) {
-            let _ = socket.send_to(&response.bytes, peer).await;
+}
+
+/// Buffers and headers for one recvmmsg/sendmmsg batch, reused for every batch.
+struct Batch {
+    rx: Box<[[u8; UDP_RECV_BUFFER]; BATCH]>,
+    tx: Box<[[u8; UDP_RECV_BUFFER]; BATCH]>,
+    addrs: Box<[libc::sockaddr_storage; BATCH]>,
+    tx_len: [usize; BATCH],
+    tx_from: [usize; BATCH],
+}
+
+impl Batch {
+    fn new() -> Self {
+        Self {
+            rx: Box::new([[0; UDP_RECV_BUFFER]; BATCH]),
+            tx: Box::new([[0; UDP_RECV_BUFFER]; BATCH]),
+            // SAFETY: sockaddr_storage is plain old data; all zeroes is a valid value.
+            addrs: Box::new(unsafe { std::mem::zeroed() }),
+            tx_len: [0; BATCH],
+            tx_from: [0; BATCH],
         }
+    }
+
+    /// recvmmsg into the receive buffers; returns how many packets arrived.
+    fn receive(
+        &mut self,
+        socket: &std::net::UdpSocket,
+        flags: libc::c_int,
+    ) -> std::io::Result<usize> {
+        // SAFETY: all-zero iovec and mmsghdr are valid; every pointer set below points
+        // into `self`, which outlives the call, with the lengths of those buffers.
+        let mut iov: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+        let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+        for i in 0..BATCH {
+            iov[i].iov_base = self.rx[i].as_mut_ptr().cast();
+            iov[i].iov_len = UDP_RECV_BUFFER;
+            msgs[i].msg_hdr.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
+            msgs[i].msg_hdr.msg_namelen =
+                std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            msgs[i].msg_hdr.msg_iov = &mut iov[i];
+            msgs[i].msg_hdr.msg_iovlen = 1;
+        }
+        let fd = std::os::fd::AsRawFd::as_raw_fd(socket);
+        // SAFETY: `msgs` holds BATCH valid headers (see above).
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                msgs.as_mut_ptr(),
+                BATCH as libc::c_uint,
+                flags,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let n = n as usize;
+        for (i, msg) in msgs.iter().enumerate().take(n) {
+            self.tx_len[i] = msg.msg_len as usize; // reused below as the received length
+        }
+        Ok(n)
+    }
+
+    /// Answers the `n` received packets and sends the answers with sendmmsg.
+    fn answer_and_send(&mut self, socket: &std::net::UdpSocket, n: usize, cx: &ServeContext) {
+        let mut out = 0;
+        for i in 0..n {
+            let len = self.tx_len[i].min(UDP_RECV_BUFFER);
+            let Some(peer) = sockaddr_to_std(&self.addrs[i]) else {
+                continue;
+            };
+            if let Some(answer_len) = cx.handle_udp(&self.rx[i][..len], peer, &mut self.tx[out]) {
+                self.tx_from[out] = i;
+                self.tx_len[out] = answer_len;
+                out += 1;
+            }
+        }
+        // SAFETY: as in `receive`: headers point into `self` with matching lengths.
+        let mut iov: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+        let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+        for j in 0..out {
+            iov[j].iov_base = self.tx[j].as_mut_ptr().cast();
+            iov[j].iov_len = self.tx_len[j];
+            let from = self.tx_from[j];
+            msgs[j].msg_hdr.msg_name =
+                (&mut self.addrs[from] as *mut libc::sockaddr_storage).cast();
+            msgs[j].msg_hdr.msg_namelen = sockaddr_len(&self.addrs[from]);
+            msgs[j].msg_hdr.msg_iov = &mut iov[j];
+            msgs[j].msg_hdr.msg_iovlen = 1;
+        }
+        let fd = std::os::fd::AsRawFd::as_raw_fd(socket);
+        let mut sent = 0;
+        while sent < out {
+            // SAFETY: `msgs[sent..out]` are valid headers.
+            let r = unsafe {
+                libc::sendmmsg(
+                    fd,
+                    msgs[sent..].as_mut_ptr(),
+                    (out - sent) as libc::c_uint,
+                    0,
+                )
+            };
+            if r <= 0 {
+                let error = std::io::Error::last_os_error();
+                if error.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                debug!(%error, "udp send failed; skipping one answer");
+                sent += 1; // skip the one that failed (e.g. an unreachable peer)
+                continue;
+            }
+            sent += r as usize;
+        }
+    }
+}
+
+fn sockaddr_len(addr: &libc::sockaddr_storage) -> libc::socklen_t {
+    match i32::from(addr.ss_family) {
+        libc::AF_INET6 => std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+        _ => std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+    }
+}
+
+fn sockaddr_to_std(addr: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match i32::from(addr.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says this storage holds a sockaddr_in.
+            let a =
+                unsafe { &*(addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let ip = std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+            Some(SocketAddr::from((ip, u16::from_be(a.sin_port))))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says this storage holds a sockaddr_in6.
+            let a =
+                unsafe { &*(addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let ip = std::net::Ipv6Addr::from(a.sin6_addr.s6_addr);
+            Some(SocketAddr::from((ip, u16::from_be(a.sin6_port))))
+        }
+        _ => None,
     }
 }
 
@@ -210,8 +401,9 @@ async fn serve_connection(
     }
 }
 
-/// Binds a UDP socket; IPv6 sockets are IPv6-only so `0.0.0.0:53` and `[::]:53` coexist.
-pub fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+/// Binds a UDP socket; IPv6 sockets are IPv6-only so `0.0.0.0:53` and `[::]:53`
+/// coexist; SO_REUSEPORT so that several workers share the address.
+pub fn bind_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::DGRAM,
@@ -220,9 +412,9 @@ pub fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
-    socket.set_nonblocking(true)?;
+    socket.set_reuse_port(true)?;
     socket.bind(&addr.into())?;
-    UdpSocket::from_std(socket.into())
+    Ok(socket.into())
 }
 
 /// Binds a TCP listener (SO_REUSEADDR, IPv6-only for IPv6 addresses).

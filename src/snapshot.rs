@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use hickory_proto::rr::rdata::{A, AAAA, NS, SOA};
-use hickory_proto::rr::{LowerName, Name, RData, Record};
+use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
+use hickory_proto::serialize::binary::BinEncodable;
+use rustc_hash::FxHashMap;
 
 /// SOA timers of a zone (RFC 1035 3.3.13). The serial is not here: the builder owns it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,6 +97,10 @@ impl Default for Settings {
 pub struct Node {
     pub a: Vec<Record>,
     pub aaaa: Vec<Record>,
+    /// The A RRset pre-encoded for an answer section whose owner is the question
+    /// name (compression pointer 0xC00C): built once here, copied per query.
+    pub a_wire: Box<[u8]>,
+    pub aaaa_wire: Box<[u8]>,
 }
 
 impl Node {
@@ -112,6 +118,9 @@ pub struct Zone {
     pub negative_ttl: u32,
     pub ns: Vec<Record>,
     pub nodes: HashMap<LowerName, Node>,
+    /// The negative-answer SOA RR after its owner (type, class, TTL, RDLENGTH, RDATA
+    /// with uncompressed names); the owner is a pointer to the apex in the question.
+    pub negative_wire: Box<[u8]>,
     /// The source data the zone was built from; compared on rebuild to keep the serial.
     pub data: ZoneData,
 }
@@ -137,6 +146,99 @@ impl Zone {
 pub struct Snapshot {
     pub zones: HashMap<LowerName, Zone>,
     pub settings: Settings,
+    /// The same zones keyed by lower-cased wire-format names, for the UDP fast path.
+    pub fast: FastIndex,
+}
+
+/// Lookup tables keyed by lower-cased wire-format names, so the fast path finds a
+/// zone and a node with borrowed byte slices and no allocation.
+#[derive(Debug, Clone, Default)]
+pub struct FastIndex {
+    pub zones: FxHashMap<Box<[u8]>, FastZone>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FastZone {
+    pub negative_wire: Box<[u8]>,
+    pub nodes: FxHashMap<Box<[u8]>, FastNode>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FastNode {
+    pub a_wire: Box<[u8]>,
+    pub a_count: u16,
+    pub aaaa_wire: Box<[u8]>,
+    pub aaaa_count: u16,
+}
+
+/// The lower-cased wire form of a name.
+pub fn wire_lower(name: &Name) -> Box<[u8]> {
+    name.to_lowercase()
+        .to_bytes()
+        .unwrap_or_default()
+        .into_boxed_slice()
+}
+
+/// RRs with the owner compressed to the question name (offset 12).
+fn encode_answers(records: &[Record]) -> Box<[u8]> {
+    let mut out = Vec::with_capacity(records.len() * 28);
+    for r in records {
+        let rdata = r.data.to_bytes().unwrap_or_default();
+        out.extend_from_slice(&[0xC0, 0x0C]);
+        out.extend_from_slice(&u16::from(r.record_type()).to_be_bytes());
+        out.extend_from_slice(&u16::from(r.dns_class).to_be_bytes());
+        out.extend_from_slice(&r.ttl.to_be_bytes());
+        out.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+        out.extend_from_slice(&rdata);
+    }
+    out.into_boxed_slice()
+}
+
+/// The negative SOA RR without its owner; its names are not compressed.
+fn encode_negative(soa: &Record, ttl: u32) -> Box<[u8]> {
+    let RData::SOA(s) = &soa.data else {
+        return Box::default();
+    };
+    let mut rdata = Vec::with_capacity(64);
+    rdata.extend_from_slice(&s.mname.to_bytes().unwrap_or_default());
+    rdata.extend_from_slice(&s.rname.to_bytes().unwrap_or_default());
+    for v in [
+        s.serial,
+        s.refresh as u32,
+        s.retry as u32,
+        s.expire as u32,
+        s.minimum,
+    ] {
+        rdata.extend_from_slice(&v.to_be_bytes());
+    }
+    let mut out = Vec::with_capacity(10 + rdata.len());
+    out.extend_from_slice(&u16::from(RecordType::SOA).to_be_bytes());
+    out.extend_from_slice(&u16::from(DNSClass::IN).to_be_bytes());
+    out.extend_from_slice(&ttl.to_be_bytes());
+    out.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+    out.extend_from_slice(&rdata);
+    out.into_boxed_slice()
+}
+
+fn fast_zone(zone: &Zone) -> FastZone {
+    let nodes = zone
+        .nodes
+        .iter()
+        .map(|(name, node)| {
+            let key = wire_lower(&Name::from(name.clone()));
+            let fast = FastNode {
+                a_wire: node.a_wire.clone(),
+                a_count: node.a.len() as u16,
+                aaaa_wire: node.aaaa_wire.clone(),
+                aaaa_count: node.aaaa.len() as u16,
+            };
+            (key, fast)
+        })
+        .collect();
+    FastZone {
+        negative_wire: zone.negative_wire.clone(),
+        nodes,
+    }
 }
 
 impl Snapshot {
@@ -186,9 +288,16 @@ pub fn build(
         };
         built.insert(key, build_zone(data, serial));
     }
+    let fast = FastIndex {
+        zones: built
+            .values()
+            .map(|z| (wire_lower(&z.origin), fast_zone(z)))
+            .collect(),
+    };
     Snapshot {
         zones: built,
         settings,
+        fast,
     }
 }
 
@@ -254,9 +363,15 @@ fn build_zone(data: &ZoneData, serial: u32) -> Zone {
             parent = parent.base_name();
         }
     }
+    for node in nodes.values_mut() {
+        node.a_wire = encode_answers(&node.a);
+        node.aaaa_wire = encode_answers(&node.aaaa);
+    }
+    let negative_ttl = data.soa.ttl.min(data.soa.minimum);
     Zone {
         origin,
-        negative_ttl: data.soa.ttl.min(data.soa.minimum),
+        negative_wire: encode_negative(&soa, negative_ttl),
+        negative_ttl,
         soa,
         ns,
         nodes,
