@@ -119,7 +119,7 @@ impl Server {
             metrics.clone(),
             config.log.query_log_every,
         ));
-        let server = Self {
+        let mut server = Self {
             udp_addrs: Vec::new(),
             tcp_addrs: Vec::new(),
             http_addr: None,
@@ -135,7 +135,6 @@ impl Server {
             crashed: CancellationToken::new(),
             tasks: TaskTracker::new(),
         };
-        let mut server = server;
         server.load(Arc::new(config.clone()), false).await;
 
         let limits = TcpLimits {
@@ -339,6 +338,15 @@ impl Server {
                 "connections still open after the grace period; closing"
             );
         }
+    }
+}
+
+impl Drop for Server {
+    /// A server dropped without [`Server::shutdown`] (a panicking test, an early
+    /// return) still stops its tasks, so the UDP worker threads do not keep the
+    /// runtime from shutting down.
+    fn drop(&mut self) {
+        self.shutdown.cancel();
     }
 }
 

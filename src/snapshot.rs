@@ -132,13 +132,6 @@ impl Zone {
             _ => 0,
         }
     }
-
-    /// The SOA record to put in the authority section of a negative answer.
-    pub fn negative_soa(&self) -> Record {
-        let mut soa = self.soa.clone();
-        soa.ttl = self.negative_ttl;
-        soa
-    }
 }
 
 /// Everything the answering core needs, immutable once built.

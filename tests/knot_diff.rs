@@ -105,12 +105,15 @@ impl Drop for Knot {
     }
 }
 
+/// A port free for both UDP and TCP (Knot binds both).
 fn free_port() -> u16 {
-    StdUdp::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    loop {
+        let udp = StdUdp::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 fn knotd_available() -> bool {
@@ -124,7 +127,18 @@ fn knotd_available() -> bool {
     found
 }
 
+/// Starts knotd on a free port; tries another port if it cannot bind (a race with
+/// other tests' sockets).
 async fn start_knot(config: &Config) -> Knot {
+    for _ in 0..5 {
+        if let Some(knot) = try_start_knot(config).await {
+            return knot;
+        }
+    }
+    panic!("knotd did not start on any of 5 ports");
+}
+
+async fn try_start_knot(config: &Config) -> Option<Knot> {
     let dir = tempfile::tempdir().unwrap();
     let snap = privatelink_dns::app::build_snapshot(config, None);
     let port = free_port();
@@ -154,7 +168,7 @@ async fn start_knot(config: &Config) -> Knot {
         .stdout(Stdio::null())
         .spawn()
         .expect("start knotd");
-    let knot = Knot {
+    let mut knot = Knot {
         child,
         addr: SocketAddr::from(([127, 0, 0, 1], port)),
         _dir: dir,
@@ -172,6 +186,9 @@ async fn start_knot(config: &Config) -> Knot {
         .collect();
     'wait: loop {
         assert!(Instant::now() < deadline, "knotd did not become ready");
+        if knot.child.try_wait().ok().flatten().is_some() {
+            return None; // exited: most likely the port was taken
+        }
         for p in &probes {
             match udp(knot.addr, p).await {
                 Some(r) if r.len() > 3 && r[2] & 0x04 != 0 && r[3] & 0x0F == 0 => {}
@@ -183,7 +200,7 @@ async fn start_knot(config: &Config) -> Knot {
         }
         break;
     }
-    knot
+    Some(knot)
 }
 
 async fn udp(addr: SocketAddr, q: &[u8]) -> Option<Vec<u8>> {

@@ -76,12 +76,15 @@ pub fn aws_env_for(cmd: &mut Command) -> &mut Command {
         )
 }
 
+/// A port free for both TCP and UDP on 127.0.0.1 (at the time of asking).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    loop {
+        let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A running emulator.
