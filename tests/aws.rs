@@ -43,22 +43,8 @@ async fn ask(addr: SocketAddr, name: &str, rtype: RecordType) -> Message {
         .into_message()
 }
 
-fn ips(m: &Message) -> Vec<String> {
-    let mut v: Vec<String> = m
-        .answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(a.to_string()),
-            RData::AAAA(a) => Some(a.to_string()),
-            _ => None,
-        })
-        .collect();
-    v.sort();
-    v
-}
-
 async fn a(addr: SocketAddr, name: &str) -> Vec<String> {
-    ips(&ask(addr, name, RecordType::A).await)
+    support::addresses(&ask(addr, name, RecordType::A).await)
 }
 
 /// Polls `check` until it holds or `limit` passes; returns how long it took.

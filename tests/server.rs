@@ -1,6 +1,8 @@
 //! The whole app on port 0, queried over real UDP and TCP sockets with the
 //! hickory client (and raw sockets where the client would hide the behaviour).
 
+mod support;
+
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
@@ -10,7 +12,7 @@ use hickory_net::runtime::TokioRuntimeProvider;
 use hickory_net::tcp::TcpClientStream;
 use hickory_net::udp::UdpClientStream;
 use hickory_proto::op::{Message, Query, ResponseCode};
-use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
+use hickory_proto::rr::{DNSClass, Name, RecordType};
 use privatelink_dns::app::{self, Server};
 use privatelink_dns::config::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -62,20 +64,6 @@ fn name(s: &str) -> Name {
     Name::from_str(s).unwrap()
 }
 
-fn addrs(msg: &Message) -> Vec<String> {
-    let mut v: Vec<String> = msg
-        .answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(a.to_string()),
-            RData::AAAA(a) => Some(a.to_string()),
-            _ => None,
-        })
-        .collect();
-    v.sort();
-    v
-}
-
 #[tokio::test]
 async fn answers_over_udp_and_tcp_on_ipv4_and_ipv6() {
     let server = start(CONFIG).await;
@@ -89,7 +77,7 @@ async fn answers_over_udp_and_tcp_on_ipv4_and_ipv6() {
                 .unwrap();
             assert_eq!(r.metadata.response_code, ResponseCode::NoError);
             assert!(r.metadata.authoritative);
-            assert_eq!(addrs(&r), ["192.0.2.1", "192.0.2.2"]);
+            assert_eq!(support::addresses(&r), ["192.0.2.1", "192.0.2.2"]);
 
             let r = client
                 .query(
@@ -111,7 +99,7 @@ async fn answers_over_udp_and_tcp_on_ipv4_and_ipv6() {
                 )
                 .await
                 .unwrap();
-            assert_eq!(addrs(&r), ["192.0.2.4"]);
+            assert_eq!(support::addresses(&r), ["192.0.2.4"]);
 
             let r = client
                 .query(
@@ -152,7 +140,7 @@ async fn published_snapshot_changes_answers() {
         )
         .await
         .unwrap();
-    assert_eq!(addrs(&r), ["192.0.2.33"]);
+    assert_eq!(support::addresses(&r), ["192.0.2.33"]);
     server.shutdown().await;
 }
 

@@ -15,6 +15,22 @@ use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification, VpcEndpointType};
 
 pub const REGION: &str = "ap-northeast-1";
 
+/// The A and AAAA addresses of an answer, sorted, as text.
+pub fn addresses(msg: &hickory_proto::op::Message) -> Vec<String> {
+    use hickory_proto::rr::RData;
+    let mut v: Vec<String> = msg
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(a.to_string()),
+            RData::AAAA(a) => Some(a.to_string()),
+            _ => None,
+        })
+        .collect();
+    v.sort();
+    v
+}
+
 fn python() -> PathBuf {
     std::env::var_os("PRIVATELINK_DNS_PYTHON")
         .map(PathBuf::from)
