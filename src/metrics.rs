@@ -80,41 +80,44 @@ fn transport(t: Transport) -> &'static str {
 }
 
 /// A bounded set of label values: the types resolvers ask, everything else "other".
-fn qtype(t: RecordType) -> &'static str {
+/// Index into [`QTYPES`]: the types resolvers ask, everything else "other".
+fn qtype_index(t: Option<RecordType>) -> usize {
     use RecordType::*;
+    let Some(t) = t else { return 17 }; // "none": no parsable question
     match t {
-        A => "A",
-        AAAA => "AAAA",
-        SOA => "SOA",
-        NS => "NS",
-        ANY => "ANY",
-        TXT => "TXT",
-        CNAME => "CNAME",
-        MX => "MX",
-        SRV => "SRV",
-        PTR => "PTR",
-        HTTPS => "HTTPS",
-        SVCB => "SVCB",
-        CAA => "CAA",
-        DS => "DS",
-        DNSKEY => "DNSKEY",
-        AXFR => "AXFR",
-        IXFR => "IXFR",
-        _ => "other",
+        A => 0,
+        AAAA => 1,
+        SOA => 2,
+        NS => 3,
+        ANY => 4,
+        TXT => 5,
+        CNAME => 6,
+        MX => 7,
+        SRV => 8,
+        PTR => 9,
+        HTTPS => 10,
+        SVCB => 11,
+        CAA => 12,
+        DS => 13,
+        DNSKEY => 14,
+        AXFR => 15,
+        IXFR => 16,
+        _ => 18,
     }
 }
 
-fn rcode(r: ResponseCode) -> &'static str {
+/// Index into [`RCODES`].
+fn rcode_index(r: ResponseCode) -> usize {
     match u16::from(r) {
-        0 => "NOERROR",
-        1 => "FORMERR",
-        2 => "SERVFAIL",
-        3 => "NXDOMAIN",
-        4 => "NOTIMP",
-        5 => "REFUSED",
-        9 => "NOTAUTH",
-        16 => "BADVERS",
-        _ => "other",
+        0 => 0,
+        1 => 1,
+        2 => 2,
+        3 => 3,
+        4 => 4,
+        5 => 5,
+        9 => 6,
+        16 => 7,
+        _ => 8,
     }
 }
 
@@ -201,22 +204,14 @@ impl Metrics {
             return;
         };
         self.latency.observe(elapsed.as_secs_f64());
-        let (qt, rc) = (o.qtype.map_or("none", qtype), rcode(o.rcode));
-        let index = |labels: &[&str], v: &str| {
-            labels
-                .iter()
-                .position(|l| *l == v)
-                .unwrap_or(labels.len() - 1)
-        };
-        let slot = (usize::from(t == Transport::Tcp) * QTYPES.len() + index(&QTYPES, qt))
-            * RCODES.len()
-            + index(&RCODES, rc);
+        let (qt, rc) = (qtype_index(o.qtype), rcode_index(o.rcode));
+        let slot = (usize::from(t == Transport::Tcp) * QTYPES.len() + qt) * RCODES.len() + rc;
         self.query_counters[slot]
             .get_or_init(|| {
                 let labels = QueryLabels {
                     transport: tl.transport,
-                    qtype: qt,
-                    rcode: rc,
+                    qtype: QTYPES[qt],
+                    rcode: RCODES[rc],
                 };
                 self.queries.get_or_create(&labels).clone()
             })
@@ -368,6 +363,37 @@ mod tests {
     use super::*;
     use crate::answer::answer;
     use crate::config::Config;
+
+    #[test]
+    fn label_indexes_match_label_names() {
+        use RecordType::*;
+        for t in [
+            A, AAAA, SOA, NS, ANY, TXT, CNAME, MX, SRV, PTR, HTTPS, SVCB, CAA, DS, DNSKEY, AXFR,
+            IXFR,
+        ] {
+            assert_eq!(QTYPES[qtype_index(Some(t))], t.to_string(), "{t}");
+        }
+        assert_eq!(QTYPES[qtype_index(Some(RecordType::NULL))], "other");
+        assert_eq!(QTYPES[qtype_index(None)], "none");
+        let rcodes = [
+            (0, "NOERROR"),
+            (1, "FORMERR"),
+            (2, "SERVFAIL"),
+            (3, "NXDOMAIN"),
+            (4, "NOTIMP"),
+            (5, "REFUSED"),
+            (9, "NOTAUTH"),
+            (16, "BADVERS"),
+            (6, "other"),
+        ];
+        for (code, label) in rcodes {
+            assert_eq!(
+                RCODES[rcode_index(<ResponseCode as From<u16>>::from(code))],
+                label,
+                "{code}"
+            );
+        }
+    }
 
     #[test]
     fn renders_query_and_refresh_metrics() {
