@@ -218,3 +218,100 @@ async fn probe_is_a_health_check_client() {
         .unwrap();
     assert_eq!(closed.status.code(), Some(1), "nothing listening");
 }
+
+/// The reference config shows every key (a new key must be added there and to
+/// docs/configuration.md, which this checks too).
+#[test]
+fn reference_config_and_docs_show_every_key() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("config/privatelink-dns.toml")).unwrap();
+    let docs = std::fs::read_to_string(root.join("docs/configuration.md")).unwrap();
+    let value: toml::Value = toml::from_str(&text).unwrap();
+    let keys: &[(&str, &[&str])] = &[
+        (
+            "server",
+            &[
+                "listen",
+                "udp-payload-size",
+                "tcp-idle-timeout",
+                "max-tcp-connections",
+                "nameserver",
+                "identity",
+                "version",
+                "udp-workers",
+                "shutdown-grace",
+            ],
+        ),
+        ("http", &["listen"]),
+        (
+            "log",
+            &["level", "format", "queries", "queries-sample-rate"],
+        ),
+        (
+            "aws",
+            &[
+                "region",
+                "endpoint-url",
+                "role-arn",
+                "refresh-interval",
+                "call-timeout",
+                "max-backoff",
+                "page-size",
+                "cache-file",
+            ],
+        ),
+        ("zone", &["origin", "ttl", "ns", "soa"]),
+        (
+            "zone.soa",
+            &[
+                "mname", "rname", "refresh", "retry", "expire", "minimum", "ttl",
+            ],
+        ),
+        (
+            "zone.record",
+            &[
+                "name",
+                "a",
+                "aaaa",
+                "ttl",
+                "vpc-endpoint",
+                "vpc-endpoint-tags",
+            ],
+        ),
+        (
+            "discover",
+            &["vpc-ids", "tags", "region", "role-arn", "ttl"],
+        ),
+    ];
+    for (table, names) in keys {
+        // Every occurrence of the table (arrays of tables) together.
+        let mut found: Vec<String> = Vec::new();
+        let mut level: Vec<&toml::Value> = vec![&value];
+        for part in table.split('.') {
+            let mut next = Vec::new();
+            for v in level {
+                match v.get(part) {
+                    Some(toml::Value::Array(items)) => next.extend(items.iter()),
+                    Some(t) => next.push(t),
+                    None => {}
+                }
+            }
+            level = next;
+        }
+        for v in level {
+            if let Some(t) = v.as_table() {
+                found.extend(t.keys().cloned());
+            }
+        }
+        for name in *names {
+            assert!(
+                found.iter().any(|k| k == name),
+                "config/privatelink-dns.toml lacks [{table}] {name}"
+            );
+            assert!(
+                docs.contains(&format!("`{name}`")),
+                "docs/configuration.md lacks `{name}`"
+            );
+        }
+    }
+}
