@@ -106,6 +106,11 @@ fn qtype_index(t: Option<RecordType>) -> usize {
     }
 }
 
+/// The mnemonic of a response code, as in metrics labels and the query log.
+pub fn rcode_label(r: ResponseCode) -> &'static str {
+    RCODES[rcode_index(r)]
+}
+
 /// Index into [`RCODES`].
 fn rcode_index(r: ResponseCode) -> usize {
     match u16::from(r) {

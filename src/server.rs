@@ -82,7 +82,7 @@ impl ServeContext {
                 transport = ?transport,
                 name,
                 qtype,
-                rcode = %r.rcode,
+                rcode = crate::metrics::rcode_label(r.rcode),
                 truncated = r.truncated,
                 latency_us = elapsed.as_micros() as u64,
                 "query"

@@ -252,3 +252,38 @@ async fn a_dead_critical_task_is_reported() {
         .expect("the supervisor notices the dead refresh task");
     server.shutdown().await;
 }
+
+/// The query log: JSON lines with client, name, type and rcode, sampled.
+#[test]
+fn query_log_is_sampled() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    let port = support::free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let text = format!(
+        "{}[log]\nqueries = true\nqueries-sample-rate = 0.25\n",
+        config(port, "192.0.2.1")
+    );
+    std::fs::write(&path, text).unwrap();
+    let mut d = Daemon::start(&path);
+    for _ in 0..20 {
+        assert_eq!(ask(addr), ["192.0.2.1"]);
+    }
+    d.signal("-TERM");
+    d.wait_log("stopped");
+    let logged: Vec<&String> = d
+        .seen
+        .iter()
+        .filter(|l| l.contains("\"message\":\"query\""))
+        .collect();
+    assert_eq!(logged.len(), 5, "1 in 4 of 20 queries: {logged:#?}");
+    let line = logged[0];
+    for want in [
+        "\"name\":\"www.example.com.\"",
+        "\"qtype\":\"A\"",
+        "\"rcode\":\"NOERROR\"",
+        "\"client\":\"127.0.0.1:",
+    ] {
+        assert!(line.contains(want), "{want} in {line}");
+    }
+}
