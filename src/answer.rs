@@ -33,14 +33,14 @@ pub struct Response {
     pub question: Option<Query>,
 }
 
-const HEADER_LEN: usize = 12;
-const QR: u16 = 0x8000;
-const AA: u16 = 0x0400;
+pub(crate) const HEADER_LEN: usize = 12;
+pub(crate) const QR: u16 = 0x8000;
+pub(crate) const AA: u16 = 0x0400;
 const TC: u16 = 0x0200;
-const RD: u16 = 0x0100;
-const CD: u16 = 0x0010;
+pub(crate) const RD: u16 = 0x0100;
+pub(crate) const CD: u16 = 0x0010;
 /// UDP size without EDNS (RFC 1035 section 4.2.1), also the floor with EDNS (RFC 6891 6.2.5).
-const CLASSIC_UDP_SIZE: usize = 512;
+pub(crate) const CLASSIC_UDP_SIZE: usize = 512;
 /// EDNS option code of Extended DNS Errors (RFC 8914).
 const EDE_OPTION_CODE: u16 = 15;
 

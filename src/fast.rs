@@ -11,6 +11,7 @@
 
 use hickory_proto::op::ResponseCode;
 
+use crate::answer::{AA, CD, CLASSIC_UDP_SIZE, HEADER_LEN, QR, RD};
 use crate::snapshot::{FastNode, FastZone, Snapshot};
 
 /// What the fast path did.
@@ -26,14 +27,12 @@ pub enum Fast {
     Fallback,
 }
 
-const HEADER_LEN: usize = 12;
 const MAX_NAME: usize = 255;
 const MAX_LABELS: usize = 128;
 const TYPE_A: u16 = 1;
 const TYPE_AAAA: u16 = 28;
 const TYPE_OPT: u16 = 41;
 const CLASS_IN: u16 = 1;
-const RD_CD: u16 = 0x0110;
 
 fn u16_at(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
@@ -140,8 +139,10 @@ fn try_answer(query: &[u8], snap: &Snapshot, out: &mut [u8]) -> Option<Fast> {
     };
     let total = HEADER_LEN + question_len + body_len + if edns.is_some() { 11 } else { 0 };
     let limit = match edns {
-        None => 512,
-        Some((client, _)) => usize::from(client.min(snap.settings.udp_payload_size)).max(512),
+        None => CLASSIC_UDP_SIZE,
+        Some((client, _)) => {
+            usize::from(client.min(snap.settings.udp_payload_size)).max(CLASSIC_UDP_SIZE)
+        }
     };
     if total > limit || total > out.len() {
         return None;
@@ -149,7 +150,7 @@ fn try_answer(query: &[u8], snap: &Snapshot, out: &mut [u8]) -> Option<Fast> {
 
     let out = &mut out[..total];
     out[0..2].copy_from_slice(&query[0..2]);
-    let rflags = 0x8000 | 0x0400 | (flags & RD_CD) | u16::from(rcode.low());
+    let rflags = QR | AA | (flags & (RD | CD)) | u16::from(rcode.low());
     out[2..4].copy_from_slice(&rflags.to_be_bytes());
     out[4..6].copy_from_slice(&1u16.to_be_bytes());
     out[6..8].copy_from_slice(&(if negative { 0 } else { count }).to_be_bytes());
