@@ -437,53 +437,14 @@ mod tests {
     use crate::config::Config;
     use crate::snapshot;
 
-    pub(crate) const TEST_ZONES: &str = r#"
+    const TEST_ZONES: &str = concat!(
+        r#"
 [server]
 version = "test-version"
 
-[[zone]]
-origin = "example.com"
-ttl = 300
-ns = ["ns1.example.com", "ns2.example.net"]
-soa = { minimum = 60, ttl = 3600 }
-
-[[zone.record]]
-name = "ns1"
-a = ["192.0.2.53"]
-aaaa = ["2001:db8::53"]
-
-[[zone.record]]
-name = "@"
-a = ["192.0.2.1"]
-
-[[zone.record]]
-name = "www"
-a = ["192.0.2.10", "192.0.2.11"]
-aaaa = ["2001:db8::10"]
-
-[[zone.record]]
-name = "v4only"
-a = ["192.0.2.20"]
-
-[[zone.record]]
-name = "a.b.c"
-a = ["192.0.2.30"]
-
-[[zone.record]]
-name = "*.s3"
-a = ["192.0.2.40"]
-
-[[zone.record]]
-name = "exists.s3"
-aaaa = ["2001:db8::41"]
-
-[[zone]]
-origin = "sub.example.com"
-
-[[zone.record]]
-name = "x"
-a = ["192.0.2.50"]
-"#;
+"#,
+        include_str!("../tests/data/example-zones.toml")
+    );
 
     fn snap() -> Snapshot {
         let mut text = TEST_ZONES.to_string();

@@ -22,56 +22,16 @@ use privatelink_dns::zonefile;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
-const ZONES: &str = r#"
+const ZONES: &str = concat!(
+    r#"
 [server]
 listen = ["127.0.0.1:0"]
 version = "test-version"
 identity = "test-identity"
 
-[[zone]]
-origin = "example.com"
-ttl = 300
-ns = ["ns1.example.com", "ns2.example.net"]
-soa = { minimum = 60, ttl = 3600 }
-
-[[zone.record]]
-name = "ns1"
-a = ["192.0.2.53"]
-aaaa = ["2001:db8::53"]
-
-[[zone.record]]
-name = "@"
-a = ["192.0.2.1"]
-
-[[zone.record]]
-name = "www"
-a = ["192.0.2.10", "192.0.2.11"]
-aaaa = ["2001:db8::10"]
-
-[[zone.record]]
-name = "v4only"
-a = ["192.0.2.20"]
-
-[[zone.record]]
-name = "a.b.c"
-a = ["192.0.2.30"]
-
-[[zone.record]]
-name = "*.s3"
-a = ["192.0.2.40"]
-
-[[zone.record]]
-name = "exists.s3"
-aaaa = ["2001:db8::41"]
-
-[[zone]]
-origin = "sub.example.com"
-ttl = 120
-
-[[zone.record]]
-name = "x"
-a = ["192.0.2.50"]
-
+"#,
+    include_str!("data/example-zones.toml"),
+    r#"
 [[zone]]
 origin = "ssm.ap-northeast-1.amazonaws.com"
 ttl = 60
@@ -79,7 +39,8 @@ ttl = 60
 [[zone.record]]
 name = "@"
 a = ["10.0.1.20", "10.0.2.21"]
-"#;
+"#
+);
 
 fn config_text() -> String {
     let big: Vec<String> = (0..100).map(|i| format!("\"198.51.100.{i}\"")).collect();
