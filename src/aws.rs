@@ -236,7 +236,8 @@ async fn client_for(aws: &AwsConfig, target: &Target) -> Client {
     }
     let mut conf = aws_sdk_ec2::config::Builder::from(&sdk);
     if let Some(url) = &aws.endpoint_url {
-        // Only EC2 goes to the override: STS (AssumeRole) keeps its own endpoint.
+        // Only EC2 goes to the override: STS (AssumeRole) keeps its own endpoint,
+        // which the SDK takes from $AWS_ENDPOINT_URL_STS when that is set.
         conf = conf.endpoint_url(url.clone());
     }
     Client::from_conf(conf.build())

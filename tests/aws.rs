@@ -447,3 +447,76 @@ async fn discover_command_prints_what_would_be_served() {
         "{err}"
     );
 }
+
+/// `role-arn`: the SDK assumes the role through STS (moto's, via the standard
+/// AWS_ENDPOINT_URL_STS) and signs the EC2 calls with the role's credentials; when STS
+/// cannot be reached, discovery fails as a credentials problem.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn role_arn_assumes_the_role_for_ec2_calls() {
+    if !moto_available() {
+        return;
+    }
+    let moto = Moto::start();
+    let vpc = Vpc::create(moto.client()).await;
+    vpc.endpoint(SSM, &[0], &[("privatelink-dns/name", "api")])
+        .await;
+    let role = "arn:aws:iam::123456789012:role/privatelink-dns-reader";
+    const BASE_KEY: &str = "AKIAPLDNSTESTBASE001"; // upper case: moto reads it back
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    let aws_extra = format!("role-arn = \"{role}\"");
+    std::fs::write(&path, config_text(&moto.url(), &vpc.id, "", &aws_extra)).unwrap();
+    let discover = |sts: &str| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_privatelink-dns"));
+        support::aws_env_for(&mut cmd)
+            .env("AWS_ACCESS_KEY_ID", BASE_KEY)
+            .env("AWS_ENDPOINT_URL_STS", sts)
+            .args(["discover", "--json", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
+
+    let out = discover(&moto.url());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        doc["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["name"] == "api.internal.example.com." && r["address"] == "10.0.1.4"),
+        "{doc:#}"
+    );
+    let calls = moto.requests();
+    let assumed: Vec<_> = calls
+        .iter()
+        .filter(|(service, action, _)| service == "sts" && action == "AssumeRole")
+        .collect();
+    assert_eq!(assumed.len(), 1, "{calls:?}");
+    assert_eq!(
+        assumed[0].2, BASE_KEY,
+        "AssumeRole is signed with the base credentials"
+    );
+    let ec2: Vec<_> = calls.iter().filter(|(s, _, _)| s == "ec2").collect();
+    assert!(!ec2.is_empty(), "{calls:?}");
+    for (_, action, key) in &ec2 {
+        if action.starts_with("Describe") {
+            assert!(
+                key.starts_with("ASIA"),
+                "{action} signed with {key}, not the role's key"
+            );
+        }
+    }
+
+    // STS unreachable: no credentials, so no EC2 call, and the error says why.
+    let closed = format!("http://127.0.0.1:{}", support::free_port());
+    let out = discover(&closed);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("credentials"), "{err}");
+}

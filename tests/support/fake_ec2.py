@@ -30,7 +30,11 @@ Added for privatelink-dns (not in ../shared/aws):
     unknown name fails with InvalidServiceName, as AWS does; the service-name filter does not.
   * CreateVpcEndpointServiceConfiguration accepts load balancer ARNs that do not exist
     (seeding an NLB would need the elbv2 API; the service's private DNS name is what we test).
+  * With FAKE_EC2_REQUEST_LOG=<file>: one line "<service> <action> <access key id>" per API
+    call is appended to that file, so tests can see which credentials signed which call
+    (AssumeRole: the EC2 calls must carry the assumed role's key).
 """
+import os
 import sys
 
 from moto.ec2.exceptions import EC2ClientError, InvalidNextToken
@@ -313,6 +317,23 @@ def create_vpc_endpoint_service_configuration(self, lb_arns, *args, **kwargs):
 
 VPCServiceConfigurationBackend.create_vpc_endpoint_service_configuration = create_vpc_endpoint_service_configuration
 ElasticNetworkInterfaces.describe_network_interfaces = describe_network_interfaces
+
+_REQUEST_LOG = os.environ.get("FAKE_EC2_REQUEST_LOG")
+if _REQUEST_LOG:
+    from moto.core.responses import BaseResponse
+
+    _orig_call_action = BaseResponse.call_action
+
+    def call_action(self):
+        try:
+            key = self.get_access_key()
+        except Exception:
+            key = "-"
+        with open(_REQUEST_LOG, "a") as f:
+            f.write(f"{self.service_name} {self._get_action()} {key}\n")
+        return _orig_call_action(self)
+
+    BaseResponse.call_action = call_action
 
 if __name__ == "__main__":
     from moto.server import main

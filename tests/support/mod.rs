@@ -116,9 +116,11 @@ impl Moto {
 
     pub fn start_on(port: u16) -> Moto {
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/fake_ec2.py");
+        let _ = std::fs::remove_file(Self::request_log(port)); // a previous emulator's
         let child = Command::new(python())
             .arg(script)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .env("FAKE_EC2_REQUEST_LOG", Self::request_log(port))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -140,6 +142,22 @@ impl Moto {
 
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn request_log(port: u16) -> PathBuf {
+        std::env::temp_dir().join(format!("privatelink-dns-fake-ec2-{port}.log"))
+    }
+
+    /// Every API call so far, one `(service, action, access key id)` each.
+    pub fn requests(&self) -> Vec<(String, String, String)> {
+        std::fs::read_to_string(Self::request_log(self.port))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.split(' ').map(str::to_string);
+                Some((f.next()?, f.next()?, f.next()?))
+            })
+            .collect()
     }
 
     fn ready(&self) -> bool {
@@ -165,6 +183,10 @@ impl Moto {
         }
     }
 
+    fn remove_request_log(&self) {
+        let _ = std::fs::remove_file(Self::request_log(self.port));
+    }
+
     /// A client for seeding, with explicit dummy credentials.
     pub fn client(&self) -> Client {
         let conf = aws_sdk_ec2::config::Builder::new()
@@ -180,6 +202,7 @@ impl Moto {
 impl Drop for Moto {
     fn drop(&mut self) {
         self.stop();
+        self.remove_request_log();
     }
 }
 
