@@ -1,9 +1,9 @@
 //! The least a UDP DNS server built on the socket API can cost per query: a responder
 //! that does no DNS work at all. It receives with recvmmsg, turns each query into a
 //! response by setting the QR bit (the question is echoed, nothing else), and sends
-//! with sendmmsg, in batches of 32 on one blocking socket with a 4 MB receive buffer:
-//! the same system calls, in the same pattern, on the same socket settings, as
-//! privatelink-dns's UDP workers.
+//! with sendmmsg, in batches of 32 on one blocking socket bound by the server's own
+//! `bind_udp`: the same system calls, in the same pattern, on the same socket settings,
+//! as privatelink-dns's UDP workers.
 //!
 //! `scripts/bench` runs it beside the real servers; its CPU per query is the kernel's
 //! share (receive, send, and delivery to the client, which loopback charges to the
@@ -11,7 +11,6 @@
 //!
 //!     cargo run --release --example udp_floor -- 127.0.0.1:15356
 
-use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
 
 const BATCH: usize = 32;
@@ -21,17 +20,10 @@ fn main() -> std::io::Result<()> {
     let addr = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:15356".into());
-    let addr: std::net::SocketAddr = addr
+    let addr = addr
         .parse()
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::DGRAM,
-        Some(socket2::Protocol::UDP),
-    )?;
-    socket.set_recv_buffer_size(4 << 20)?;
-    socket.bind(&addr.into())?;
-    let socket = UdpSocket::from(socket);
+    let socket = privatelink_dns::server::bind_udp(addr)?; // the workers' socket settings
     let fd = socket.as_raw_fd();
     let mut bufs = vec![[0u8; BUF]; BATCH];
     // SAFETY: sockaddr_storage is plain old data; all zeroes is a valid value.

@@ -11,7 +11,6 @@
 //!     scripts/bench --io-uring    # adds it to the side-by-side run
 
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
-use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU16, Ordering};
 
@@ -42,17 +41,10 @@ fn main() -> std::io::Result<()> {
     let addr = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:15357".into());
-    let addr: std::net::SocketAddr = addr
+    let addr = addr
         .parse()
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::DGRAM,
-        Some(socket2::Protocol::UDP),
-    )?;
-    socket.set_recv_buffer_size(4 << 20)?;
-    socket.bind(&addr.into())?;
-    let socket = UdpSocket::from(socket);
+    let socket = privatelink_dns::server::bind_udp(addr)?; // the workers' socket settings
     let fd = types::Fd(socket.as_raw_fd());
     let mut ring: IoUring = IoUring::builder()
         .setup_single_issuer()

@@ -1,0 +1,45 @@
+//! Any bytes as a query, over UDP and TCP, against the shared test zones: the general
+//! core never panics, whatever it sends back parses as DNS and fits the transport,
+//! and whenever the UDP fast path answers, it sends the general core's very bytes.
+#![no_main]
+
+use std::sync::OnceLock;
+
+use hickory_proto::op::Message;
+use libfuzzer_sys::fuzz_target;
+use privatelink_dns::answer::{Transport, answer};
+use privatelink_dns::config::Config;
+use privatelink_dns::fast::{Fast, answer_udp};
+use privatelink_dns::snapshot::{self, Snapshot};
+
+fn snap() -> &'static Snapshot {
+    static SNAP: OnceLock<Snapshot> = OnceLock::new();
+    SNAP.get_or_init(|| {
+        let text = include_str!("../../tests/data/example-zones.toml");
+        let config = Config::from_toml(text, "example-zones.toml").expect("valid zones");
+        snapshot::build(&config.zones, config.server.settings, None, 1_700_000_000)
+    })
+}
+
+fuzz_target!(|query: &[u8]| {
+    let snap = snap();
+    let limit = usize::from(snap.settings.udp_payload_size);
+    let udp = answer(query, snap, Transport::Udp);
+    if let Some(r) = &udp {
+        assert!(
+            r.bytes.len() <= limit.max(512),
+            "UDP answer of {} bytes",
+            r.bytes.len()
+        );
+        Message::from_vec(&r.bytes).expect("the UDP answer parses");
+    }
+    if let Some(r) = answer(query, snap, Transport::Tcp) {
+        assert!(r.bytes.len() <= usize::from(u16::MAX));
+        Message::from_vec(&r.bytes).expect("the TCP answer parses");
+    }
+    let mut out = [0u8; 4096];
+    if let Fast::Answered { len, .. } = answer_udp(query, snap, &mut out) {
+        let general = udp.expect("the general core answers what the fast path answers");
+        assert_eq!(&out[..len], &general.bytes[..], "fast path and core differ");
+    }
+});
