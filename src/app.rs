@@ -27,7 +27,7 @@ use crate::config::{Config, LogFormat};
 use crate::discovery::{self, Assembled, BoxedSource, Discover, DiscoveryError, Inventory};
 use crate::http::{self, HttpState};
 use crate::metrics::Metrics;
-use crate::refresh::{RefreshStats, Refresher};
+use crate::refresh::{LastGood, RefreshStats, Refresher, Served};
 use crate::server::{self, ServeContext, TcpLimits};
 use crate::snapshot::{self, Snapshot, SnapshotStore};
 
@@ -54,8 +54,7 @@ pub type SourceFactory = Arc<
 pub fn ec2_sources() -> SourceFactory {
     Arc::new(|config: Arc<Config>| {
         Box::pin(async move {
-            let aws = config.aws.as_ref()?;
-            let source: BoxedSource = Box::new(Ec2Discovery::new(aws, config.targets()).await);
+            let source: BoxedSource = Box::new(Ec2Discovery::for_config(&config).await?);
             Some(source)
         })
     })
@@ -79,7 +78,7 @@ pub struct Server {
     serve: Arc<ServeContext>,
     config: Mutex<Arc<Config>>,
     sources: SourceFactory,
-    last_inventory: Arc<std::sync::Mutex<Option<Inventory>>>,
+    last_inventory: Arc<std::sync::Mutex<Option<LastGood>>>,
     refresh: Mutex<Option<(CancellationToken, JoinHandle<()>)>>,
     shutdown: CancellationToken,
     crashed: CancellationToken,
@@ -233,15 +232,13 @@ impl Server {
             token.cancel();
             let _ = handle.await;
         }
-        self.stats
-            .aws
-            .store(config.aws.is_some(), Ordering::Relaxed);
         match (self.sources)(config.clone()).await {
             Some(source) => {
                 let mut refresher =
                     Refresher::new(source, config, self.store.clone(), self.stats.clone())
                         .with_last_inventory(self.last_inventory.clone());
                 if immediate {
+                    refresher = refresher.applying_removals();
                     refresher.publish_last();
                 }
                 refresher
@@ -258,7 +255,7 @@ impl Server {
             None => {
                 let previous = self.store.load_full();
                 self.store.publish(build_snapshot(&config, Some(&previous)));
-                self.stats.mark_loaded();
+                self.stats.set_served(Served::of(&config, None));
             }
         }
     }
@@ -361,10 +358,9 @@ pub fn build_snapshot(config: &Config, previous: Option<&Snapshot>) -> Snapshot 
 }
 
 pub async fn discover_once(config: &Config) -> Result<(Inventory, Assembled), DiscoveryError> {
-    let Some(aws) = &config.aws else {
+    let Some(source) = Ec2Discovery::for_config(config).await else {
         return Ok((Inventory::default(), discovery::assemble(config, None)));
     };
-    let source = Ec2Discovery::new(aws, config.targets()).await;
     let inventory = source.discover().await?;
     let assembled = discovery::assemble(config, Some(&inventory));
     Ok((inventory, assembled))

@@ -1,19 +1,28 @@
 //! The cold-start cache: the last good [`Inventory`] on disk, so a restart while
 //! the EC2 API is unreachable still serves the last known addresses.
 //!
+//! Each target's data is saved with the [`TargetIdentity`] it was discovered for
+//! (region, endpoint URL, role, the VPCs and tags of `[[discover]]`, the selectors of
+//! configured records). At a cold start only targets whose identity matches the
+//! current config are used: a cache from another region, VPC set, role or deployment
+//! is never served as ours.
+//!
 //! Written atomically (temporary file, fsync, rename, fsync of the directory), so
-//! a crash leaves the old file or the new one, never half of one. A cache that
-//! cannot be read or parsed is reported by the caller and ignored.
+//! a crash leaves the old file or the new one, never half of one; a failed write
+//! removes its temporary file. A cache that cannot be read or parsed is reported by
+//! the caller and ignored.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::discovery::Inventory;
+use crate::config::{Config, TargetIdentity};
+use crate::discovery::{Inventory, TargetInventory};
 
 /// Bumped when the file format changes; other versions are ignored, not misread.
-const FORMAT: u32 = 1;
+/// Format 1 had no identities: it is not trusted.
+const FORMAT: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
@@ -27,6 +36,11 @@ pub enum CacheError {
         path: PathBuf,
         source: serde_json::Error,
     },
+    #[error("cannot encode the cache for {path}: {source}")]
+    Encode {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
     #[error("{path}: cache format {found}, expected {FORMAT}")]
     Format { path: PathBuf, found: u32 },
 }
@@ -35,30 +49,97 @@ pub enum CacheError {
 struct CacheFile {
     format: u32,
     saved_at_unix: u64,
-    inventory: Inventory,
+    targets: Vec<CachedTarget>,
 }
 
-/// A loaded cache: the inventory and when it was saved.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CachedTarget {
+    identity: TargetIdentity,
+    #[serde(flatten)]
+    inventory: TargetInventory,
+}
+
+/// A loaded cache: each target's data with its identity, and when it was saved.
 #[derive(Debug)]
 pub struct Cached {
-    pub inventory: Inventory,
+    targets: Vec<CachedTarget>,
     pub saved_at_unix: u64,
 }
 
-pub fn save(path: &Path, inventory: &Inventory, now_unix: u64) -> Result<(), CacheError> {
-    let io = |source| CacheError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let body = serde_json::to_vec(&CacheFile {
+impl Cached {
+    /// The targets saved for `config` as it is now, and a line for each target the
+    /// config needs that the cache has not (or has for another identity).
+    pub fn for_config(self, config: &Config) -> (Inventory, Vec<String>) {
+        let mut inventory = Inventory::default();
+        let mut refused = Vec::new();
+        for target in config.targets() {
+            let want = config.identity(&target);
+            match self.targets.iter().find(|c| c.inventory.target == target) {
+                Some(c) if c.identity == want => inventory.targets.push(c.inventory.clone()),
+                Some(c) => refused.push(format!(
+                    "{target}: saved for another config ({})",
+                    differences(&c.identity, &want).join(", ")
+                )),
+                None => refused.push(format!("{target}: not in the cache")),
+            }
+        }
+        (inventory, refused)
+    }
+}
+
+/// The identity fields that differ.
+fn differences(a: &TargetIdentity, b: &TargetIdentity) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if a.region != b.region {
+        out.push("region");
+    }
+    if a.endpoint_url != b.endpoint_url {
+        out.push("endpoint-url");
+    }
+    if a.role_arn != b.role_arn {
+        out.push("role-arn");
+    }
+    if a.discover != b.discover {
+        out.push("[[discover]] vpc-ids or tags");
+    }
+    if a.selectors != b.selectors {
+        out.push("records' vpc-endpoint or vpc-endpoint-tags");
+    }
+    out
+}
+
+/// Saves `inventory` with each target's identity under `config`.
+pub fn save(
+    path: &Path,
+    config: &Config,
+    inventory: &Inventory,
+    now_unix: u64,
+) -> Result<(), CacheError> {
+    let file = CacheFile {
         format: FORMAT,
         saved_at_unix: now_unix,
-        inventory: inventory.clone(),
-    })
-    .map_err(|source| CacheError::Parse {
+        targets: inventory
+            .targets
+            .iter()
+            .map(|t| CachedTarget {
+                identity: config.identity(&t.target),
+                inventory: t.clone(),
+            })
+            .collect(),
+    };
+    let body = serde_json::to_vec(&file).map_err(|source| CacheError::Encode {
         path: path.to_path_buf(),
         source,
     })?;
+    write_atomically(path, &body).map_err(|source| CacheError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Writes `body` to a temporary file beside `path` and renames it over `path`; on
+/// any error the temporary file is removed and `path` is untouched.
+fn write_atomically(path: &Path, body: &[u8]) -> std::io::Result<()> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -69,14 +150,16 @@ pub fn save(path: &Path, inventory: &Inventory, now_unix: u64) -> Result<(), Cac
             .map_or("cache".into(), |n| n.to_string_lossy()),
         std::process::id()
     ));
-    let mut file = std::fs::File::create(&tmp).map_err(io)?;
-    file.write_all(&body).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    drop(file);
-    std::fs::rename(&tmp, path).map_err(|e| {
+    let written = std::fs::File::create(&tmp).and_then(|mut file| {
+        file.write_all(body)?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&tmp, path)
+    });
+    if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
-        io(e)
-    })?;
+        return Err(e);
+    }
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }
@@ -88,18 +171,24 @@ pub fn load(path: &Path) -> Result<Cached, CacheError> {
         path: path.to_path_buf(),
         source,
     })?;
-    let file: CacheFile = serde_json::from_slice(&body).map_err(|source| CacheError::Parse {
+    #[derive(Deserialize)]
+    struct Version {
+        format: u32,
+    }
+    let parse = |source| CacheError::Parse {
         path: path.to_path_buf(),
         source,
-    })?;
-    if file.format != FORMAT {
+    };
+    let version: Version = serde_json::from_slice(&body).map_err(parse)?;
+    if version.format != FORMAT {
         return Err(CacheError::Format {
             path: path.to_path_buf(),
-            found: file.format,
+            found: version.format,
         });
     }
+    let file: CacheFile = serde_json::from_slice(&body).map_err(parse)?;
     Ok(Cached {
-        inventory: file.inventory,
+        targets: file.targets,
         saved_at_unix: file.saved_at_unix,
     })
 }
@@ -107,23 +196,41 @@ pub fn load(path: &Path) -> Result<Cached, CacheError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Target;
-    use crate::discovery::{TargetInventory, tests::endpoint};
+    use crate::discovery::tests::endpoint;
 
-    fn inventory() -> Inventory {
+    const CONFIG: &str = r#"
+[aws]
+region = "ap-northeast-1"
+[[zone]]
+origin = "internal.example.com"
+[[zone.record]]
+name = "@"
+vpc-endpoint = "vpce-0aaa"
+[[discover]]
+vpc-ids = ["vpc-1"]
+region = "eu-west-1"
+"#;
+
+    fn config(text: &str) -> Config {
+        Config::from_toml(text, "t").unwrap()
+    }
+
+    fn inventory(config: &Config) -> Inventory {
         Inventory {
-            targets: vec![TargetInventory {
-                target: Target {
-                    region: Some("ap-northeast-1".into()),
-                    role_arn: None,
-                },
-                endpoints: vec![endpoint(
-                    "vpce-0aaa",
-                    "vpc-1",
-                    &["x.example.com"],
-                    &["10.0.1.4", "fd00::4"],
-                )],
-            }],
+            targets: config
+                .targets()
+                .into_iter()
+                .map(|target| TargetInventory {
+                    target,
+                    account: Some("123456789012".into()),
+                    endpoints: vec![endpoint(
+                        "vpce-0aaa",
+                        "vpc-1",
+                        &["x.example.com"],
+                        &["10.0.1.4", "fd00::4"],
+                    )],
+                })
+                .collect(),
         }
     }
 
@@ -131,12 +238,83 @@ mod tests {
     fn round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("snapshot.json");
-        save(&path, &inventory(), 42).unwrap();
+        let c = config(CONFIG);
+        save(&path, &c, &inventory(&c), 42).unwrap();
         let cached = load(&path).unwrap();
-        assert_eq!(cached.inventory, inventory());
         assert_eq!(cached.saved_at_unix, 42);
+        let (inv, refused) = cached.for_config(&c);
+        assert_eq!(inv, inventory(&c));
+        assert!(refused.is_empty(), "{refused:?}");
         let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no temporary file left behind");
+    }
+
+    /// Each row changes the config; the targets it touches are no longer served
+    /// from the cache, the others still are.
+    #[test]
+    fn only_targets_of_the_same_identity_are_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("snapshot.json");
+        let saved = config(CONFIG);
+        save(&path, &saved, &inventory(&saved), 42).unwrap();
+        // (change, targets still served, what the refusal names)
+        let rows: &[(&str, &str, usize, &str)] = &[
+            (
+                "region = \"ap-northeast-1\"",
+                "region = \"us-east-1\"",
+                1,
+                "region",
+            ),
+            (
+                "vpc-ids = [\"vpc-1\"]",
+                "vpc-ids = [\"vpc-2\"]",
+                1,
+                "[[discover]]",
+            ),
+            (
+                "vpc-ids = [\"vpc-1\"]",
+                "vpc-ids = [\"vpc-1\"]\ntags = { team = \"a\" }",
+                1,
+                "[[discover]]",
+            ),
+            (
+                "vpc-endpoint = \"vpce-0aaa\"",
+                "vpc-endpoint = \"vpce-0bbb\"",
+                1,
+                "records'",
+            ),
+            (
+                "region = \"ap-northeast-1\"",
+                "region = \"ap-northeast-1\"\nrole-arn = \"arn:aws:iam::111122223333:role/x\"",
+                0,
+                "role-arn",
+            ),
+            (
+                "region = \"ap-northeast-1\"",
+                "region = \"ap-northeast-1\"\nendpoint-url = \"http://127.0.0.1:1\"",
+                0,
+                "endpoint-url",
+            ),
+        ];
+        for (from, to, kept, names) in rows {
+            let now = config(&CONFIG.replacen(from, to, 1));
+            let (inv, refused) = load(&path).unwrap().for_config(&now);
+            assert_eq!(inv.targets.len(), *kept, "{to}: {refused:?}");
+            assert!(!refused.is_empty(), "{to}");
+            assert!(
+                refused
+                    .iter()
+                    .all(|r| r.contains(names) || r.contains("not in the cache")),
+                "{to}: {refused:?}"
+            );
+        }
+        // A record that is not AWS-backed does not change any identity.
+        let now = config(&format!(
+            "{CONFIG}[[zone.record]]\nname = \"s\"\na = [\"192.0.2.1\"]\n"
+        ));
+        assert_eq!(now.zones[0].records.len(), 2);
+        let (inv, refused) = load(&path).unwrap().for_config(&now);
+        assert_eq!(inv.targets.len(), 2, "{refused:?}");
     }
 
     #[test]
@@ -146,28 +324,45 @@ mod tests {
         assert!(matches!(load(&path), Err(CacheError::Io { .. })));
         std::fs::write(
             &path,
-            b"{\"format\": 1, \"saved_at_unix\": 1, \"inventory\": {\"targets\": [",
+            b"{\"format\": 2, \"saved_at_unix\": 1, \"targets\": [",
         )
         .unwrap();
         assert!(matches!(load(&path), Err(CacheError::Parse { .. })));
+        // Format 1 had no identities: refused, not misread.
         std::fs::write(
             &path,
-            b"{\"format\": 99, \"saved_at_unix\": 1, \"inventory\": {\"targets\": []}}",
+            b"{\"format\": 1, \"saved_at_unix\": 1, \"inventory\": {\"targets\": []}}",
         )
         .unwrap();
         assert!(matches!(
             load(&path),
-            Err(CacheError::Format { found: 99, .. })
+            Err(CacheError::Format { found: 1, .. })
         ));
     }
 
     #[test]
-    fn save_into_missing_directory_fails_cleanly() {
+    fn failed_writes_leave_the_old_file_and_no_temporary_file() {
         let dir = tempfile::tempdir().unwrap();
+        let c = config(CONFIG);
         let path = dir.path().join("missing/snapshot.json");
         assert!(matches!(
-            save(&path, &inventory(), 1),
+            save(&path, &c, &inventory(&c), 1),
             Err(CacheError::Io { .. })
         ));
+        // The rename fails (the target is a non-empty directory) after the
+        // temporary file was written: it is removed again.
+        let path = dir.path().join("snapshot.json");
+        std::fs::create_dir(&path).unwrap();
+        std::fs::write(path.join("keep"), b"x").unwrap();
+        assert!(matches!(
+            save(&path, &c, &inventory(&c), 1),
+            Err(CacheError::Io { .. })
+        ));
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["snapshot.json"], "no .tmp left");
     }
 }

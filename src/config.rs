@@ -4,7 +4,7 @@
 //! `deny_unknown_fields`). [`Config::from_toml`] parses and checks everything, and
 //! every error names the file, line, column and key. Nothing here touches sockets.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -86,6 +86,74 @@ impl Config {
     }
 }
 
+/// Everything in the config that decides what discovery returns for one target, so
+/// data saved for one config is never served under another (the cache file keeps it).
+///
+/// The AWS account is not part of it: it cannot be known while the API is down, and
+/// a role ARN, which is, names it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct TargetIdentity {
+    pub region: Option<String>,
+    pub endpoint_url: Option<String>,
+    pub role_arn: Option<String>,
+    /// The VPC ids and tag filters of the `[[discover]]` blocks that use this target.
+    pub discover: Vec<(Vec<String>, BTreeMap<String, String>)>,
+    /// The selectors of the AWS-backed records that use this target.
+    pub selectors: Vec<String>,
+}
+
+impl Config {
+    /// The identity of `target` under this config.
+    pub fn identity(&self, target: &Target) -> TargetIdentity {
+        let aws = self.aws.clone().unwrap_or_default();
+        let mut discover: Vec<_> = self
+            .discover
+            .iter()
+            .filter(|d| &d.target == target)
+            .map(|d| {
+                let mut vpcs = d.vpc_ids.clone();
+                vpcs.sort();
+                (vpcs, d.tags.clone())
+            })
+            .collect();
+        discover.sort();
+        discover.dedup();
+        let mut selectors: Vec<String> = if aws.default_target() == *target {
+            self.bindings
+                .iter()
+                .map(|b| b.selector.to_string())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        selectors.sort();
+        selectors.dedup();
+        TargetIdentity {
+            region: target.region.clone(),
+            endpoint_url: aws.endpoint_url,
+            role_arn: target.role_arn.clone(),
+            discover,
+            selectors,
+        }
+    }
+
+    /// The VPCs whose endpoints `target` serves, or `None` when it serves configured
+    /// records, whose endpoints may be in any VPC.
+    pub fn vpc_scope(&self, target: &Target) -> Option<BTreeSet<String>> {
+        let aws = self.aws.as_ref()?;
+        if !self.bindings.is_empty() && aws.default_target() == *target {
+            return None;
+        }
+        Some(
+            self.discover
+                .iter()
+                .filter(|d| &d.target == target)
+                .flat_map(|d| d.vpc_ids.iter().cloned())
+                .collect(),
+        )
+    }
+}
+
 /// Where discovery asks: a region (None: the SDK's default chain) as a role (None: the
 /// default credentials).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, Deserialize)]
@@ -118,6 +186,9 @@ pub struct AwsConfig {
     pub max_backoff: Duration,
     pub page_size: i32,
     pub cache_file: Option<PathBuf>,
+    /// How long a refresh that would remove most AWS-backed addresses must keep
+    /// returning the same result before it is served (zero: at once).
+    pub removal_hold: Duration,
 }
 
 impl AwsConfig {
@@ -140,6 +211,7 @@ impl Default for AwsConfig {
             max_backoff: Duration::from_secs(300),
             page_size: 1000,
             cache_file: None,
+            removal_hold: Duration::from_secs(600),
         }
     }
 }
@@ -151,6 +223,21 @@ pub enum Selector {
     Endpoint(String),
     /// Every endpoint carrying all these tags.
     Tags(BTreeMap<String, String>),
+}
+
+impl std::fmt::Display for Selector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Endpoint(id) => write!(f, "{id}"),
+            Self::Tags(tags) => {
+                f.write_str("tags:")?;
+                for (i, (k, v)) in tags.iter().enumerate() {
+                    write!(f, "{}{k}={v}", if i == 0 { "" } else { "," })?;
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 /// An AWS-backed record: `zones[zone].records[record]` gets the selected endpoints' addresses.
@@ -246,6 +333,9 @@ struct AwsFile {
     page_size: Option<Spanned<i32>>,
     /// Where the last good discovery is kept for cold starts. Default: none.
     cache_file: Option<String>,
+    /// How long a refresh that would remove more than half of the AWS-backed addresses
+    /// must persist before it is served ("0s": at once). Default "10m".
+    removal_hold: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -838,6 +928,10 @@ fn check_aws(src: &Source<'_>, aws: Option<&AwsFile>) -> Result<AwsConfig, Confi
         )?,
         page_size,
         cache_file: f.cache_file.as_ref().map(PathBuf::from),
+        removal_hold: match &f.removal_hold {
+            None => defaults.removal_hold,
+            Some(v) => parse_duration_or_zero(src, v, "aws.removal-hold")?,
+        },
     })
 }
 
@@ -949,9 +1043,22 @@ fn parse_duration(
     v: &Spanned<String>,
     key: &str,
 ) -> Result<Duration, ConfigError> {
+    parse_duration_or_zero(src, v, key).and_then(|d| {
+        if d.is_zero() {
+            Err(src.error(v.span(), key, "must be longer than zero"))
+        } else {
+            Ok(d)
+        }
+    })
+}
+
+fn parse_duration_or_zero(
+    src: &Source<'_>,
+    v: &Spanned<String>,
+    key: &str,
+) -> Result<Duration, ConfigError> {
     match humantime::parse_duration(v.get_ref()) {
-        Ok(d) if !d.is_zero() => Ok(d),
-        Ok(_) => Err(src.error(v.span(), key, "must be longer than zero")),
+        Ok(d) => Ok(d),
         Err(e) => Err(src.error(
             v.span(),
             key,

@@ -25,6 +25,9 @@ pub struct Inventory {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TargetInventory {
     pub target: Target,
+    /// The AWS account the endpoints belong to (their `OwnerId`), when they agree.
+    #[serde(default)]
+    pub account: Option<String>,
     pub endpoints: Vec<Endpoint>,
 }
 
@@ -122,18 +125,22 @@ pub enum FailureReason {
     Credentials,
     /// The credentials work but lack permission (UnauthorizedOperation).
     Denied,
-    /// Anything else (a 4xx we did not expect, a malformed response).
+    /// A 2xx answer that is incomplete or inconsistent: a truncated or unparsable body,
+    /// an endpoint without id, state, service or VPC, ENIs that do not resolve.
+    InvalidResponse,
+    /// Anything else (a 4xx we did not expect).
     Other,
 }
 
 impl FailureReason {
-    pub const ALL: [FailureReason; 7] = [
+    pub const ALL: [FailureReason; 8] = [
         Self::Throttled,
         Self::ServerError,
         Self::Timeout,
         Self::Unreachable,
         Self::Credentials,
         Self::Denied,
+        Self::InvalidResponse,
         Self::Other,
     ];
 
@@ -145,6 +152,7 @@ impl FailureReason {
             Self::Unreachable => "unreachable",
             Self::Credentials => "credentials",
             Self::Denied => "denied",
+            Self::InvalidResponse => "invalid_response",
             Self::Other => "other",
         }
     }
@@ -201,6 +209,30 @@ pub struct Provenance {
     pub endpoint: String,
     pub availability_zone: String,
     pub state: String,
+}
+
+/// How many of the ENI ids that endpoints list may be missing from the
+/// DescribeNetworkInterfaces answers of the same refresh: one, or 5% of them if
+/// that is more. An ENI can go between the two calls (a subnet removed from an
+/// endpoint); more than that is an answer we cannot trust.
+pub fn missing_enis_tolerated(missing: usize, referenced: usize) -> bool {
+    missing <= 1usize.max(referenced / 20)
+}
+
+/// The AWS-backed addresses an assembly serves, as (owner name, address).
+pub fn aws_addresses(assembled: &Assembled) -> BTreeSet<(&str, IpAddr)> {
+    assembled
+        .provenance
+        .iter()
+        .map(|p| (p.name.as_str(), p.address))
+        .collect()
+}
+
+/// How many of `old`'s addresses `new` would remove, when that is a mass removal:
+/// more than half of them, or all of them.
+pub fn mass_removal<T: Ord>(old: &BTreeSet<T>, new: &BTreeSet<T>) -> Option<usize> {
+    let removed = old.difference(new).count();
+    (removed > 0 && (removed * 2 > old.len() || new.is_empty())).then_some(removed)
 }
 
 /// The zones to serve, with warnings and where every discovered address came from.
@@ -425,6 +457,7 @@ a = ["192.0.2.1"]
                     region: Some("ap-northeast-1".into()),
                     role_arn: None,
                 },
+                account: None,
                 endpoints,
             }],
         }
@@ -450,6 +483,52 @@ a = ["192.0.2.1"]
             .iter()
             .find(|r| r.name.to_string() == name)
             .unwrap()
+    }
+
+    #[test]
+    fn missing_eni_tolerance() {
+        // (missing, referenced, tolerated)
+        let rows = [
+            (0, 0, true),
+            (1, 1, true),
+            (2, 3, false),
+            (1, 40, true),
+            (2, 40, true),
+            (3, 40, false),
+            (50, 1000, true),
+            (51, 1000, false),
+        ];
+        for (missing, referenced, ok) in rows {
+            assert_eq!(
+                missing_enis_tolerated(missing, referenced),
+                ok,
+                "{missing} of {referenced}"
+            );
+        }
+    }
+
+    #[test]
+    fn mass_removal_is_more_than_half_or_all() {
+        let set = |v: &[u32]| v.iter().copied().collect::<BTreeSet<u32>>();
+        // (old, new, removed if mass removal)
+        let rows: &[(&[u32], &[u32], Option<usize>)] = &[
+            (&[], &[], None),
+            (&[], &[1], None),
+            (&[1, 2, 3, 4], &[1, 2], None),
+            (&[1, 2, 3, 4], &[1], Some(3)),
+            (&[1, 2, 3, 4], &[5, 6, 7, 8], Some(4)),
+            (&[1, 2, 3, 4], &[1, 5, 6, 7], Some(3)),
+            (&[1], &[], Some(1)),
+            (&[1, 2], &[2, 3], None),
+            (&[1, 2, 3], &[4], Some(3)),
+        ];
+        for (old, new, want) in rows {
+            assert_eq!(
+                mass_removal(&set(old), &set(new)),
+                *want,
+                "{old:?} -> {new:?}"
+            );
+        }
     }
 
     #[test]

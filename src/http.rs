@@ -2,9 +2,9 @@
 //! (Prometheus text format). Optional: only with `[http] listen`.
 //!
 //! Liveness is not readiness: `/healthz` answers 200 while the process runs;
-//! `/readyz` answers 503 until the first snapshot with discovered data (from AWS or
-//! the cache file) is served, so a load balancer only sends queries to a replica
-//! that knows the endpoints' addresses.
+//! `/readyz` answers 503 unless every discovery target has data (from AWS, or from
+//! a cache file saved for the same config) and names those that have none, so a
+//! load balancer only sends queries to a replica that knows the endpoints' addresses.
 
 use std::sync::Arc;
 
@@ -50,14 +50,11 @@ async fn healthz() -> &'static str {
 
 async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
     let snap = s.store.load();
-    if s.stats.is_loaded() {
-        let source = if !s.stats.aws.load(std::sync::atomic::Ordering::Relaxed) {
+    let served = s.stats.served();
+    if served.ready() {
+        let source = if served.targets.is_empty() {
             "static config"
-        } else if s
-            .stats
-            .from_cache
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
+        } else if served.from_cache() {
             "the cache file (the EC2 API has not answered yet)"
         } else {
             "AWS"
@@ -67,17 +64,22 @@ async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
             snap.zones.len(),
             snap.record_count()
         );
-        (StatusCode::OK, body)
-    } else {
-        let why = s
-            .stats
-            .last_error()
-            .unwrap_or_else(|| "no attempt finished yet".to_string());
-        let body = format!(
-            "not ready: no discovery data yet and no usable cache file; last error: {why}\n"
-        );
-        (StatusCode::SERVICE_UNAVAILABLE, body)
+        return (StatusCode::OK, body);
     }
+    let why = s
+        .stats
+        .last_error()
+        .unwrap_or_else(|| "no attempt finished yet".to_string());
+    let missing = served.missing();
+    let body = if served.published {
+        format!(
+            "not ready: no discovery data (and no cache file saved for this config) for {}; last error: {why}\n",
+            missing.join("; ")
+        )
+    } else {
+        format!("not ready: starting; last error: {why}\n")
+    };
+    (StatusCode::SERVICE_UNAVAILABLE, body)
 }
 
 async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {

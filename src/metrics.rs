@@ -282,13 +282,14 @@ impl Collector for RefreshCollector {
             "A and AAAA records served",
             snap.record_count() as f64,
         )?;
+        let served = s.served();
         gauge(
             &mut e,
             "ready",
-            "1 once the first snapshot (from AWS or the cache file) is served",
-            f64::from(u8::from(s.is_loaded())),
+            "1 while every discovery target has data (from AWS or a cache saved for this config)",
+            f64::from(u8::from(served.ready())),
         )?;
-        if !s.aws.load(Ordering::Relaxed) {
+        if served.targets.is_empty() {
             return Ok(());
         }
         counter(
@@ -335,15 +336,14 @@ impl Collector for RefreshCollector {
             "Unix time of the last successful discovery (0: never)",
             last as f64,
         )?;
-        let data = s.data_unix.load(Ordering::Relaxed);
-        if data > 0 {
+        if let Some(data) = served.oldest() {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
             gauge(
                 &mut e,
                 "snapshot_age_seconds",
-                "Age of the discovered data being served",
+                "Age of the oldest discovered data being served",
                 now.saturating_sub(data) as f64,
             )?;
         }
@@ -351,13 +351,38 @@ impl Collector for RefreshCollector {
             &mut e,
             "endpoints_discovered",
             "VPC endpoints in the data being served",
-            s.endpoints.load(Ordering::Relaxed) as f64,
+            served.endpoints as f64,
         )?;
         gauge(
             &mut e,
             "serving_from_cache",
-            "1 while the data served came from the cache file",
-            f64::from(u8::from(s.from_cache.load(Ordering::Relaxed))),
+            "1 while some of the data served came from the cache file",
+            f64::from(u8::from(served.from_cache())),
+        )?;
+        gauge(
+            &mut e,
+            "targets_without_data",
+            "Discovery targets with no data (their AWS-backed names answer NODATA)",
+            served.missing().len() as f64,
+        )?;
+        let held = s.removal_held.load(Ordering::Relaxed);
+        gauge(
+            &mut e,
+            "removal_held",
+            "1 while a discovery that would remove most AWS-backed addresses is held",
+            f64::from(u8::from(held > 0)),
+        )?;
+        gauge(
+            &mut e,
+            "removal_held_addresses",
+            "Served addresses the held discovery would remove",
+            held as f64,
+        )?;
+        counter(
+            &mut e,
+            "cache_write_failures",
+            "Cache file writes that failed (the file keeps its previous data)",
+            s.cache_write_failures.load(Ordering::Relaxed),
         )?;
         Ok(())
     }
@@ -407,8 +432,13 @@ mod tests {
             &config, None,
         )));
         let stats = Arc::new(RefreshStats::default());
-        stats.aws.store(true, Ordering::Relaxed);
+        stats.set_served(crate::refresh::Served {
+            published: true,
+            targets: vec![("region=ap-northeast-1".into(), None)],
+            endpoints: 0,
+        });
         stats.record_failure(FailureReason::Throttled, "x");
+        stats.removal_held.store(7, Ordering::Relaxed);
         let m = Metrics::new(stats, store.clone());
         let mut q = hickory_proto::op::Message::query();
         q.add_query(hickory_proto::op::Query::query(
@@ -427,7 +457,12 @@ mod tests {
             "privatelink_dns_refresh_failures_total{reason=\"timeout\"} 0",
             "privatelink_dns_zones 3",
             "privatelink_dns_build_info{version=",
+            "privatelink_dns_refresh_failures_total{reason=\"invalid_response\"} 0",
             "privatelink_dns_ready 0",
+            "privatelink_dns_targets_without_data 1",
+            "privatelink_dns_removal_held 1",
+            "privatelink_dns_removal_held_addresses 7",
+            "privatelink_dns_cache_write_failures_total 0",
         ] {
             assert!(text.contains(want), "{want} in\n{text}");
         }

@@ -4,11 +4,23 @@
 //! **An error never changes answers**: a failed discovery publishes nothing, so the
 //! last good snapshot keeps serving. Failures are counted by reason in
 //! [`RefreshStats`] and logged once per change of state (healthy → failing, one
-//! reason → another, failing → recovered), not once per attempt. After each
-//! success the inventory goes to the cold-start cache, if configured.
+//! reason → another, failing → recovered), not once per attempt.
+//!
+//! **Nor does a sudden loss.** A successful discovery that would remove more than
+//! half of the AWS-backed addresses (or all of them) is held: the last good data
+//! keeps serving until the same result has come back for `[aws] removal-hold`, or a
+//! reload (SIGHUP) applies it at once. An emptied emulator, an IAM or SCP change, a
+//! role in the wrong account all look like that, and each would otherwise blank
+//! every name in one refresh.
+//!
+//! After each applied discovery that serves any AWS-backed address, the inventory
+//! goes to the cold-start cache, if configured; at a cold start only the cached
+//! targets saved for the same config are used.
 
+use std::collections::BTreeSet;
+use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -18,8 +30,98 @@ use tracing::{debug, error, info, warn};
 
 use crate::cache;
 use crate::config::Config;
-use crate::discovery::{self, Discover, DiscoveryError, FailureReason, Inventory};
+use crate::discovery::{
+    self, Assembled, Discover, DiscoveryError, FailureReason, Inventory, aws_addresses,
+    mass_removal,
+};
 use crate::snapshot::{self, SnapshotStore};
+
+/// Where one target's served data came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataSource {
+    /// A discovery, at this unix time.
+    Aws { fetched_at: u64 },
+    /// The cache file, saved at this unix time.
+    Cache { saved_at: u64 },
+}
+
+impl DataSource {
+    pub fn unix(self) -> u64 {
+        match self {
+            Self::Aws { fetched_at } => fetched_at,
+            Self::Cache { saved_at } => saved_at,
+        }
+    }
+}
+
+/// What is being served: for every discovery target of the config, where its data
+/// came from (`None`: no data yet; its AWS-backed names answer NODATA).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Served {
+    /// A snapshot of the current config has been published.
+    pub published: bool,
+    pub targets: Vec<(String, Option<DataSource>)>,
+    /// VPC endpoints in the data being served.
+    pub endpoints: usize,
+}
+
+impl Served {
+    /// Published, and every target has data (from AWS or a matching cache).
+    pub fn ready(&self) -> bool {
+        self.published && self.targets.iter().all(|(_, s)| s.is_some())
+    }
+
+    /// The targets without data.
+    pub fn missing(&self) -> Vec<&str> {
+        self.targets
+            .iter()
+            .filter(|(_, s)| s.is_none())
+            .map(|(t, _)| t.as_str())
+            .collect()
+    }
+
+    /// Some target's data came from the cache file.
+    pub fn from_cache(&self) -> bool {
+        self.targets
+            .iter()
+            .any(|(_, s)| matches!(s, Some(DataSource::Cache { .. })))
+    }
+
+    /// Unix time of the oldest data served, if any.
+    pub fn oldest(&self) -> Option<u64> {
+        self.targets
+            .iter()
+            .filter_map(|(_, s)| s.map(DataSource::unix))
+            .min()
+    }
+
+    /// What `config` serves with `last`.
+    pub fn of(config: &Config, last: Option<&LastGood>) -> Served {
+        let targets = config
+            .targets()
+            .into_iter()
+            .map(|t| {
+                let source = last
+                    .filter(|l| l.inventory.targets.iter().any(|i| i.target == t))
+                    .map(|l| l.source);
+                (t.to_string(), source)
+            })
+            .collect();
+        let endpoints = last.map_or(0, |l| {
+            l.inventory
+                .targets
+                .iter()
+                .filter(|i| config.targets().contains(&i.target))
+                .map(|i| i.endpoints.len())
+                .sum()
+        });
+        Served {
+            published: true,
+            targets,
+            endpoints,
+        }
+    }
+}
 
 /// Counters and gauges about discovery, read by logs, tests and the metrics endpoint.
 #[derive(Debug, Default)]
@@ -32,16 +134,12 @@ pub struct RefreshStats {
     pub last_success_unix: AtomicU64,
     /// Duration of the last discovery attempt, in milliseconds.
     pub last_duration_ms: AtomicU64,
-    /// Endpoints in the last good inventory.
-    pub endpoints: AtomicU64,
-    /// A snapshot with discovered data (from AWS or from the cache) is being served.
-    loaded: AtomicBool,
-    /// The data being served came from the cache file, not from AWS.
-    pub from_cache: AtomicBool,
-    /// AWS discovery is configured (refresh metrics are meaningful).
-    pub aws: AtomicBool,
-    /// Unix time the served discovery data was fetched (cache: when it was saved).
-    pub data_unix: AtomicU64,
+    /// Cache file writes that failed.
+    pub cache_write_failures: AtomicU64,
+    /// While a mass removal is held: how many served addresses it would remove (0: none held).
+    pub removal_held: AtomicU64,
+    /// What is being served, for /readyz and metrics.
+    served: Mutex<Served>,
     /// The last discovery error, for /readyz and logs.
     last_error: Mutex<Option<String>>,
 }
@@ -55,13 +153,21 @@ impl RefreshStats {
         FailureReason::ALL.iter().map(|r| self.failures(*r)).sum()
     }
 
-    /// True once data from AWS or from the cache has been loaded (always true without AWS).
+    /// True while every target of the config has data (always true without AWS, once
+    /// the first snapshot is published).
     pub fn is_loaded(&self) -> bool {
-        self.loaded.load(Ordering::Acquire)
+        self.served().ready()
     }
 
-    pub fn mark_loaded(&self) {
-        self.loaded.store(true, Ordering::Release);
+    pub fn served(&self) -> Served {
+        self.served
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn set_served(&self, served: Served) {
+        *self.served.lock().unwrap_or_else(|e| e.into_inner()) = served;
     }
 
     /// Counts a failure; returns the length of the failure streak.
@@ -119,6 +225,29 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// The last good inventory and where it came from; kept across reloads.
+#[derive(Debug, Clone)]
+pub struct LastGood {
+    pub inventory: Inventory,
+    pub source: DataSource,
+}
+
+/// A mass removal waiting for its hold to pass.
+struct Held {
+    /// The addresses the held result serves; a different result starts a new hold.
+    addresses: BTreeSet<(String, IpAddr)>,
+    since: Instant,
+}
+
+/// What one successful discovery did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Published (and cached).
+    Applied,
+    /// A mass removal, held: the previous data keeps serving.
+    Held,
+}
+
 /// Drives one [`Discover`] source and publishes what it finds.
 pub struct Refresher<D> {
     source: D,
@@ -128,7 +257,10 @@ pub struct Refresher<D> {
     /// The reason of the current failure streak, to log changes only.
     failing: Option<FailureReason>,
     /// The last good inventory (from AWS or the cache), kept across reloads.
-    last: Arc<Mutex<Option<Inventory>>>,
+    last: Arc<Mutex<Option<LastGood>>>,
+    held: Option<Held>,
+    /// Apply the next discovery even if it is a mass removal (a reload asked for it).
+    apply_removals: bool,
 }
 
 impl<D: Discover> Refresher<D> {
@@ -138,6 +270,8 @@ impl<D: Discover> Refresher<D> {
         store: Arc<SnapshotStore>,
         stats: Arc<RefreshStats>,
     ) -> Self {
+        // A hold belongs to the refresher that saw it; a new one (a reload) starts without.
+        stats.removal_held.store(0, Ordering::Relaxed);
         Self {
             source,
             config,
@@ -145,37 +279,53 @@ impl<D: Discover> Refresher<D> {
             stats,
             failing: None,
             last: Arc::default(),
+            held: None,
+            apply_removals: false,
         }
     }
 
     /// Shares the last good inventory with the caller (it outlives this refresher on reload).
-    pub fn with_last_inventory(mut self, last: Arc<Mutex<Option<Inventory>>>) -> Self {
+    pub fn with_last_inventory(mut self, last: Arc<Mutex<Option<LastGood>>>) -> Self {
         self.last = last;
         self
     }
 
-    fn last(&self) -> Option<Inventory> {
+    /// The first discovery is applied even if it removes most addresses: an operator's
+    /// reload (SIGHUP) is the way to accept a held removal at once.
+    pub fn applying_removals(mut self) -> Self {
+        self.apply_removals = true;
+        self
+    }
+
+    fn last(&self) -> Option<LastGood> {
         self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    fn set_last(&self, inventory: &Inventory) {
-        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(inventory.clone());
+    fn set_last(&self, last: LastGood) {
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(last);
     }
 
-    /// Publishes the config with the last good inventory, if there is one.
+    fn removal_hold(&self) -> Duration {
+        self.config
+            .aws
+            .as_ref()
+            .map_or(Duration::ZERO, |a| a.removal_hold)
+    }
+
+    /// Publishes the config with the last good inventory (or none).
     pub fn publish_last(&self) {
-        if let Some(inventory) = self.last() {
-            self.publish(Some(&inventory));
-        }
+        let last = self.last();
+        let assembled = discovery::assemble(&self.config, last.as_ref().map(|l| &l.inventory));
+        self.publish(&assembled, last.as_ref());
     }
 
     fn cache_file(&self) -> Option<PathBuf> {
         self.config.aws.as_ref().and_then(|a| a.cache_file.clone())
     }
 
-    /// Builds a snapshot from the config and `inventory` and publishes it.
-    pub fn publish(&self, inventory: Option<&Inventory>) {
-        let assembled = discovery::assemble(&self.config, inventory);
+    /// Builds a snapshot from `assembled` and publishes it; `last` is what it was
+    /// assembled from.
+    fn publish(&self, assembled: &Assembled, last: Option<&LastGood>) {
         for warning in &assembled.warnings {
             warn!(%warning, "discovery");
         }
@@ -187,11 +337,12 @@ impl<D: Discover> Refresher<D> {
             unix_now(),
         );
         self.store.publish(snap);
+        self.stats.set_served(Served::of(&self.config, last));
     }
 
-    /// One discovery attempt. On success the new data is served and cached; on
-    /// failure nothing changes.
-    pub async fn refresh_once(&mut self) -> Result<(), DiscoveryError> {
+    /// One discovery attempt. On success the new data is served and cached, unless
+    /// it is a mass removal still within its hold; on failure nothing changes.
+    pub async fn refresh_once(&mut self) -> Result<Outcome, DiscoveryError> {
         let started = Instant::now();
         self.stats.attempts.fetch_add(1, Ordering::Relaxed);
         let result = self.source.discover().await;
@@ -201,40 +352,20 @@ impl<D: Discover> Refresher<D> {
             .store(elapsed.as_millis() as u64, Ordering::Relaxed);
         match result {
             Ok(inventory) => {
-                self.publish(Some(&inventory));
-                self.set_last(&inventory);
-                let endpoints: usize = inventory.targets.iter().map(|t| t.endpoints.len()).sum();
-                self.stats
-                    .endpoints
-                    .store(endpoints as u64, Ordering::Relaxed);
                 self.stats.successes.fetch_add(1, Ordering::Relaxed);
                 self.stats.consecutive_failures.store(0, Ordering::Relaxed);
                 self.stats
                     .last_success_unix
                     .store(unix_now(), Ordering::Relaxed);
-                self.stats.data_unix.store(unix_now(), Ordering::Relaxed);
-                self.stats.from_cache.store(false, Ordering::Relaxed);
-                self.stats.mark_loaded();
                 if let Some(reason) = self.failing.take() {
                     info!(
                         previous_reason = reason.as_str(),
-                        endpoints, "refresh recovered; serving fresh data"
+                        "refresh recovered: the EC2 API answers again"
                     );
-                } else {
-                    debug!(endpoints, ?elapsed, "refresh done");
                 }
-                if let Some(path) = self.cache_file() {
-                    let now = unix_now();
-                    let written =
-                        tokio::task::spawn_blocking(move || cache::save(&path, &inventory, now))
-                            .await;
-                    match written {
-                        Ok(Ok(())) => {}
-                        Ok(Err(error)) => warn!(%error, "cannot write the cache file"),
-                        Err(error) => warn!(%error, "cache writer failed"),
-                    }
-                }
-                Ok(())
+                let outcome = self.apply(inventory, elapsed).await;
+                self.apply_removals = false;
+                Ok(outcome)
             }
             Err(err) => {
                 let streak = self.stats.record_failure(err.reason, &err.to_string());
@@ -249,42 +380,162 @@ impl<D: Discover> Refresher<D> {
         }
     }
 
-    /// The first load of a config: discovery, else the last good inventory (after a
-    /// reload), else the cache file, else the static config alone (AWS-backed names
-    /// then answer NODATA until discovery works).
-    pub async fn initial_load(&mut self) {
-        if self.refresh_once().await.is_ok() {
-            return;
-        }
-        if let Some(inventory) = self.last() {
-            self.publish(Some(&inventory));
-            return;
-        }
-        match self.cache_file().map(|p| cache::load(&p)) {
-            Some(Ok(cached)) => {
-                let age = unix_now().saturating_sub(cached.saved_at_unix);
-                warn!(
-                    age_seconds = age,
-                    "serving the cached discovery until the EC2 API answers"
-                );
-                self.publish(Some(&cached.inventory));
-                self.set_last(&cached.inventory);
-                self.stats.from_cache.store(true, Ordering::Relaxed);
-                self.stats
-                    .data_unix
-                    .store(cached.saved_at_unix, Ordering::Relaxed);
-                self.stats.mark_loaded();
+    /// Serves a discovered inventory, or holds it when it is a mass removal.
+    async fn apply(&mut self, inventory: Inventory, elapsed: Duration) -> Outcome {
+        let last = self.last();
+        let old = discovery::assemble(&self.config, last.as_ref().map(|l| &l.inventory));
+        let new = discovery::assemble(&self.config, Some(&inventory));
+        let (old_addrs, new_addrs) = (aws_addresses(&old), aws_addresses(&new));
+        let hold = self.removal_hold();
+        if let Some(removed) =
+            mass_removal(&old_addrs, &new_addrs).filter(|_| !hold.is_zero() && !self.apply_removals)
+        {
+            let addresses: BTreeSet<(String, IpAddr)> =
+                new_addrs.iter().map(|(n, a)| (n.to_string(), *a)).collect();
+            match &self.held {
+                Some(h) if h.addresses == addresses && h.since.elapsed() >= hold => {
+                    warn!(
+                        removed,
+                        of = old_addrs.len(),
+                        held_for = ?h.since.elapsed(),
+                        "the removal persisted for the hold; applying it"
+                    );
+                }
+                Some(h) if h.addresses == addresses => {
+                    debug!(removed, "removal still held");
+                    return Outcome::Held;
+                }
+                _ => {
+                    warn!(
+                        removed,
+                        of = old_addrs.len(),
+                        remaining = new_addrs.len(),
+                        ?hold,
+                        "discovery would remove most AWS-backed addresses; serving the previous data until the same result persists for the hold (SIGHUP applies it now)"
+                    );
+                    self.held = Some(Held {
+                        addresses,
+                        since: Instant::now(),
+                    });
+                    self.stats
+                        .removal_held
+                        .store(removed as u64, Ordering::Relaxed);
+                    return Outcome::Held;
+                }
             }
-            Some(Err(error)) => {
+        } else if self.held.is_some() {
+            info!("the held removal did not persist; serving the new data");
+        }
+        self.held = None;
+        self.stats.removal_held.store(0, Ordering::Relaxed);
+
+        let good = LastGood {
+            inventory,
+            source: DataSource::Aws {
+                fetched_at: unix_now(),
+            },
+        };
+        self.publish(&new, Some(&good));
+        let endpoints: usize = good
+            .inventory
+            .targets
+            .iter()
+            .map(|t| t.endpoints.len())
+            .sum();
+        debug!(
+            endpoints,
+            addresses = new_addrs.len(),
+            ?elapsed,
+            "refresh applied"
+        );
+        let empty = new_addrs.is_empty();
+        self.set_last(good.clone());
+        match self.cache_file() {
+            Some(_) if empty => {
+                debug!("nothing AWS-backed to serve; the cache file keeps its data")
+            }
+            Some(path) => self.save_cache(path, good.inventory).await,
+            None => {}
+        }
+        Outcome::Applied
+    }
+
+    async fn save_cache(&self, path: PathBuf, inventory: Inventory) {
+        let (config, now) = (self.config.clone(), unix_now());
+        let written =
+            tokio::task::spawn_blocking(move || cache::save(&path, &config, &inventory, now)).await;
+        let error = match written {
+            Ok(Ok(())) => return,
+            Ok(Err(error)) => error.to_string(),
+            Err(error) => format!("cache writer failed: {error}"),
+        };
+        let n = self
+            .stats
+            .cache_write_failures
+            .fetch_add(1, Ordering::Relaxed);
+        if n == 0 {
+            warn!(%error, "cannot write the cache file; it keeps its previous data");
+        } else {
+            debug!(%error, "cannot write the cache file");
+        }
+    }
+
+    /// The cache file's targets saved for this config, as the last good data (not yet
+    /// published). Those saved for another config are left out and named.
+    fn load_cache(&self) {
+        let Some(path) = self.cache_file() else {
+            return;
+        };
+        let cached = match cache::load(&path) {
+            Ok(cached) => cached,
+            Err(error) => {
                 error!(%error, "cannot use the cache file; ignoring it");
-                self.publish(None);
+                return;
             }
-            None => {
-                error!(
-                    "no discovery data and no cache-file: AWS-backed names answer NODATA until the EC2 API answers"
-                );
-                self.publish(None);
-            }
+        };
+        let saved_at = cached.saved_at_unix;
+        let (inventory, refused) = cached.for_config(&self.config);
+        for why in &refused {
+            warn!(cache = %path.display(), target = %why, "cached data not used");
+        }
+        if inventory.targets.is_empty() {
+            return;
+        }
+        let age = unix_now().saturating_sub(saved_at);
+        info!(
+            age_seconds = age,
+            targets = inventory.targets.len(),
+            "cached discovery data loaded"
+        );
+        self.set_last(LastGood {
+            inventory,
+            source: DataSource::Cache { saved_at },
+        });
+    }
+
+    /// The first load of a config: discovery; failing that (or while its result is
+    /// held) the last good data: that of the previous config after a reload, else the
+    /// cache file's targets saved for this config. Targets without data answer NODATA
+    /// for their AWS-backed names until discovery works, and /readyz names them.
+    pub async fn initial_load(&mut self) {
+        if self.last().is_none() {
+            // The cache is the baseline a mass removal is measured against.
+            self.load_cache();
+        }
+        if let Ok(Outcome::Applied) = self.refresh_once().await {
+            return;
+        }
+        self.publish_last();
+        let served = self.stats.served();
+        if served.from_cache() {
+            warn!("serving the cached discovery until the EC2 API answers");
+        }
+        let missing = served.missing();
+        if !missing.is_empty() {
+            error!(
+                ?missing,
+                "no discovery data for these targets: their AWS-backed names answer NODATA until the EC2 API answers"
+            );
         }
     }
 
@@ -377,31 +628,41 @@ mod tests {
         }
     }
 
-    fn inventory(ip: &str) -> Inventory {
+    fn inventory(ips: &[&str]) -> Inventory {
         Inventory {
             targets: vec![TargetInventory {
                 target: Target {
                     region: Some("ap-northeast-1".into()),
                     role_arn: None,
                 },
-                endpoints: vec![endpoint("vpce-0aaa", "vpc-1", &[], &[ip])],
+                account: None,
+                endpoints: vec![endpoint("vpce-0aaa", "vpc-1", &[], ips)],
             }],
         }
     }
 
+    /// Without the removal guard: these tests replace one address with another,
+    /// which the guard would hold (see `removal_guard`).
     fn config() -> Arc<Config> {
-        let text = r#"
+        config_with("removal-hold = \"0s\"")
+    }
+
+    fn config_with(aws_extra: &str) -> Arc<Config> {
+        let text = format!(
+            r#"
 [aws]
 region = "ap-northeast-1"
 refresh-interval = "30s"
 max-backoff = "60s"
+{aws_extra}
 [[zone]]
 origin = "internal.example.com"
 [[zone.record]]
 name = "@"
 vpc-endpoint = "vpce-0aaa"
-"#;
-        Arc::new(Config::from_toml(text, "t").unwrap())
+"#
+        );
+        Arc::new(Config::from_toml(&text, "t").unwrap())
     }
 
     fn served(store: &SnapshotStore) -> Vec<String> {
@@ -419,13 +680,13 @@ vpc-endpoint = "vpce-0aaa"
         use FailureReason::*;
         let script = Arc::new(Script {
             results: Mutex::new(VecDeque::from([
-                Ok(inventory("10.0.1.4")), // initial load
-                Err(error(Throttled)),     // +30s ±10%
-                Err(error(Throttled)),     // +2s
-                Err(error(ServerError)),   // +4s
-                Err(error(Timeout)),       // +8s
-                Ok(inventory("10.0.1.5")), // +16s
-                Ok(inventory("10.0.1.5")), // +30s
+                Ok(inventory(&["10.0.1.4"])), // initial load
+                Err(error(Throttled)),        // +30s ±10%
+                Err(error(Throttled)),        // +2s
+                Err(error(ServerError)),      // +4s
+                Err(error(Timeout)),          // +8s
+                Ok(inventory(&["10.0.1.5"])), // +16s
+                Ok(inventory(&["10.0.1.5"])), // +30s
             ])),
             calls: Mutex::new(Vec::new()),
         });
@@ -479,8 +740,8 @@ vpc-endpoint = "vpce-0aaa"
     async fn unchanged_data_keeps_the_serial() {
         let script = Arc::new(Script {
             results: Mutex::new(VecDeque::from([
-                Ok(inventory("10.0.1.4")),
-                Ok(inventory("10.0.1.4")),
+                Ok(inventory(&["10.0.1.4"])),
+                Ok(inventory(&["10.0.1.4"])),
             ])),
             calls: Mutex::new(Vec::new()),
         });
@@ -514,5 +775,193 @@ vpc-endpoint = "vpce-0aaa"
             "the name exists without addresses: NODATA"
         );
         assert_eq!(stats.failures(FailureReason::Other), 1);
+    }
+}
+
+#[cfg(test)]
+mod removal_guard {
+    use std::collections::VecDeque;
+
+    use hickory_proto::rr::{LowerName, Name};
+
+    use super::*;
+    use crate::config::Target;
+    use crate::discovery::TargetInventory;
+    use crate::discovery::tests::endpoint;
+
+    const TWO: &[&str] = &["10.0.1.4", "10.0.2.4"];
+
+    struct Fixed(Mutex<VecDeque<Inventory>>);
+
+    impl Discover for Arc<Fixed> {
+        async fn discover(&self) -> Result<Inventory, DiscoveryError> {
+            let mut q = self.0.lock().unwrap();
+            let next = if q.len() > 1 {
+                q.pop_front()
+            } else {
+                q.front().cloned()
+            };
+            Ok(next.unwrap())
+        }
+    }
+
+    fn inventory(ips: &[&str]) -> Inventory {
+        Inventory {
+            targets: vec![TargetInventory {
+                target: Target {
+                    region: Some("ap-northeast-1".into()),
+                    role_arn: None,
+                },
+                account: None,
+                endpoints: vec![endpoint("vpce-0aaa", "vpc-1", &[], ips)],
+            }],
+        }
+    }
+
+    fn config(hold: &str, cache: Option<&std::path::Path>) -> Arc<Config> {
+        let cache = cache.map_or(String::new(), |p| {
+            format!("cache-file = {:?}", p.display().to_string())
+        });
+        let text = format!(
+            "[aws]\nregion = \"ap-northeast-1\"\nremoval-hold = \"{hold}\"\n{cache}\n\
+             [[zone]]\norigin = \"internal.example.com\"\n\
+             [[zone.record]]\nname = \"@\"\nvpc-endpoint = \"vpce-0aaa\"\n"
+        );
+        Arc::new(Config::from_toml(&text, "t").unwrap())
+    }
+
+    fn served(store: &SnapshotStore) -> Vec<String> {
+        let snap = store.load();
+        let key = LowerName::new(&Name::from_ascii("internal.example.com.").unwrap());
+        snap.zones[&key].nodes[&key]
+            .a
+            .iter()
+            .map(|r| r.data.to_string())
+            .collect()
+    }
+
+    fn refresher(
+        config: Arc<Config>,
+        results: &[Inventory],
+    ) -> (Refresher<Arc<Fixed>>, Arc<SnapshotStore>, Arc<RefreshStats>) {
+        let source = Arc::new(Fixed(Mutex::new(results.iter().cloned().collect())));
+        let store = Arc::new(SnapshotStore::default());
+        let stats = Arc::new(RefreshStats::default());
+        (
+            Refresher::new(source, config, store.clone(), stats.clone()),
+            store,
+            stats,
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_mass_removal_is_held_until_it_persists_for_the_hold() {
+        let (mut r, store, stats) =
+            refresher(config("5m", None), &[inventory(TWO), inventory(&[])]);
+        r.initial_load().await;
+        assert_eq!(served(&store), TWO);
+        let start = Instant::now();
+        // Every refresh within the hold returns the empty result: still held.
+        while start.elapsed() < Duration::from_secs(299) {
+            assert_eq!(r.refresh_once().await.unwrap(), Outcome::Held);
+            assert_eq!(served(&store), TWO, "held at {:?}", start.elapsed());
+            assert_eq!(stats.removal_held.load(Ordering::Relaxed), 2);
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(r.refresh_once().await.unwrap(), Outcome::Applied);
+        assert!(served(&store).is_empty(), "applied after the hold");
+        assert_eq!(stats.removal_held.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_different_result_restarts_the_hold_and_a_recovery_ends_it() {
+        let four = &["10.0.1.4", "10.0.2.4", "10.0.3.4", "10.0.4.4"];
+        let (mut r, store, stats) = refresher(
+            config("1m", None),
+            &[
+                inventory(four),
+                inventory(&["10.0.1.4"]),
+                inventory(&["10.0.2.4"]),
+                inventory(&["10.0.2.4"]),
+                inventory(four),
+            ],
+        );
+        r.initial_load().await;
+        assert_eq!(r.refresh_once().await.unwrap(), Outcome::Held);
+        tokio::time::sleep(Duration::from_secs(61)).await;
+        // Another result: a new hold starts.
+        assert_eq!(r.refresh_once().await.unwrap(), Outcome::Held);
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert_eq!(r.refresh_once().await.unwrap(), Outcome::Held);
+        assert_eq!(served(&store).len(), 4);
+        // The full set is back: applied at once, nothing held.
+        assert_eq!(r.refresh_once().await.unwrap(), Outcome::Applied);
+        assert_eq!(served(&store).len(), 4);
+        assert_eq!(stats.removal_held.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn small_removals_a_zero_hold_and_a_reload_apply_at_once() {
+        let three = &["10.0.1.4", "10.0.2.4", "10.0.3.4"];
+        // One of three is not more than half.
+        let (mut r, store, _) = refresher(config("5m", None), &[inventory(three), inventory(TWO)]);
+        r.initial_load().await;
+        assert_eq!(r.refresh_once().await.unwrap(), Outcome::Applied);
+        assert_eq!(served(&store), TWO);
+        // removal-hold = "0s" disables the guard.
+        let (mut r, store, _) = refresher(config("0s", None), &[inventory(TWO), inventory(&[])]);
+        r.initial_load().await;
+        assert_eq!(r.refresh_once().await.unwrap(), Outcome::Applied);
+        assert!(served(&store).is_empty());
+        // A reload (the refresher SIGHUP makes) applies its first discovery.
+        let (mut r, store, _) = refresher(config("5m", None), &[inventory(TWO), inventory(&[])]);
+        r.initial_load().await;
+        assert_eq!(r.refresh_once().await.unwrap(), Outcome::Held);
+        let source = Arc::new(Fixed(Mutex::new([inventory(&[])].into())));
+        let mut reloaded =
+            Refresher::new(source, config("5m", None), store.clone(), Arc::default())
+                .with_last_inventory(r.last.clone())
+                .applying_removals();
+        reloaded.publish_last();
+        assert_eq!(served(&store), TWO);
+        reloaded.initial_load().await;
+        assert!(served(&store).is_empty(), "SIGHUP applies the held removal");
+        // ... and only its first: the guard is back for the next one.
+        assert!(!reloaded.apply_removals);
+    }
+
+    /// A cold start measures a removal against the cache: an emptied account does not
+    /// blank the names after a restart either; nor does it overwrite the cache.
+    #[tokio::test(start_paused = true)]
+    async fn a_cold_start_holds_a_removal_against_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.json");
+        let cfg = config("5m", Some(&path));
+        let (mut r, _, _) = refresher(cfg.clone(), &[inventory(TWO)]);
+        r.initial_load().await;
+        let saved = std::fs::read(&path).unwrap();
+
+        let (mut r, store, stats) = refresher(cfg.clone(), &[inventory(&[])]);
+        r.initial_load().await;
+        assert_eq!(
+            served(&store),
+            TWO,
+            "the cached data, held against the empty result"
+        );
+        assert!(stats.served().from_cache());
+        assert!(stats.is_loaded());
+        assert_eq!(std::fs::read(&path).unwrap(), saved, "cache unchanged");
+
+        // Applied after the hold (here: disabled), the empty result is served but
+        // never written over the cache.
+        let (mut r, store, _) = refresher(config("0s", Some(&path)), &[inventory(&[])]);
+        r.initial_load().await;
+        assert!(served(&store).is_empty());
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            saved,
+            "cache not overwritten by empty"
+        );
     }
 }

@@ -3,65 +3,18 @@
 
 mod support;
 
-use std::net::SocketAddr;
-use std::str::FromStr;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use hickory_net::client::{Client, ClientHandle};
-use hickory_net::runtime::TokioRuntimeProvider;
-use hickory_net::tcp::TcpClientStream;
-use hickory_net::udp::UdpClientStream;
 use hickory_proto::op::{Message, ResponseCode};
-use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
+use hickory_proto::rr::{RData, RecordType};
 use privatelink_dns::app::Server;
 use privatelink_dns::config::Config;
 use privatelink_dns::discovery::FailureReason;
-use support::{Moto, Vpc, aws_env, moto_available};
+use support::{Moto, Vpc, a, ask, aws_env, eventually, moto_available};
 
 const SSM: &str = "com.amazonaws.ap-northeast-1.ssm";
 const S3: &str = "com.amazonaws.ap-northeast-1.s3";
-
-async fn ask(addr: SocketAddr, name: &str, rtype: RecordType) -> Message {
-    let conn = UdpClientStream::builder(addr, TokioRuntimeProvider::default()).build();
-    let (mut client, bg) = Client::<TokioRuntimeProvider>::from_sender(conn);
-    tokio::spawn(bg);
-    let r = client
-        .query(Name::from_str(name).unwrap(), DNSClass::IN, rtype)
-        .await
-        .unwrap();
-    if !r.metadata.truncation {
-        return r.into_message();
-    }
-    let (stream, sender) = TcpClientStream::new(addr, None, None, TokioRuntimeProvider::default());
-    let (mut client, bg) = Client::<TokioRuntimeProvider>::new(stream.await.unwrap(), sender);
-    tokio::spawn(bg);
-    client
-        .query(Name::from_str(name).unwrap(), DNSClass::IN, rtype)
-        .await
-        .unwrap()
-        .into_message()
-}
-
-async fn a(addr: SocketAddr, name: &str) -> Vec<String> {
-    support::addresses(&ask(addr, name, RecordType::A).await)
-}
-
-/// Polls `check` until it holds or `limit` passes; returns how long it took.
-async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    loop {
-        if check().await {
-            return start.elapsed();
-        }
-        assert!(start.elapsed() < limit, "not within {limit:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// The test config: AWS-backed records in zone internal.example.com, then a
 /// [[discover]] block for the VPC. `extra` goes after the zone's records.
@@ -77,6 +30,9 @@ endpoint-url = "{moto_url}"
 refresh-interval = "1s"
 call-timeout = "2s"
 max-backoff = "2s"
+# These tests follow endpoints that come and go; the removal guard has its own
+# tests (tests/data_safety.rs).
+removal-hold = "0s"
 {aws_extra}
 
 [[zone]]
@@ -263,7 +219,7 @@ async fn pagination_over_300_endpoints() {
     // 300 A records only fit over TCP.
     let api = a(dns, "api.internal.example.com.").await;
     assert_eq!(api.len(), 300);
-    assert_eq!(server.stats().endpoints.load(Ordering::Relaxed), 300);
+    assert_eq!(server.stats().served().endpoints, 300);
     server.shutdown().await;
 }
 
@@ -344,7 +300,7 @@ async fn cold_start_from_cache_and_corrupt_cache_ignored() {
     let server = Server::start(&cfg).await.unwrap();
     let dns = server.udp_addrs()[0];
     assert!(server.stats().is_loaded());
-    assert!(server.stats().from_cache.load(Ordering::Relaxed));
+    assert!(server.stats().served().from_cache());
     assert_eq!(a(dns, "api.internal.example.com.").await, want);
     assert_eq!(
         a(dns, "ssm.ap-northeast-1.amazonaws.com.").await,

@@ -55,7 +55,7 @@ async fn reason(url: String) -> (FailureReason, String) {
         region: Some("ap-northeast-1".into()),
         role_arn: None,
     };
-    let err = Ec2Discovery::new(&aws, vec![target])
+    let err = Ec2Discovery::new(&aws, vec![(target, None)])
         .await
         .discover()
         .await

@@ -258,6 +258,7 @@ fn reference_config_and_docs_show_every_key() {
                 "max-backoff",
                 "page-size",
                 "cache-file",
+                "removal-hold",
             ],
         ),
         ("zone", &["origin", "ttl", "ns", "soa"]),

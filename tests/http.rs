@@ -13,35 +13,7 @@ use hickory_net::udp::UdpClientStream;
 use hickory_proto::rr::{DNSClass, Name, RecordType};
 use privatelink_dns::app::Server;
 use privatelink_dns::config::Config;
-use support::{Moto, Vpc, aws_env, moto_available};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
-/// GET over HTTP/1.0; returns (status, body).
-async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).await.unwrap();
-    let status = buf[9..12].parse().unwrap();
-    let body = buf
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
-/// The value of the sample whose line starts with `prefix` (name and labels).
-fn sample(metrics: &str, prefix: &str) -> f64 {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no sample {prefix} in\n{metrics}"))
-}
+use support::{Moto, Vpc, aws_env, http_get as get, moto_available, sample};
 
 async fn query(dns: SocketAddr, name: &str, t: RecordType) {
     let conn = UdpClientStream::builder(dns, TokioRuntimeProvider::default()).build();

@@ -18,6 +18,7 @@ Patches applied to moto (tested with moto 5.2.5) before the server starts:
   * DescribeVpcEndpoints / DescribeNetworkInterfaces honour MaxResults + NextToken
     (stock moto returns everything in one page and never a NextToken).
   * filters vpc-endpoint-id and ip-address-type on DescribeVpcEndpoints (stock: HTTP 500).
+  * filter vpc-id on DescribeVpcEndpoints (stock: not implemented; AWS has it).
   * test hook: tag "fake:state" = pending|available|deleting|failed|rejected|... on a VPC
     endpoint (at creation via TagSpecifications or later via CreateTags) sets its State.
 
@@ -181,6 +182,8 @@ def get_filter_value(self, filter_name, method_name=None):
         return self.id
     if filter_name == "ip-address-type":
         return "ipv4"
+    if filter_name == "vpc-id":
+        return self.vpc_id
     return _orig_filter(self, filter_name, method_name)
 
 

@@ -2,6 +2,8 @@
 //! started on 127.0.0.1 per test and killed on drop, and a seeding client.
 #![allow(dead_code)]
 
+pub mod fault_proxy;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -29,6 +31,86 @@ pub fn addresses(msg: &hickory_proto::op::Message) -> Vec<String> {
         .collect();
     v.sort();
     v
+}
+
+/// Asks `addr` over UDP, and again over TCP when the answer is truncated.
+pub async fn ask(
+    addr: std::net::SocketAddr,
+    name: &str,
+    rtype: hickory_proto::rr::RecordType,
+) -> hickory_proto::op::Message {
+    use hickory_net::client::{Client, ClientHandle};
+    use hickory_net::runtime::TokioRuntimeProvider;
+    use hickory_net::tcp::TcpClientStream;
+    use hickory_net::udp::UdpClientStream;
+    use hickory_proto::rr::{DNSClass, Name};
+    use std::str::FromStr;
+    let conn = UdpClientStream::builder(addr, TokioRuntimeProvider::default()).build();
+    let (mut client, bg) = Client::<TokioRuntimeProvider>::from_sender(conn);
+    tokio::spawn(bg);
+    let r = client
+        .query(Name::from_str(name).unwrap(), DNSClass::IN, rtype)
+        .await
+        .unwrap();
+    if !r.metadata.truncation {
+        return r.into_message();
+    }
+    let (stream, sender) = TcpClientStream::new(addr, None, None, TokioRuntimeProvider::default());
+    let (mut client, bg) = Client::<TokioRuntimeProvider>::new(stream.await.unwrap(), sender);
+    tokio::spawn(bg);
+    client
+        .query(Name::from_str(name).unwrap(), DNSClass::IN, rtype)
+        .await
+        .unwrap()
+        .into_message()
+}
+
+/// The A addresses `addr` answers for `name`, sorted.
+pub async fn a(addr: std::net::SocketAddr, name: &str) -> Vec<String> {
+    addresses(&ask(addr, name, hickory_proto::rr::RecordType::A).await)
+}
+
+/// Polls `check` until it holds; fails the test after `limit`. Returns how long it took.
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if check().await {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < limit, "not within {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// GET over HTTP/1.0; returns (status, body).
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.unwrap();
+    let status = buf[9..12].parse().unwrap();
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The value of the metrics sample whose line starts with `prefix` (name and labels).
+pub fn sample(metrics: &str, prefix: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {prefix} in\n{metrics}"))
 }
 
 fn python() -> PathBuf {
@@ -71,6 +153,8 @@ pub fn aws_env() {
             std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
             std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
             std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+            // AssumeRole goes nowhere but here: port 9 on loopback, where nothing listens.
+            std::env::set_var("AWS_ENDPOINT_URL_STS", "http://127.0.0.1:9");
             std::env::set_var("AWS_CONFIG_FILE", "/nonexistent/privatelink-dns-test");
             std::env::set_var(
                 "AWS_SHARED_CREDENTIALS_FILE",
@@ -85,6 +169,7 @@ pub fn aws_env_for(cmd: &mut Command) -> &mut Command {
     cmd.env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_ENDPOINT_URL_STS", "http://127.0.0.1:9")
         .env("AWS_CONFIG_FILE", "/nonexistent/privatelink-dns-test")
         .env(
             "AWS_SHARED_CREDENTIALS_FILE",
@@ -173,6 +258,20 @@ impl Moto {
         }
         let mut buf = [0u8; 16];
         matches!(s.read(&mut buf), Ok(n) if n >= 12 && &buf[9..12] == b"200")
+    }
+
+    /// Empties the emulator, as a restart would (`POST /moto-api/reset`).
+    pub fn reset(&self) {
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(
+            b"POST /moto-api/reset HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n",
+        )
+        .unwrap();
+        let mut buf = [0u8; 16];
+        let n = s.read(&mut buf).unwrap();
+        assert!(n >= 12 && &buf[9..12] == b"200", "reset: {:?}", &buf[..n]);
     }
 
     /// Kills the emulator (its state is lost).
