@@ -397,7 +397,19 @@ async fn serve_connection(
         let mut framed = Vec::with_capacity(response.bytes.len() + 2);
         framed.extend_from_slice(&(response.bytes.len() as u16).to_be_bytes());
         framed.extend_from_slice(&response.bytes);
-        stream.write_all(&framed).await?;
+        // A peer that does not read (its window closed, our send buffer full) must not
+        // hold its slot: the write gets the idle timeout, and shutdown ends it.
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => return Ok(()),
+            r = tokio::time::timeout(idle, stream.write_all(&framed)) => match r {
+                Err(_elapsed) => {
+                    debug!(%peer, "tcp peer does not read its answers; closing");
+                    return Ok(());
+                }
+                Ok(r) => r?,
+            },
+        }
     }
 }
 

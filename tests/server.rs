@@ -192,6 +192,64 @@ async fn tcp_idle_connections_are_closed() {
     server.shutdown().await;
 }
 
+/// Clients that pipeline queries for a large answer and never read: once their
+/// windows and our send buffers are full, each write waits for the idle timeout, then
+/// the connection is closed and its slot serves others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_peers_that_never_read_lose_their_slot() {
+    let big: Vec<String> = (0..100).map(|i| format!("\"10.9.0.{i}\"")).collect();
+    let text = format!(
+        "{}\n[[zone.record]]\nname = \"big\"\na = [{}]\n",
+        CONFIG.replace("300ms", "1s"),
+        big.join(", ")
+    );
+    let server = start(&text).await;
+    let addr = server.tcp_addrs()[0];
+    let q = query_bytes(1, "big.internal.example.com.");
+    let framed = [&(q.len() as u16).to_be_bytes()[..], &q].concat();
+    let burst = framed.repeat(4000); // ~4,000 answers of 1.6 KB: more than any buffer
+    let mut hostile = Vec::new();
+    for _ in 0..3 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut s = socket.connect(addr).await.unwrap();
+        let burst = burst.clone();
+        // Writes until the server stops reading; never reads.
+        hostile.push(tokio::spawn(async move {
+            let _ = s.write_all(&burst).await;
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            drop(s);
+        }));
+    }
+    // Both slots are taken by peers that never read; within a bound they are freed.
+    support::eventually(
+        Duration::from_secs(60),
+        "a TCP answer for a new client",
+        || async {
+            let Ok(mut s) = TcpStream::connect(addr).await else {
+                return false;
+            };
+            let q = query_bytes(7, "v4.internal.example.com.");
+            if s.write_all(&[&(q.len() as u16).to_be_bytes()[..], &q].concat())
+                .await
+                .is_err()
+            {
+                return false;
+            }
+            tokio::time::timeout(Duration::from_secs(2), read_framed(&mut s))
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|m| m.metadata.id == 7)
+        },
+    )
+    .await;
+    for h in hostile {
+        h.abort();
+    }
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn tcp_connection_cap_closes_extra_connections() {
     let server = start(&CONFIG.replace("300ms", "30s")).await;
