@@ -23,7 +23,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::aws::Ec2Discovery;
-use crate::config::{Config, LogFormat};
+use crate::config::Config;
 use crate::discovery::{self, Assembled, BoxedSource, Discover, DiscoveryError, Inventory};
 use crate::http::{self, HttpState};
 use crate::metrics::Metrics;
@@ -475,20 +475,6 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), App
     server.shutdown().await;
     info!("stopped");
     Ok(())
-}
-
-/// Sets up logging: `RUST_LOG` wins over the config's level.
-pub fn init_tracing(level: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-    };
 }
 
 fn bind_pair(addr: SocketAddr) -> Result<(std::net::UdpSocket, TcpListener), AppError> {

@@ -14,6 +14,12 @@ use clap::{Parser, Subcommand};
 
 use crate::app;
 use crate::config::{Config, DEMO_NAME, LogFormat};
+use crate::logging;
+
+/// A line on stderr that cannot panic (stderr may be closed).
+macro_rules! say {
+    ($($arg:tt)*) => { logging::say(format_args!($($arg)*)) };
+}
 
 /// Exit code for usage and configuration errors (sysexits EX_USAGE).
 pub const EXIT_USAGE: u8 = 64;
@@ -77,7 +83,7 @@ pub fn main() -> ExitCode {
         return match probe(url) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("probe {url}: {e}");
+                say!("probe {url}: {e}");
                 ExitCode::FAILURE
             }
         };
@@ -85,19 +91,24 @@ pub fn main() -> ExitCode {
     let config = match load(&cli) {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("error: {e}");
+            say!("error: {e}");
             return ExitCode::from(EXIT_USAGE);
         }
     };
     match cli.command {
         Some(Command::CheckConfig) => {
-            println!("{}: ok ({} zones)", config.source, config.zones.len());
+            let _ = writeln!(
+                std::io::stdout(),
+                "{}: ok ({} zones)",
+                config.source,
+                config.zones.len()
+            );
             return ExitCode::SUCCESS;
         }
         Some(Command::Discover { json }) => return discover(&config, json),
         _ => {}
     }
-    app::init_tracing(
+    let _log = logging::init(
         &config.log.level,
         cli.log_format.unwrap_or(config.log.format),
     );
@@ -114,7 +125,7 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "fatal");
-            eprintln!("error: {e}");
+            say!("error: {e}");
             ExitCode::FAILURE
         }
     }
@@ -138,14 +149,14 @@ fn load(cli: &Cli) -> Result<Config, String> {
 
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
     tokio::runtime::Runtime::new().map_err(|e| {
-        eprintln!("error: cannot start the async runtime: {e}");
+        say!("error: cannot start the async runtime: {e}");
         ExitCode::FAILURE
     })
 }
 
 fn discover(config: &Config, json: bool) -> ExitCode {
     if config.aws.is_none() {
-        eprintln!(
+        say!(
             "error: {}: nothing to discover: no vpc-endpoint records and no [[discover]] blocks",
             config.source
         );
@@ -158,13 +169,17 @@ fn discover(config: &Config, json: bool) -> ExitCode {
     match rt.block_on(app::discover_once(config)) {
         Ok((inventory, assembled)) => {
             for w in &assembled.warnings {
-                eprintln!("warning: {w}");
+                say!("warning: {w}");
             }
-            print!("{}", app::render_discovery(&inventory, &assembled, json));
+            let _ = write!(
+                std::io::stdout(),
+                "{}",
+                app::render_discovery(&inventory, &assembled, json)
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            say!("error: {e}");
             ExitCode::FAILURE
         }
     }

@@ -23,6 +23,7 @@
 //! - [`answer`]: every protocol decision; no I/O.
 //! - [`server`]: sockets, TCP framing, limits.
 //! - [`app`]: wiring, binding, shutdown.
+//! - [`logging`]: stderr through a bounded queue; a lost line is counted, never a panic.
 
 pub mod answer;
 pub mod app;
@@ -33,6 +34,7 @@ pub mod config;
 pub mod discovery;
 pub mod fast;
 pub mod http;
+pub mod logging;
 pub mod metrics;
 pub mod refresh;
 pub mod server;

@@ -282,6 +282,12 @@ impl Collector for RefreshCollector {
             "A and AAAA records served",
             snap.record_count() as f64,
         )?;
+        counter(
+            &mut e,
+            "log_lines_dropped",
+            "Log lines lost: stderr not read fast enough, or failing",
+            crate::logging::dropped(),
+        )?;
         let served = s.served();
         gauge(
             &mut e,
@@ -463,6 +469,7 @@ mod tests {
             "privatelink_dns_removal_held 1",
             "privatelink_dns_removal_held_addresses 7",
             "privatelink_dns_cache_write_failures_total 0",
+            "privatelink_dns_log_lines_dropped_total ",
         ] {
             assert!(text.contains(want), "{want} in\n{text}");
         }

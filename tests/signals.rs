@@ -287,3 +287,126 @@ fn query_log_is_sampled() {
         assert!(line.contains(want), "{want} in {line}");
     }
 }
+
+/// Waits (20 s at most) for `child` to exit; returns its exit code.
+fn exit_code(child: &mut Child) -> Option<i32> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        assert!(Instant::now() < deadline, "did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Asks until an answer comes (20 s at most).
+fn ask_until(addr: SocketAddr, want: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    loop {
+        let _ = sock.send_to(&query_bytes(7), addr);
+        let mut buf = [0u8; 1500];
+        if let Ok(n) = sock.recv(&mut buf) {
+            let got: Vec<String> = Message::from_vec(&buf[..n])
+                .unwrap()
+                .answers
+                .iter()
+                .filter_map(|r| match &r.data {
+                    RData::A(a) => Some(a.to_string()),
+                    _ => None,
+                })
+                .collect();
+            if got == want {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "no answer {want:?}");
+    }
+}
+
+fn kill(child: &Child, sig: &str) {
+    assert!(
+        Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+/// stderr whose reader has gone (EPIPE on every write): reloads, answers and a clean
+/// exit all the same; before, the first log line after it panicked (exit 101).
+#[test]
+fn a_closed_stderr_never_stops_the_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    let port = support::free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    std::fs::write(&path, config(port, "192.0.2.1")).unwrap();
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(&path)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take()); // the reader goes away
+    ask_until(addr, &["192.0.2.1"]);
+    std::fs::write(&path, config(port, "192.0.2.2")).unwrap();
+    kill(&child, "-HUP");
+    ask_until(addr, &["192.0.2.2"]);
+    kill(&child, "-TERM");
+    assert_eq!(exit_code(&mut child), Some(0));
+}
+
+/// stderr that is never read (the pipe fills): every query still answered, lost log
+/// lines counted, and SIGTERM still exits 0.
+#[test]
+fn an_unread_stderr_never_blocks_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    let (port, http_port) = (support::free_port(), support::free_port());
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let text = format!(
+        "{}[http]\nlisten = \"127.0.0.1:{http_port}\"\n[log]\nqueries = true\n",
+        config(port, "192.0.2.1")
+    );
+    std::fs::write(&path, text).unwrap();
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(&path)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _unread = child.stderr.take();
+    drop(child.stdout.take()); // and stdout closed
+    ask_until(addr, &["192.0.2.1"]);
+    // ~200 bytes a query log line: 20,000 fill a 64 KiB pipe and the 16 Ki-line queue.
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut buf = [0u8; 1500];
+    for id in 0..20_000u16 {
+        let mut q = query_bytes(id);
+        q[0..2].copy_from_slice(&id.to_be_bytes());
+        sock.send_to(&q, addr).unwrap();
+        let n = sock.recv(&mut buf).expect("every query answered");
+        assert_eq!(&buf[0..2], &id.to_be_bytes());
+        assert!(n > 12);
+    }
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", http_port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    std::io::Write::write_all(&mut s, b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut metrics = String::new();
+    std::io::Read::read_to_string(&mut s, &mut metrics).unwrap();
+    let dropped: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("privatelink_dns_log_lines_dropped_total"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .expect("the metric");
+    assert!(dropped > 0.0, "{dropped}");
+    kill(&child, "-TERM");
+    assert_eq!(exit_code(&mut child), Some(0));
+}
