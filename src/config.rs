@@ -358,7 +358,7 @@ struct DiscoverFile {
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 struct ServerFile {
     /// Addresses to serve UDP and TCP on. Default `["0.0.0.0:53", "[::]:53"]`.
-    listen: Option<Vec<Spanned<String>>>,
+    listen: Option<Spanned<Vec<Spanned<String>>>>,
     /// Largest UDP response and advertised EDNS payload size, 512..=4096. Default 1232.
     udp_payload_size: Option<Spanned<u16>>,
     /// Close a TCP connection idle this long. Default "10s".
@@ -381,7 +381,7 @@ struct ServerFile {
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 struct LogFile {
     /// tracing filter directive, e.g. "info" or "privatelink_dns=debug". `RUST_LOG` wins.
-    level: Option<String>,
+    level: Option<Spanned<String>>,
     /// "text" or "json". `--log-format` wins.
     format: Option<LogFormat>,
     /// Log every query (client, name, type, rcode, latency) at info level. Default false.
@@ -532,6 +532,7 @@ fn check(file: FileConfig, src: &Source<'_>) -> Result<Config, ConfigError> {
     let listen = match &s.listen {
         None => vec!["0.0.0.0:53".parse().unwrap(), "[::]:53".parse().unwrap()],
         Some(list) => list
+            .get_ref()
             .iter()
             .map(|a| {
                 a.get_ref().parse::<SocketAddr>().map_err(|_| {
@@ -547,6 +548,7 @@ fn check(file: FileConfig, src: &Source<'_>) -> Result<Config, ConfigError> {
             })
             .collect::<Result<Vec<_>, _>>()?,
     };
+    check_listen(src, s.listen.as_ref(), &listen)?;
     let udp_payload_size = match &s.udp_payload_size {
         None => 1232,
         Some(v) if (512..=4096).contains(v.get_ref()) => *v.get_ref(),
@@ -564,9 +566,13 @@ fn check(file: FileConfig, src: &Source<'_>) -> Result<Config, ConfigError> {
     };
     let max_tcp_connections = match &s.max_tcp_connections {
         None => 1024,
-        Some(v) if *v.get_ref() > 0 => *v.get_ref(),
+        Some(v) if (1..=MAX_TCP_CONNECTIONS).contains(v.get_ref()) => *v.get_ref(),
         Some(v) => {
-            return Err(src.error(v.span(), "server.max-tcp-connections", "must be at least 1"));
+            return Err(src.error(
+                v.span(),
+                "server.max-tcp-connections",
+                format!("must be between 1 and {MAX_TCP_CONNECTIONS}"),
+            ));
         }
     };
     let shutdown_grace = match &s.shutdown_grace {
@@ -575,12 +581,12 @@ fn check(file: FileConfig, src: &Source<'_>) -> Result<Config, ConfigError> {
     };
     let udp_workers = match &s.udp_workers {
         None => 0,
-        Some(v) if *v.get_ref() <= 1024 => *v.get_ref(),
+        Some(v) if *v.get_ref() <= MAX_UDP_WORKERS => *v.get_ref(),
         Some(v) => {
             return Err(src.error(
                 v.span(),
                 "server.udp-workers",
-                "must be at most 1024 (0: one per CPU)",
+                format!("must be at most {MAX_UDP_WORKERS} (0: one per CPU)"),
             ));
         }
     };
@@ -591,8 +597,8 @@ fn check(file: FileConfig, src: &Source<'_>) -> Result<Config, ConfigError> {
     };
     let http = match &file.http {
         None => None,
-        Some(h) => Some(HttpConfig {
-            listen: h.listen.get_ref().parse().map_err(|_| {
+        Some(h) => {
+            let addr: SocketAddr = h.listen.get_ref().parse().map_err(|_| {
                 src.error(
                     h.listen.span(),
                     "http.listen",
@@ -601,8 +607,16 @@ fn check(file: FileConfig, src: &Source<'_>) -> Result<Config, ConfigError> {
                         h.listen.get_ref()
                     ),
                 )
-            })?,
-        }),
+            })?;
+            if let Some(dns) = listen.iter().find(|d| overlaps(**d, addr)) {
+                return Err(src.error(
+                    h.listen.span(),
+                    "http.listen",
+                    format!("{addr} is also a DNS address ({dns} in [server] listen)"),
+                ));
+            }
+            Some(HttpConfig { listen: addr })
+        }
     };
     let query_log_every = match (file.log.queries, &file.log.queries_sample_rate) {
         (Some(true), None) => 1,
@@ -670,7 +684,7 @@ fn check(file: FileConfig, src: &Source<'_>) -> Result<Config, ConfigError> {
             },
         },
         log: LogConfig {
-            level: file.log.level.unwrap_or_else(|| "info".to_string()),
+            level: check_level(src, file.log.level.as_ref())?,
             format: file.log.format.unwrap_or_default(),
             query_log_every,
         },
@@ -907,20 +921,44 @@ fn check_aws(src: &Source<'_>, aws: Option<&AwsFile>) -> Result<AwsConfig, Confi
         Some(v) if (5..=1000).contains(v.get_ref()) => *v.get_ref(),
         Some(v) => return Err(src.error(v.span(), "aws.page-size", "must be between 5 and 1000")),
     };
+    let refresh_interval = duration(
+        f.refresh_interval.as_ref(),
+        defaults.refresh_interval,
+        "aws.refresh-interval",
+    )?;
+    if refresh_interval < MIN_REFRESH_INTERVAL {
+        let span = f.refresh_interval.as_ref().map_or(0..0, Spanned::span);
+        return Err(src.error(span, "aws.refresh-interval", "must be at least 1s"));
+    }
+    let call_timeout = duration(
+        f.call_timeout.as_ref(),
+        defaults.call_timeout,
+        "aws.call-timeout",
+    )?;
+    if call_timeout >= refresh_interval {
+        let (span, key) = match &f.call_timeout {
+            Some(v) => (v.span(), "aws.call-timeout"),
+            None => (
+                f.refresh_interval.as_ref().map_or(0..0, Spanned::span),
+                "aws.refresh-interval",
+            ),
+        };
+        return Err(src.error(
+            span,
+            key,
+            format!(
+                "call-timeout ({}) must be shorter than refresh-interval ({})",
+                humantime::format_duration(call_timeout),
+                humantime::format_duration(refresh_interval)
+            ),
+        ));
+    }
     Ok(AwsConfig {
         region: f.region.clone(),
         endpoint_url,
         role_arn: check_role(src, f.role_arn.as_ref(), "aws.role-arn")?,
-        refresh_interval: duration(
-            f.refresh_interval.as_ref(),
-            defaults.refresh_interval,
-            "aws.refresh-interval",
-        )?,
-        call_timeout: duration(
-            f.call_timeout.as_ref(),
-            defaults.call_timeout,
-            "aws.call-timeout",
-        )?,
+        refresh_interval,
+        call_timeout,
         max_backoff: duration(
             f.max_backoff.as_ref(),
             defaults.max_backoff,
@@ -1036,6 +1074,72 @@ fn positive(
         )),
         Some(v) => Ok(*v.get_ref()),
     }
+}
+
+/// Bounds of `[server] max-tcp-connections`: each is a file descriptor.
+pub const MAX_TCP_CONNECTIONS: usize = 65_536;
+/// Bound of `[server] udp-workers` (threads per listen address).
+pub const MAX_UDP_WORKERS: usize = 256;
+/// The shortest `[aws] refresh-interval`: below it, the API is called in a busy loop.
+pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Whether two listen addresses would take the same socket: the same port (not 0,
+/// which picks a free one), the same family, and the same IP or a wildcard.
+fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port()
+        && a.port() != 0
+        && a.is_ipv4() == b.is_ipv4()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
+/// `[server] listen`: at least one address, none overlapping another.
+fn check_listen(
+    src: &Source<'_>,
+    spans: Option<&Spanned<Vec<Spanned<String>>>>,
+    listen: &[SocketAddr],
+) -> Result<(), ConfigError> {
+    let span = |i: usize| {
+        spans.map_or(0..0, |list| {
+            list.get_ref().get(i).map_or(list.span(), Spanned::span)
+        })
+    };
+    if listen.is_empty() {
+        return Err(src.error(
+            span(0),
+            "server.listen",
+            "needs at least one address: without one the daemon would answer nothing",
+        ));
+    }
+    for (i, a) in listen.iter().enumerate() {
+        if let Some(b) = listen[..i].iter().find(|b| overlaps(**b, *a)) {
+            return Err(src.error(
+                span(i),
+                "server.listen",
+                format!("{a} overlaps {b}, listed before it"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `[log] level`: a tracing filter, checked now rather than ignored at start.
+fn check_level(src: &Source<'_>, v: Option<&Spanned<String>>) -> Result<String, ConfigError> {
+    let Some(v) = v else {
+        return Ok("info".to_string());
+    };
+    tracing_subscriber::EnvFilter::builder()
+        .parse(v.get_ref())
+        .map(|_| v.get_ref().clone())
+        .map_err(|e| {
+            src.error(
+                v.span(),
+                "log.level",
+                format!(
+                    "{:?} is not a log filter such as \"info\" or \"privatelink_dns=debug,warn\": {e}",
+                    v.get_ref()
+                ),
+            )
+        })
 }
 
 fn parse_duration(
@@ -1447,7 +1551,74 @@ a = ["192.0.2.3"]
                 "[server]\nmax-tcp-connections = 0\n".into(),
                 2,
                 "server.max-tcp-connections",
-                "at least 1",
+                "between 1 and 65536",
+            ),
+            (
+                "[server]\nmax-tcp-connections = 2305843009213693952\n".into(),
+                2,
+                "server.max-tcp-connections",
+                "between 1 and 65536",
+            ),
+            (
+                "[server]\nlisten = []\n".into(),
+                2,
+                "server.listen",
+                "at least one address",
+            ),
+            (
+                "[server]\nlisten = [\"0.0.0.0:53\", \"[::]:53\",\n  \"127.0.0.1:53\"]\n".into(),
+                3,
+                "server.listen",
+                "127.0.0.1:53 overlaps 0.0.0.0:53",
+            ),
+            (
+                "[server]\nlisten = [\"127.0.0.1:53\", \"127.0.0.1:53\"]\n".into(),
+                2,
+                "server.listen",
+                "overlaps",
+            ),
+            (
+                "[server]\nlisten = [\"127.0.0.1:5353\"]\n[http]\nlisten = \"0.0.0.0:5353\"\n"
+                    .into(),
+                4,
+                "http.listen",
+                "also a DNS address",
+            ),
+            (
+                "[server]\nudp-workers = 257\n".into(),
+                2,
+                "server.udp-workers",
+                "at most 256",
+            ),
+            (
+                "[aws]\nrefresh-interval = \"500ms\"\ncall-timeout = \"100ms\"\n".into(),
+                2,
+                "aws.refresh-interval",
+                "at least 1s",
+            ),
+            (
+                "[aws]\nrefresh-interval = \"10s\"\ncall-timeout = \"10s\"\n".into(),
+                3,
+                "aws.call-timeout",
+                "shorter than refresh-interval",
+            ),
+            (
+                "[aws]\ncall-timeout = \"1m\"\n".into(),
+                2,
+                "aws.call-timeout",
+                "shorter than refresh-interval (30s)",
+            ),
+            (
+                "[aws]\nremoval-hold = \"soon\"\n".into(),
+                2,
+                "aws.removal-hold",
+                "not a duration",
+            ),
+            (
+                "[log]\nlevel = \"privatelink_dns=loud\"\n".into(),
+                2,
+                "log.level",
+                "not a log filter",
             ),
             (
                 "[[zone]]\norigin = \"bad..name\"\n".into(),

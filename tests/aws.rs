@@ -28,7 +28,7 @@ listen = ["127.0.0.1:0"]
 region = "ap-northeast-1"
 endpoint-url = "{moto_url}"
 refresh-interval = "1s"
-call-timeout = "2s"
+call-timeout = "900ms"
 max-backoff = "2s"
 # These tests follow endpoints that come and go; the removal guard has its own
 # tests (tests/data_safety.rs).

@@ -40,7 +40,7 @@ listen = "127.0.0.1:0"
 region = "ap-northeast-1"
 endpoint-url = "{url}"
 refresh-interval = "1s"
-call-timeout = "1s"
+call-timeout = "900ms"
 max-backoff = "1s"
 cache-file = "{}"
 {extra}
@@ -454,7 +454,7 @@ async fn a_failed_cache_write_is_counted_and_leaves_the_old_file() {
     let (dns_port, http_port) = (support::free_port(), support::free_port());
     let cfg = format!(
         "[server]\nlisten = [\"127.0.0.1:{dns_port}\"]\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n\
-         [aws]\nregion = \"ap-northeast-1\"\nendpoint-url = \"{}\"\nrefresh-interval = \"1s\"\n\
+         [aws]\nregion = \"ap-northeast-1\"\nendpoint-url = \"{}\"\nrefresh-interval = \"1s\"\ncall-timeout = \"900ms\"\n\
          cache-file = \"{}\"\n[[zone]]\norigin = \"internal.example.com\"\n[[zone.record]]\n\
          name = \"api\"\nvpc-endpoint-tags = {{ \"privatelink-dns/name\" = \"api\" }}\n",
         moto.url(),

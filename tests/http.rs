@@ -80,7 +80,7 @@ async fn readiness_waits_for_the_first_discovery_and_metrics_follow_refreshes() 
     let text = format!(
         "[server]\nlisten = [\"127.0.0.1:0\"]\n[http]\nlisten = \"127.0.0.1:0\"\n\
          [aws]\nregion = \"ap-northeast-1\"\nendpoint-url = \"http://127.0.0.1:{port}\"\n\
-         refresh-interval = \"1s\"\ncall-timeout = \"1s\"\nmax-backoff = \"1s\"\n\
+         refresh-interval = \"1s\"\ncall-timeout = \"900ms\"\nmax-backoff = \"1s\"\n\
          [[zone]]\norigin = \"internal.example.com\"\n[[zone.record]]\nname = \"@\"\n\
          vpc-endpoint-tags = {{ app = \"x\" }}\n"
     );

@@ -240,7 +240,7 @@ impl Discover for Panics {
 
 #[tokio::test]
 async fn a_dead_critical_task_is_reported() {
-    let text = "[server]\nlisten = [\"127.0.0.1:0\"]\n[aws]\nrefresh-interval = \"100ms\"\n\
+    let text = "[server]\nlisten = [\"127.0.0.1:0\"]\n[aws]\nrefresh-interval = \"1s\"\ncall-timeout = \"500ms\"\n\
                 [[discover]]\nvpc-ids = [\"vpc-1\"]\n";
     let config = Config::from_toml(text, "t").unwrap();
     let sources: SourceFactory = Arc::new(|_config| {

@@ -89,7 +89,7 @@ queries = true
 region = "$REGION"
 endpoint-url = "http://127.0.0.1:5000"
 refresh-interval = "2s"
-call-timeout = "2s"
+call-timeout = "1500ms"
 max-backoff = "2s"
 
 [[zone]]
