@@ -155,18 +155,7 @@ impl Server {
                 workers.push(socket);
             }
             for (i, socket) in workers.into_iter().enumerate() {
-                let (cx, stop) = (server.serve.clone(), server.shutdown.clone());
-                let span = info_span!("udp", addr = %u, worker = i);
-                let worker = tokio::task::spawn_blocking(move || {
-                    span.in_scope(|| server::serve_udp_worker(socket, cx, stop))
-                });
-                let fut = async move {
-                    if let Err(e) = worker.await
-                        && e.is_panic()
-                    {
-                        std::panic::resume_unwind(e.into_panic());
-                    }
-                };
+                let fut = server.spawn_udp_worker(socket, u, i, config.server.shutdown_grace)?;
                 server.supervise("udp", fut, server.shutdown.clone());
             }
             let span = info_span!("tcp", addr = %t);
@@ -201,6 +190,39 @@ impl Server {
             "serving"
         );
         Ok(server)
+    }
+
+    /// Starts a UDP worker on a thread of its own (named `udp-ADDR-N`: they never
+    /// end while serving, so they stay off tokio's blocking pool). Returns a future
+    /// that ends when the thread does, and panics if it panicked.
+    fn spawn_udp_worker(
+        &self,
+        socket: std::net::UdpSocket,
+        addr: SocketAddr,
+        i: usize,
+        drain_for: std::time::Duration,
+    ) -> Result<impl Future<Output = ()> + Send + 'static, AppError> {
+        let (cx, stop) = (self.serve.clone(), self.shutdown.clone());
+        let span = info_span!("udp", %addr, worker = i);
+        let (done, finished) = tokio::sync::oneshot::channel::<bool>();
+        std::thread::Builder::new()
+            .name(format!("udp-{addr}-{i}"))
+            .spawn(move || {
+                let run =
+                    || span.in_scope(|| server::serve_udp_worker(socket, cx, stop, drain_for));
+                let returned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run));
+                let _ = done.send(returned.is_ok());
+            })
+            .map_err(|source| AppError::Bind {
+                proto: "udp",
+                addr,
+                source,
+            })?;
+        Ok(async move {
+            if let Ok(false) = finished.await {
+                panic!("udp worker {addr} #{i} panicked");
+            }
+        })
     }
 
     /// Runs `fut` as a critical task: if it ends (or panics) before `stop` is
@@ -432,7 +454,15 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), App
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).map_err(AppError::Signal)?;
     let mut hup = signal(SignalKind::hangup()).map_err(AppError::Signal)?;
-    let server = Server::start(&config).await?;
+    // The first discovery may stall on the API: a stop request during it wins.
+    let server = tokio::select! {
+        server = Server::start(&config) => server?,
+        _ = tokio::signal::ctrl_c() => return Ok(()),
+        _ = term.recv() => {
+            info!("SIGTERM received while starting; stopping");
+            return Ok(());
+        }
+    };
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {
@@ -450,7 +480,20 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), App
                 };
                 match Config::load(path) {
                     Ok(new) => {
-                        let report = server.reload(new).await;
+                        // A reload waits for its first discovery; a stop request
+                        // during it cancels it (nothing half-applied is served: the
+                        // process is stopping).
+                        let report = tokio::select! {
+                            report = server.reload(new) => report,
+                            _ = tokio::signal::ctrl_c() => {
+                                info!("SIGINT received during a reload; stopping");
+                                break;
+                            }
+                            _ = term.recv() => {
+                                info!("SIGTERM received during a reload; stopping");
+                                break;
+                            }
+                        };
                         if report.restart_needed.is_empty() {
                             info!(config = %path.display(), "config reloaded");
                         } else {

@@ -121,7 +121,11 @@ pub fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    match runtime.block_on(app::run(config, cli.config)) {
+    let result = runtime.block_on(app::run(config, cli.config));
+    // Dropping a runtime waits for every blocking task without a bound (a stuck
+    // getaddrinfo in the SDK, a cache write to a hung volume): one second at most.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "fatal");

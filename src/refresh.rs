@@ -555,7 +555,12 @@ impl<D: Discover> Refresher<D> {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(delay) => {}
             }
-            let _ = self.refresh_once().await;
+            // A discovery stalled on the API must not hold up a shutdown or a reload:
+            // cancelled, it publishes nothing.
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = self.refresh_once() => {}
+            }
         }
     }
 }

@@ -126,22 +126,24 @@ impl ServeContext {
 const BATCH: usize = 32;
 
 /// Serves UDP on `socket` from a dedicated thread until `shutdown` is cancelled, then
-/// answers what is already queued on the socket, and returns. Several workers share
-/// one address through SO_REUSEPORT sockets; each receives and sends in batches
-/// (recvmmsg/sendmmsg) and allocates nothing per query on the fast path.
+/// answers what is already queued on the socket, for `drain_for` at most (a flood
+/// never empties the queue), and returns. Several workers share one address through
+/// SO_REUSEPORT sockets; each receives and sends in batches (recvmmsg/sendmmsg) and
+/// allocates nothing per query on the fast path.
 pub fn serve_udp_worker(
     socket: std::net::UdpSocket,
     cx: Arc<ServeContext>,
     shutdown: CancellationToken,
+    drain_for: Duration,
 ) {
     // The receive timeout is how often a worker looks at the shutdown token.
     if let Err(error) = socket.set_read_timeout(Some(Duration::from_millis(100))) {
         warn!(%error, "cannot set the UDP receive timeout");
     }
     let mut batch = Batch::new();
-    let mut draining = false;
+    let mut draining: Option<Instant> = None;
     loop {
-        let flags = if draining {
+        let flags = if draining.is_some() {
             libc::MSG_DONTWAIT
         } else {
             libc::MSG_WAITFORONE
@@ -150,7 +152,7 @@ pub fn serve_udp_worker(
         match received {
             Ok(0) => {}
             Ok(n) => batch.answer_and_send(&socket, n, &cx),
-            Err(e) if draining && e.kind() == std::io::ErrorKind::WouldBlock => return,
+            Err(e) if draining.is_some() && e.kind() == std::io::ErrorKind::WouldBlock => return,
             Err(e)
                 if matches!(
                     e.kind(),
@@ -163,9 +165,14 @@ pub fn serve_udp_worker(
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
-        if !draining && shutdown.is_cancelled() {
+        match draining {
             // Queries that arrived before the stop still get their answers.
-            draining = true;
+            None if shutdown.is_cancelled() => draining = Some(Instant::now() + drain_for),
+            Some(deadline) if Instant::now() >= deadline => {
+                debug!("udp drain cut at the shutdown deadline");
+                return;
+            }
+            _ => {}
         }
     }
 }

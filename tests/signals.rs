@@ -410,3 +410,151 @@ fn an_unread_stderr_never_blocks_answers() {
     kill(&child, "-TERM");
     assert_eq!(exit_code(&mut child), Some(0));
 }
+
+/// Waits, without blocking the runtime, for `child` to exit (30 s at most).
+async fn exited(child: &mut Child) -> Option<i32> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        assert!(Instant::now() < deadline, "did not exit");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A daemon with a 1 s shutdown grace, stderr captured into `log`.
+fn spawn_with_log(config: &Path, log: &Path) -> Child {
+    let mut cmd = Command::new(BIN);
+    support::aws_env_for(&mut cmd)
+        .args(["--log-format", "json", "--config"])
+        .arg(config)
+        .stderr(std::fs::File::create(log).unwrap());
+    cmd.spawn().unwrap()
+}
+
+/// SIGTERM under a UDP flood: workers stop draining at the grace deadline, and the
+/// process exits while the flood goes on (before, only when the flood stopped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_a_udp_flood_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    let port = support::free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let text = config(port, "192.0.2.1").replace(
+        "[server]\n",
+        "[server]\nshutdown-grace = \"1s\"\nudp-workers = 2\n",
+    );
+    std::fs::write(&path, text).unwrap();
+    let mut child = spawn_with_log(&path, &dir.path().join("log"));
+    ask_until(addr, &["192.0.2.1"]);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let q = query_bytes(1);
+            let started = Instant::now();
+            // Bounded: 40 s at most, or until told to stop.
+            while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                && started.elapsed() < Duration::from_secs(40)
+            {
+                for _ in 0..64 {
+                    let _ = sock.send_to(&q, addr);
+                }
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    kill(&child, "-TERM");
+    let code = exited(&mut child).await;
+    let flooding = !flood.is_finished();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    flood.join().unwrap();
+    assert_eq!(code, Some(0));
+    assert!(flooding, "exited while the flood went on");
+    let text = std::fs::read_to_string(dir.path().join("log")).unwrap();
+    assert!(
+        !text.contains("still open after the grace"),
+        "the workers stop within the grace: {text}"
+    );
+}
+
+/// SIGTERM while a reload waits on a stalled EC2 API (each call may take 20 s, three
+/// attempts): the reload is cancelled and the process exits (before, it waited for
+/// the whole discovery, twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_reload_on_a_stalled_api_exits() {
+    use support::fault_proxy::{Fault, FaultProxy};
+    let staller = FaultProxy::start(support::free_port()).await;
+    staller.set(Fault::Stall, None);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    let port = support::free_port();
+    std::fs::write(&path, config(port, "192.0.2.1")).unwrap();
+    let log = dir.path().join("log");
+    let mut child = spawn_with_log(&path, &log);
+    ask_until(SocketAddr::from(([127, 0, 0, 1], port)), &["192.0.2.1"]);
+    let aws = format!(
+        "[aws]\nregion = \"ap-northeast-1\"\nendpoint-url = \"{}\"\nrefresh-interval = \"1m\"\n\
+         call-timeout = \"20s\"\n[[discover]]\nvpc-ids = [\"vpc-1\"]\n",
+        staller.url()
+    );
+    std::fs::write(&path, format!("{}{aws}", config(port, "192.0.2.1"))).unwrap();
+    kill(&child, "-HUP");
+    support::eventually(
+        Duration::from_secs(30),
+        "the reload's discovery stalls",
+        || {
+            let n = staller.faulted.load(std::sync::atomic::Ordering::Relaxed);
+            async move { n > 0 }
+        },
+    )
+    .await;
+    kill(&child, "-TERM");
+    assert_eq!(exited(&mut child).await, Some(0));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("SIGTERM received during a reload"), "{text}");
+}
+
+/// SIGTERM while the refresh loop waits on a stalled EC2 API: the refresh is
+/// cancelled, every task ends within the grace, and nothing claims otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_stalled_refresh_exits_cleanly() {
+    use support::fault_proxy::{Fault, FaultProxy};
+    if !support::moto_available() {
+        return;
+    }
+    support::aws_env();
+    let moto = support::Moto::start();
+    let vpc = support::Vpc::create(moto.client()).await;
+    vpc.endpoint("com.amazonaws.ap-northeast-1.ssm", &[0], &[])
+        .await;
+    let proxy = FaultProxy::start(moto.port).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    let port = support::free_port();
+    let text = format!(
+        "{}[aws]\nregion = \"ap-northeast-1\"\nendpoint-url = \"{}\"\nrefresh-interval = \"1s\"\n\
+         call-timeout = \"900ms\"\n[[discover]]\nvpc-ids = [\"{}\"]\n",
+        config(port, "192.0.2.1").replace("[server]\n", "[server]\nshutdown-grace = \"1s\"\n"),
+        proxy.url(),
+        vpc.id
+    );
+    std::fs::write(&path, text).unwrap();
+    let log = dir.path().join("log");
+    let mut child = spawn_with_log(&path, &log);
+    ask_until(SocketAddr::from(([127, 0, 0, 1], port)), &["192.0.2.1"]);
+    // Every call from now on stalls past call-timeout: three attempts and backoff.
+    proxy.set(Fault::Stall, None);
+    support::eventually(Duration::from_secs(30), "a refresh stalls", || {
+        let n = proxy.faulted.load(std::sync::atomic::Ordering::Relaxed);
+        async move { n > 0 }
+    })
+    .await;
+    kill(&child, "-TERM");
+    assert_eq!(exited(&mut child).await, Some(0));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("\"stopped\""), "{text}");
+    assert!(!text.contains("still open after the grace"), "{text}");
+}
