@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
@@ -25,7 +25,7 @@ use tracing::{Instrument, error, info, info_span, warn};
 use crate::aws::Ec2Discovery;
 use crate::config::Config;
 use crate::discovery::{self, Assembled, BoxedSource, Discover, DiscoveryError, Inventory};
-use crate::http::{self, HttpState};
+use crate::http::{self, HttpLimits, HttpState};
 use crate::metrics::Metrics;
 use crate::refresh::{LastGood, RefreshStats, Refresher, Served};
 use crate::server::{self, ServeContext, TcpLimits};
@@ -136,9 +136,10 @@ impl Server {
         };
         server.load(Arc::new(config.clone()), false).await;
 
+        let budget = FdBudget::for_config(config);
         let limits = TcpLimits {
             idle_timeout: config.server.tcp_idle_timeout,
-            max_connections: config.server.max_tcp_connections,
+            max_connections: budget.dns_tcp,
         };
         for (udp, tcp) in sockets {
             let (u, t) = (local_addr(&udp, "udp")?, tcp_local_addr(&tcp)?);
@@ -171,7 +172,14 @@ impl Server {
                 stats: server.stats.clone(),
                 store: server.store.clone(),
             };
-            let fut = http::serve(listener, state, server.shutdown.clone());
+            let limits = HttpLimits {
+                max_connections: budget.http,
+                header_timeout: config
+                    .http
+                    .as_ref()
+                    .map_or(Duration::from_secs(5), |h| h.header_timeout),
+            };
+            let fut = http::serve(listener, state, limits, server.shutdown.clone());
             server.supervise(
                 "http",
                 async move {
@@ -520,6 +528,97 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), App
     Ok(())
 }
 
+/// How the process's file descriptors are shared, so that HTTP clients can never
+/// take those that DNS-over-TCP needs (nor DNS those of the cache file and the API).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FdBudget {
+    /// RLIMIT_NOFILE after raising the soft limit to the hard one.
+    pub limit: usize,
+    /// Kept for listeners, UDP sockets, the cache file, API connections, the runtime.
+    pub reserved: usize,
+    /// DNS TCP connections: `max-tcp-connections`, or less if the budget is smaller.
+    pub dns_tcp: usize,
+    /// HTTP connections: `[http] max-connections`, at most an eighth of the budget.
+    pub http: usize,
+}
+
+impl FdBudget {
+    /// Raises the soft limit as far as the hard one allows, then splits it; logs the
+    /// split, and warns when a configured cap does not fit.
+    pub fn for_config(config: &Config) -> FdBudget {
+        let budget = Self::split(config, raise_nofile_limit());
+        let (dns_want, http_want) = (
+            config.server.max_tcp_connections,
+            config.http.as_ref().map_or(0, |h| h.max_connections),
+        );
+        if budget.dns_tcp < dns_want || budget.http < http_want {
+            warn!(
+                nofile = budget.limit,
+                reserved = budget.reserved,
+                dns_tcp = budget.dns_tcp,
+                dns_tcp_configured = dns_want,
+                http = budget.http,
+                http_configured = http_want,
+                "file descriptor limit too low for the configured connection caps; caps lowered"
+            );
+        } else {
+            info!(
+                nofile = budget.limit,
+                reserved = budget.reserved,
+                dns_tcp = budget.dns_tcp,
+                http = budget.http,
+                "file descriptor budget"
+            );
+        }
+        budget
+    }
+
+    /// The split of `limit` descriptors for `config`.
+    pub fn split(config: &Config, limit: usize) -> FdBudget {
+        let sockets = config.server.listen.len() * (config.server.udp_workers + 1);
+        let reserved = 64 + sockets + usize::from(config.http.is_some());
+        let available = limit.saturating_sub(reserved).max(2);
+        let http = config
+            .http
+            .as_ref()
+            .map_or(0, |h| h.max_connections.min((available / 8).max(1)));
+        let dns_tcp = config
+            .server
+            .max_tcp_connections
+            .min(available.saturating_sub(http).max(1));
+        FdBudget {
+            limit,
+            reserved,
+            dns_tcp,
+            http,
+        }
+    }
+}
+
+/// RLIMIT_NOFILE's soft limit, raised to the hard limit first (best effort).
+fn raise_nofile_limit() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local rlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+    }
+    usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX)
+}
+
 fn bind_pair(addr: SocketAddr) -> Result<(std::net::UdpSocket, TcpListener), AppError> {
     let udp_err = |source| AppError::Bind {
         proto: "udp",
@@ -566,4 +665,37 @@ fn tcp_local_addr(tcp: &TcpListener) -> Result<SocketAddr, AppError> {
         addr: SocketAddr::from(([0, 0, 0, 0], 0)),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fd_budget_keeps_dns_and_http_apart() {
+        let config = |extra: &str| {
+            Config::from_toml(
+                &format!(
+                    "[server]\nlisten = [\"127.0.0.1:53\"]\nudp-workers = 3\n{extra}\n\
+                     [http]\nlisten = \"127.0.0.1:9153\"\nmax-connections = 64\n"
+                ),
+                "t",
+            )
+            .unwrap()
+        };
+        // (limit, max-tcp-connections, DNS TCP, HTTP): 64 + 4 sockets + 1 reserved.
+        let rows = [
+            (1 << 20, 1024, 1024, 64),
+            (1024, 1024, 891, 64),
+            (256, 1024, 164, 23),
+            (256, 100, 100, 23),
+            (60, 1024, 1, 1),
+        ];
+        for (limit, max_tcp, dns_tcp, http) in rows {
+            let c = config(&format!("max-tcp-connections = {max_tcp}"));
+            let b = FdBudget::split(&c, limit);
+            assert_eq!((b.dns_tcp, b.http), (dns_tcp, http), "{limit} {max_tcp}");
+            assert_eq!(b.reserved, 69);
+        }
+    }
 }

@@ -282,7 +282,14 @@ pub struct LogConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
+    /// HTTP connections open at once (before the file-descriptor budget).
+    pub max_connections: usize,
+    /// How long a client has to send a request's headers.
+    pub header_timeout: Duration,
 }
+
+/// Bound of `[http] max-connections`.
+pub const MAX_HTTP_CONNECTIONS: usize = 1024;
 
 // ---- file types -------------------------------------------------------------
 
@@ -312,6 +319,10 @@ struct FileConfig {
 struct HttpFile {
     /// Address of the HTTP listener for /healthz, /readyz and /metrics.
     listen: Spanned<String>,
+    /// HTTP connections open at once, 1..=1024; more are closed on accept. Default 32.
+    max_connections: Option<Spanned<usize>>,
+    /// Time a client has to send a request's headers. Default "5s".
+    header_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -615,7 +626,26 @@ fn check(file: FileConfig, src: &Source<'_>) -> Result<Config, ConfigError> {
                     format!("{addr} is also a DNS address ({dns} in [server] listen)"),
                 ));
             }
-            Some(HttpConfig { listen: addr })
+            let max_connections = match &h.max_connections {
+                None => 32,
+                Some(v) if (1..=MAX_HTTP_CONNECTIONS).contains(v.get_ref()) => *v.get_ref(),
+                Some(v) => {
+                    return Err(src.error(
+                        v.span(),
+                        "http.max-connections",
+                        format!("must be between 1 and {MAX_HTTP_CONNECTIONS}"),
+                    ));
+                }
+            };
+            let header_timeout = match &h.header_timeout {
+                None => Duration::from_secs(5),
+                Some(v) => parse_duration(src, v, "http.header-timeout")?,
+            };
+            Some(HttpConfig {
+                listen: addr,
+                max_connections,
+                header_timeout,
+            })
         }
     };
     let query_log_every = match (file.log.queries, &file.log.queries_sample_rate) {
@@ -1613,6 +1643,18 @@ a = ["192.0.2.3"]
                 2,
                 "aws.removal-hold",
                 "not a duration",
+            ),
+            (
+                "[http]\nlisten = \"127.0.0.1:9153\"\nmax-connections = 0\n".into(),
+                3,
+                "http.max-connections",
+                "between 1 and 1024",
+            ),
+            (
+                "[http]\nlisten = \"127.0.0.1:9153\"\nheader-timeout = \"0s\"\n".into(),
+                3,
+                "http.header-timeout",
+                "longer than zero",
             ),
             (
                 "[log]\nlevel = \"privatelink_dns=loud\"\n".into(),

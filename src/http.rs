@@ -7,14 +7,20 @@
 //! load balancer only sends queries to a replica that knows the endpoints' addresses.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, warn};
 
 use crate::metrics::Metrics;
 use crate::refresh::RefreshStats;
@@ -28,10 +34,28 @@ pub struct HttpState {
     pub store: Arc<SnapshotStore>,
 }
 
-/// Serves until `shutdown` is cancelled.
+/// What a client may hold of the HTTP side.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    /// Connections open at once; more are closed on accept.
+    pub max_connections: usize,
+    /// Time to send a request's headers.
+    pub header_timeout: Duration,
+}
+
+/// Largest request head we buffer (hyper's minimum is 8 KiB); longer ones are refused.
+const MAX_REQUEST_HEAD: usize = 16 * 1024;
+/// A connection's whole life (one request: no keep-alive), whatever the client does.
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
+
+/// Serves until `shutdown` is cancelled. Our own accept loop, not `axum::serve`:
+/// that has no connection cap and no header timeout, so slow or partial requests
+/// could hold any number of connections (and file descriptors the DNS side needs).
+/// One request per connection; probes and scrapers reconnect.
 pub async fn serve(
     listener: TcpListener,
     state: HttpState,
+    limits: HttpLimits,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let app = Router::new()
@@ -39,9 +63,50 @@ pub async fn serve(
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let tracker = TaskTracker::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(r) => r,
+                Err(error) => {
+                    warn!(%error, "http accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            debug!(%peer, "http connection cap reached; closing new connection");
+            continue;
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .max_buf_size(MAX_REQUEST_HEAD)
+                .keep_alive(false);
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                r = tokio::time::timeout(CONNECTION_LIFETIME, conn) => {
+                    if let Ok(Err(error)) = r {
+                        debug!(%error, %peer, "http connection ended with an error");
+                    }
+                }
+                () = shutdown.cancelled() => {}
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tracker.close();
+    tracker.wait().await;
+    Ok(())
 }
 
 async fn healthz() -> &'static str {

@@ -242,7 +242,7 @@ fn reference_config_and_docs_show_every_key() {
                 "shutdown-grace",
             ],
         ),
-        ("http", &["listen"]),
+        ("http", &["listen", "max-connections", "header-timeout"]),
         (
             "log",
             &["level", "format", "queries", "queries-sample-rate"],

@@ -145,3 +145,146 @@ async fn readiness_waits_for_the_first_discovery_and_metrics_follow_refreshes() 
     assert_eq!(sample(&m2, "privatelink_dns_serving_from_cache"), 0.0);
     server.shutdown().await;
 }
+
+/// Partial requests (headers never finished) and oversized heads: the HTTP side caps
+/// its connections, cuts each at the header timeout, and the DNS side never notices.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partial_requests_are_capped_and_cut_and_dns_keeps_answering() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let text = "[server]\nlisten = [\"127.0.0.1:0\"]\n[http]\nlisten = \"127.0.0.1:0\"\n\
+                max-connections = 4\nheader-timeout = \"1s\"\n\
+                [[zone]]\norigin = \"example.com\"\n[[zone.record]]\nname = \"www\"\na = [\"192.0.2.1\"]\n";
+    let server = Server::start(&Config::from_toml(text, "t").unwrap())
+        .await
+        .unwrap();
+    let http = server.http_addr().unwrap();
+    let mut partial = Vec::new();
+    for _ in 0..20 {
+        let mut s = tokio::net::TcpStream::connect(http).await.unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-a: ")
+            .await
+            .unwrap();
+        partial.push(s);
+    }
+    // DNS over TCP is unaffected.
+    let tcp = server.tcp_addrs()[0];
+    let (stream, sender) =
+        hickory_net::tcp::TcpClientStream::new(tcp, None, None, TokioRuntimeProvider::default());
+    let (mut client, bg) = Client::<TokioRuntimeProvider>::new(stream.await.unwrap(), sender);
+    tokio::spawn(bg);
+    let r = client
+        .query(
+            Name::from_str("www.example.com.").unwrap(),
+            DNSClass::IN,
+            RecordType::A,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.answers.len(), 1);
+    // Every partial connection is closed by the server: beyond the cap at once, the
+    // others at the header timeout. (A read that returns means closed: 0 or an error.)
+    for (i, s) in partial.iter_mut().enumerate() {
+        let mut buf = [0u8; 256];
+        let closed = tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf)).await;
+        assert!(
+            closed.is_ok(),
+            "partial connection {i} still open after 20 s"
+        );
+    }
+    // A request head over the limit is refused, not buffered.
+    let mut s = tokio::net::TcpStream::connect(http).await.unwrap();
+    let huge = format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nX-a: {}\r\n\r\n",
+        "a".repeat(100_000)
+    );
+    let _ = s.write_all(huge.as_bytes()).await;
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut reply)).await;
+    assert!(
+        !reply.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    // And the slots are free again.
+    let (status, body) = get(http, "/healthz").await;
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    server.shutdown().await;
+}
+
+/// With few file descriptors (RLIMIT_NOFILE 256), the connection caps are lowered to
+/// fit, and said so; DNS-over-TCP clients holding every slot they can get leave the
+/// HTTP side (and the process) its descriptors.
+#[test]
+fn a_low_fd_limit_lowers_the_caps_and_nothing_starves() {
+    use std::io::{Read, Write};
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (port, http_port) = (support::free_port(), support::free_port());
+    let path = dir.path().join("config.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:{port}\"]\nudp-workers = 1\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n\
+             [[zone]]\norigin = \"example.com\"\n[[zone.record]]\nname = \"www\"\na = [\"192.0.2.1\"]\n"
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("log");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_privatelink-dns"));
+    cmd.args(["--log-format", "json", "--config"])
+        .arg(&path)
+        .stderr(std::fs::File::create(&log).unwrap());
+    // SAFETY: only setrlimit between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 256,
+                rlim_max: 256,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    /// Kills the daemon however the test ends.
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _child = Kill(cmd.spawn().unwrap());
+    let http = SocketAddr::from(([127, 0, 0, 1], http_port));
+    let healthz = || -> bool {
+        let Ok(mut s) = std::net::TcpStream::connect_timeout(&http, Duration::from_secs(2)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        let _ = s.write_all(b"GET /healthz HTTP/1.0\r\n\r\n");
+        let mut r = String::new();
+        let _ = s.read_to_string(&mut r);
+        r.starts_with("HTTP/1.0 200") || r.starts_with("HTTP/1.1 200")
+    };
+    let start = Instant::now();
+    while !healthz() {
+        assert!(start.elapsed() < Duration::from_secs(20), "never healthy");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("caps lowered"), "{text}");
+    let line = text.lines().find(|l| l.contains("caps lowered")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    let dns_tcp = v["dns_tcp"].as_u64().unwrap();
+    assert!(dns_tcp < 1024 && dns_tcp > 100, "{line}");
+    // 300 DNS TCP connections, each with a query answered while it has a slot.
+    let dns = SocketAddr::from(([127, 0, 0, 1], port));
+    let held: Vec<_> = (0..300)
+        .filter_map(|_| std::net::TcpStream::connect_timeout(&dns, Duration::from_secs(2)).ok())
+        .collect();
+    assert!(held.len() > dns_tcp as usize, "{}", held.len());
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(healthz(), "the HTTP side keeps its descriptors");
+    drop(held);
+}
