@@ -1,11 +1,14 @@
 //! Prometheus metrics, exposed at `/metrics` by [`crate::http`].
 //!
-//! Query-path metrics are prometheus-client counters (atomic increments). Refresh and
+//! Query-path metrics are atomic increments and nothing else: prometheus-client
+//! counters resolved once per label set, and our own latency histogram (per-thread
+//! shards of atomic counts, merged at scrape time; prometheus-client's `Histogram` is
+//! behind a lock that every worker would take on every query). Refresh and
 //! snapshot metrics are read at scrape time from [`RefreshStats`] and the snapshot by
 //! a collector, so the refresh loop keeps one source of truth. One registry per
 //! server, so several servers in one process (tests) do not mix their numbers.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -13,10 +16,10 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
@@ -53,10 +56,11 @@ pub struct Metrics {
     /// The counters of `queries` by (transport, qtype label, rcode label), resolved once:
     /// the query path then costs one atomic increment, not a lock and a hash.
     query_counters: Box<[OnceLock<Counter>]>,
-    truncated: Family<TransportLabels, Counter>,
-    dropped: Family<TransportLabels, Counter>,
-    malformed: Family<TransportLabels, Counter>,
-    latency: Histogram,
+    /// Per transport (UDP, TCP), resolved at start.
+    truncated: [Counter; 2],
+    dropped: [Counter; 2],
+    malformed: [Counter; 2],
+    latency: Arc<Latency>,
     tcp_open: Gauge,
     tcp_rejected: Counter,
 }
@@ -153,13 +157,8 @@ impl Metrics {
             "Queries answered FORMERR",
             malformed.clone(),
         );
-        // 1 µs to ~16 ms.
-        let latency = Histogram::new(exponential_buckets(1e-6, 2.0, 15));
-        registry.register(
-            "answer_duration_seconds",
-            "Time to compute an answer, from query bytes to response bytes",
-            latency.clone(),
-        );
+        let latency = Arc::new(Latency::default());
+        registry.register_collector(Box::new(LatencyCollector(latency.clone())));
         let tcp_open = Gauge::default();
         registry.register("tcp_connections", "TCP connections open", tcp_open.clone());
         let tcp_rejected = Counter::default();
@@ -180,9 +179,9 @@ impl Metrics {
                 .map(|_| OnceLock::new())
                 .collect(),
             queries,
-            truncated,
-            dropped,
-            malformed,
+            truncated: per_transport(&truncated),
+            dropped: per_transport(&dropped),
+            malformed: per_transport(&malformed),
             latency,
             tcp_open,
             tcp_rejected,
@@ -201,20 +200,18 @@ impl Metrics {
 
     /// [`Metrics::observe`] without a [`Response`] (the fast path has none).
     pub fn observe_outcome(&self, t: Transport, outcome: Option<Outcome>, elapsed: Duration) {
-        let tl = TransportLabels {
-            transport: transport(t),
-        };
+        let ti = usize::from(t == Transport::Tcp);
         let Some(o) = outcome else {
-            self.dropped.get_or_create(&tl).inc();
+            self.dropped[ti].inc();
             return;
         };
-        self.latency.observe(elapsed.as_secs_f64());
+        self.latency.observe(elapsed);
         let (qt, rc) = (qtype_index(o.qtype), rcode_index(o.rcode));
-        let slot = (usize::from(t == Transport::Tcp) * QTYPES.len() + qt) * RCODES.len() + rc;
+        let slot = (ti * QTYPES.len() + qt) * RCODES.len() + rc;
         self.query_counters[slot]
             .get_or_init(|| {
                 let labels = QueryLabels {
-                    transport: tl.transport,
+                    transport: transport(t),
                     qtype: QTYPES[qt],
                     rcode: RCODES[rc],
                 };
@@ -222,10 +219,10 @@ impl Metrics {
             })
             .inc();
         if o.truncated {
-            self.truncated.get_or_create(&tl).inc();
+            self.truncated[ti].inc();
         }
         if o.rcode == ResponseCode::FormErr {
-            self.malformed.get_or_create(&tl).inc();
+            self.malformed[ti].inc();
         }
     }
 
@@ -246,6 +243,99 @@ impl Metrics {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// The counters of a per-transport family, UDP then TCP.
+fn per_transport(family: &Family<TransportLabels, Counter>) -> [Counter; 2] {
+    [Transport::Udp, Transport::Tcp].map(|t| {
+        family
+            .get_or_create(&TransportLabels {
+                transport: transport(t),
+            })
+            .clone()
+    })
+}
+
+/// Finite buckets of the latency histogram: 1 µs · 2^i, for i in 0..15 (to ~16 ms).
+const LATENCY_BUCKETS: usize = 15;
+/// Shards: threads are spread over them, so workers rarely share a cache line.
+const LATENCY_SHARDS: usize = 16;
+
+/// Answer latency as atomic counts, one shard per group of threads.
+#[derive(Debug, Default)]
+struct Latency {
+    shards: [LatencyShard; LATENCY_SHARDS],
+}
+
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct LatencyShard {
+    /// Non-cumulative counts; the last is +Inf.
+    buckets: [AtomicU64; LATENCY_BUCKETS + 1],
+    sum_ns: AtomicU64,
+}
+
+impl Latency {
+    fn observe(&self, elapsed: Duration) {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        thread_local! {
+            static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % LATENCY_SHARDS;
+        }
+        let ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        let shard = &self.shards[SHARD.with(|s| *s)];
+        shard.buckets[latency_bucket(ns)].fetch_add(1, Ordering::Relaxed);
+        shard.sum_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
+    /// (sum in seconds, count, non-cumulative (upper bound, count) per bucket).
+    fn merged(&self) -> (f64, u64, Vec<(f64, u64)>) {
+        let mut buckets: Vec<(f64, u64)> = (0..=LATENCY_BUCKETS)
+            .map(|i| {
+                let upper = if i == LATENCY_BUCKETS {
+                    f64::INFINITY
+                } else {
+                    1e-6 * f64::from(1u32 << i)
+                };
+                (upper, 0)
+            })
+            .collect();
+        let mut sum_ns = 0u64;
+        for shard in &self.shards {
+            for (b, n) in buckets.iter_mut().zip(&shard.buckets) {
+                b.1 += n.load(Ordering::Relaxed);
+            }
+            sum_ns = sum_ns.wrapping_add(shard.sum_ns.load(Ordering::Relaxed));
+        }
+        let count = buckets.iter().map(|b| b.1).sum();
+        (sum_ns as f64 / 1e9, count, buckets)
+    }
+}
+
+/// The bucket of `ns` nanoseconds: the smallest i with ns ≤ 1 µs · 2^i, else +Inf.
+fn latency_bucket(ns: u64) -> usize {
+    let micros = ns.div_ceil(1000);
+    let i = if micros <= 1 {
+        0
+    } else {
+        (64 - (micros - 1).leading_zeros()) as usize
+    };
+    i.min(LATENCY_BUCKETS)
+}
+
+#[derive(Debug)]
+struct LatencyCollector(Arc<Latency>);
+
+impl Collector for LatencyCollector {
+    fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let (sum, count, buckets) = self.0.merged();
+        let mut m = e.encode_descriptor(
+            "answer_duration_seconds",
+            "Time to compute an answer, from query bytes to response bytes",
+            None,
+            MetricType::Histogram,
+        )?;
+        m.encode_histogram::<prometheus_client::encoding::NoLabelSet>(sum, count, &buckets, None)
     }
 }
 
@@ -432,6 +522,48 @@ mod tests {
     }
 
     #[test]
+    fn latency_buckets_and_merge() {
+        // (nanoseconds, bucket): bucket i holds ≤ 1 µs · 2^i.
+        let rows = [
+            (0, 0),
+            (1_000, 0),
+            (1_001, 1),
+            (2_000, 1),
+            (2_001, 2),
+            (4_000, 2),
+            (4_001, 3),
+            (16_384_000, 14),
+            (16_384_001, 15),
+            (u64::MAX, 15),
+        ];
+        for (ns, bucket) in rows {
+            assert_eq!(latency_bucket(ns), bucket, "{ns} ns");
+        }
+        // Four threads, 1,000 observations each: every one counted once.
+        let latency = Arc::new(Latency::default());
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let latency = latency.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        latency.observe(Duration::from_micros(3 * (t + 1)));
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let (sum, count, buckets) = latency.merged();
+        assert_eq!(count, 4000);
+        assert!((sum - 1000.0 * 30e-6).abs() < 1e-9, "{sum}");
+        let n = |upper: f64| buckets.iter().find(|b| b.0 == upper).unwrap().1;
+        assert_eq!(n(4e-6), 1000, "3 µs");
+        assert_eq!(n(8e-6), 1000, "6 µs");
+        assert_eq!(n(16e-6), 2000, "9 and 12 µs");
+    }
+
+    #[test]
     fn renders_query_and_refresh_metrics() {
         let config = Config::demo();
         let store = Arc::new(SnapshotStore::new(crate::app::build_snapshot(
@@ -459,6 +591,10 @@ mod tests {
             "privatelink_dns_queries_total{transport=\"udp\",qtype=\"AAAA\",rcode=\"NOERROR\"} 1",
             "privatelink_dns_packets_dropped_total{transport=\"tcp\"} 1",
             "privatelink_dns_answer_duration_seconds_count 1",
+            "privatelink_dns_answer_duration_seconds_bucket{le=\"0.000004\"} 1",
+            "privatelink_dns_answer_duration_seconds_bucket{le=\"0.000002\"} 0",
+            "privatelink_dns_answer_duration_seconds_bucket{le=\"+Inf\"} 1",
+            "# TYPE privatelink_dns_answer_duration_seconds histogram",
             "privatelink_dns_refresh_failures_total{reason=\"throttled\"} 1",
             "privatelink_dns_refresh_failures_total{reason=\"timeout\"} 0",
             "privatelink_dns_zones 3",
