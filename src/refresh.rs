@@ -706,15 +706,16 @@ vpc-endpoint = "vpce-0aaa"
 
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(r.run(shutdown.clone()));
-        // Let the failures happen: answers never change while failing.
-        for _ in 0..4 {
-            tokio::time::sleep(Duration::from_secs(17)).await;
-            if stats.total_failures() > 0 && stats.successes.load(Ordering::Relaxed) == 1 {
-                assert_eq!(served(&store), ["10.0.1.4"], "stale on error");
-            }
-        }
-        // Calls at about 30, 32, 36, 44, 60 and 90 s; the next would be at 117 s or later.
-        tokio::time::sleep(Duration::from_secs(30)).await;
+        // Calls at about 30, 32, 36, 44 (failures), 60 and 90 s (successes); the next
+        // would be at 117 s or later. Answers never change while failing.
+        tokio::time::sleep(Duration::from_secs(34)).await;
+        assert_eq!(stats.total_failures(), 2);
+        assert_eq!(served(&store), ["10.0.1.4"], "stale on error");
+        tokio::time::sleep(Duration::from_secs(17)).await;
+        assert_eq!(stats.total_failures(), 4);
+        assert_eq!(stats.successes.load(Ordering::Relaxed), 1);
+        assert_eq!(served(&store), ["10.0.1.4"], "stale on error");
+        tokio::time::sleep(Duration::from_secs(47)).await;
         shutdown.cancel();
         task.await.unwrap();
 

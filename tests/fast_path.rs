@@ -217,7 +217,6 @@ proptest! {
 fn common_queries_take_the_fast_path() {
     let snap = snap();
     let mut out = [0u8; 4096];
-    let mut taken = 0;
     for (name, qtype, edns) in [
         ("internal.example.com.", 1, None),
         ("api.internal.example.com.", 28, Some((1232, false, 0))),
@@ -241,13 +240,11 @@ fn common_queries_take_the_fast_path() {
         };
         let q = build(&s);
         assert!(check(&q, &snap).unwrap(), "fast path for {name} {qtype}");
-        taken += 1;
         assert!(matches!(
             answer_udp(&q, &snap, &mut out),
             Fast::Answered { .. }
         ));
     }
-    assert_eq!(taken, 9);
     // And the unusual ones fall back.
     for (name, qtype, class, edns) in [
         ("example.com.", 1, 1, None),          // out of zone: REFUSED

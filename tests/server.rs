@@ -182,6 +182,7 @@ async fn tcp_pipelining_answers_every_query_in_order() {
 async fn tcp_idle_connections_are_closed() {
     let server = start(CONFIG).await;
     let mut stream = TcpStream::connect(server.tcp_addrs()[0]).await.unwrap();
+    let connected = std::time::Instant::now();
     let mut buf = [0u8; 1];
     // The server closes after 300 ms of silence; wait well past it.
     let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
@@ -189,6 +190,12 @@ async fn tcp_idle_connections_are_closed() {
         .expect("closed by the server, not by our timeout")
         .unwrap_or(0);
     assert_eq!(n, 0, "EOF");
+    // Not before the idle timeout: closing at once would also give EOF.
+    assert!(
+        connected.elapsed() >= Duration::from_millis(300),
+        "closed after {:?}",
+        connected.elapsed()
+    );
     server.shutdown().await;
 }
 

