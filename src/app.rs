@@ -459,12 +459,22 @@ pub fn render_discovery(inventory: &Inventory, assembled: &Assembled, json: bool
 
 /// Runs the daemon until SIGINT or SIGTERM; SIGHUP reloads `config_path`.
 pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), AppError> {
+    run_with(config, config_path, ec2_sources()).await
+}
+
+/// [`run`] with another discovery source. `Err(AppError::Crashed)` when a critical
+/// task died: the binary then exits 1, so that a supervisor restarts it.
+pub async fn run_with(
+    config: Config,
+    config_path: Option<PathBuf>,
+    sources: SourceFactory,
+) -> Result<(), AppError> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).map_err(AppError::Signal)?;
     let mut hup = signal(SignalKind::hangup()).map_err(AppError::Signal)?;
     // The first discovery may stall on the API: a stop request during it wins.
     let server = tokio::select! {
-        server = Server::start(&config) => server?,
+        server = Server::start_with(&config, sources) => server?,
         _ = tokio::signal::ctrl_c() => return Ok(()),
         _ = term.recv() => {
             info!("SIGTERM received while starting; stopping");

@@ -1388,6 +1388,29 @@ a = ["192.0.2.3"]
         );
     }
 
+    /// `queries-sample-rate` becomes "one in round(1/rate)".
+    #[test]
+    fn query_log_sampling_rounds_to_one_in_n() {
+        // (rate, one in)
+        for (rate, every) in [
+            (1.0, 1),
+            (0.5, 2),
+            (0.3, 3),
+            (0.25, 4),
+            (0.01, 100),
+            (0.004, 250),
+        ] {
+            let c = Config::from_toml(
+                &format!("[log]\nqueries = true\nqueries-sample-rate = {rate}\n"),
+                "t",
+            )
+            .unwrap();
+            assert_eq!(c.log.query_log_every, every, "{rate}");
+        }
+        let off = Config::from_toml("[log]\nqueries-sample-rate = 0.5\n", "t").unwrap();
+        assert_eq!(off.log.query_log_every, 0, "queries off: nothing logged");
+    }
+
     /// One row per validation rule: (config, expected line, expected key, words in the message).
     #[test]
     fn errors_name_file_line_and_key() {
@@ -1643,6 +1666,56 @@ a = ["192.0.2.3"]
                 2,
                 "aws.removal-hold",
                 "not a duration",
+            ),
+            (
+                "[server]\nshutdown-grace = \"0s\"\n".into(),
+                2,
+                "server.shutdown-grace",
+                "longer than zero",
+            ),
+            (
+                "[server]\nshutdown-grace = \"later\"\n".into(),
+                2,
+                "server.shutdown-grace",
+                "not a duration",
+            ),
+            (
+                "[log]\nqueries = true\nqueries-sample-rate = 0.0\n".into(),
+                3,
+                "log.queries-sample-rate",
+                "more than 0 and at most 1",
+            ),
+            (
+                "[log]\nqueries = true\nqueries-sample-rate = 1.5\n".into(),
+                3,
+                "log.queries-sample-rate",
+                "more than 0 and at most 1",
+            ),
+            (
+                format!("{z}ttl = 2147483648\n"),
+                3,
+                "zone[0].ttl",
+                "at most 2147483647",
+            ),
+            (
+                format!(
+                    "{z}[[zone.record]]\nname = \"www\"\nttl = 4294967295\na = [\"192.0.2.1\"]\n"
+                ),
+                5,
+                "zone[0].record[0].ttl",
+                "at most 2147483647",
+            ),
+            (
+                "[server]\nnameserver = \"bad..name\"\n".into(),
+                2,
+                "server.nameserver",
+                "not a valid DNS name",
+            ),
+            (
+                "[http]\nlisten = \"localhost:9153\"\n".into(),
+                2,
+                "http.listen",
+                "not an address:port",
             ),
             (
                 "[http]\nlisten = \"127.0.0.1:9153\"\nmax-connections = 0\n".into(),

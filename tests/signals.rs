@@ -222,11 +222,20 @@ async fn a_dead_critical_task_is_reported() {
     let sources: SourceFactory = Arc::new(|_config| {
         Box::pin(async { Some(Box::new(Panics(Mutex::new(0))) as BoxedSource) })
     });
-    let server = Server::start_with(&config, sources).await.unwrap();
+    let server = Server::start_with(&config, sources.clone()).await.unwrap();
     tokio::time::timeout(Duration::from_secs(10), server.crashed())
         .await
         .expect("the supervisor notices the dead refresh task");
     server.shutdown().await;
+    // What the binary runs: it returns the error that makes it exit 1.
+    let run = privatelink_dns::app::run_with(config, None, sources);
+    let result = tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .expect("run returns when a critical task dies");
+    assert!(
+        matches!(result, Err(privatelink_dns::app::AppError::Crashed)),
+        "{result:?}"
+    );
 }
 
 /// The query log: JSON lines with client, name, type and rcode, sampled.
