@@ -98,12 +98,14 @@ impl Ec2Discovery {
         if let Some(vpcs) = &t.vpcs {
             req = req.filters(filter("vpc-id", vpcs.iter().map(String::as_str)));
         }
-        let mut raw: Vec<VpcEndpoint> = Vec::new();
-        let mut pages = req.into_paginator().send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| classify(e, &t.target, OP))?;
-            raw.extend(page.vpc_endpoints.unwrap_or_default());
-        }
+        let mut raw = paginate(&t.target, OP, |token| {
+            let req = req.clone().set_next_token(token);
+            async move {
+                let out = req.send().await.map_err(|e| classify(e, &t.target, OP))?;
+                Ok((out.vpc_endpoints.unwrap_or_default(), out.next_token))
+            }
+        })
+        .await?;
         raw.retain(|ep| {
             ep.vpc_endpoint_type()
                 .is_none_or(|t| t.as_str().eq_ignore_ascii_case("interface"))
@@ -122,19 +124,22 @@ impl Ec2Discovery {
         const OP: &str = "DescribeNetworkInterfaces";
         let mut enis: HashMap<String, Eni> = HashMap::with_capacity(ids.len());
         for batch in ids.chunks(FILTER_BATCH) {
-            let mut pages = t
+            let req = t
                 .client
                 .describe_network_interfaces()
                 .filters(filter("network-interface-id", batch.iter().copied()))
-                .max_results(self.page_size)
-                .into_paginator()
-                .send();
-            while let Some(page) = pages.next().await {
-                let page = page.map_err(|e| classify(e, &t.target, OP))?;
-                for ni in page.network_interfaces.unwrap_or_default() {
-                    let eni = eni(&ni).map_err(|m| invalid(&t.target, OP, m))?;
-                    enis.insert(eni.id.clone(), eni);
+                .max_results(self.page_size);
+            let found = paginate(&t.target, OP, |token| {
+                let req = req.clone().set_next_token(token);
+                async move {
+                    let out = req.send().await.map_err(|e| classify(e, &t.target, OP))?;
+                    Ok((out.network_interfaces.unwrap_or_default(), out.next_token))
                 }
+            })
+            .await?;
+            for ni in found {
+                let eni = eni(&ni).map_err(|m| invalid(&t.target, OP, m))?;
+                enis.insert(eni.id.clone(), eni);
             }
         }
         Ok(enis)
@@ -150,37 +155,34 @@ impl Ec2Discovery {
         const OP: &str = "DescribeVpcEndpointServices";
         let mut dns_names: HashMap<String, Vec<String>> = HashMap::new();
         for batch in services.chunks(FILTER_BATCH) {
-            let mut token: Option<String> = None;
-            loop {
-                let out = t
-                    .client
-                    .describe_vpc_endpoint_services()
-                    .filters(filter("service-name", batch.iter().copied()))
-                    .max_results(self.page_size)
-                    .set_next_token(token.take())
-                    .send()
-                    .await
-                    .map_err(|e| classify(e, &t.target, OP))?;
-                for detail in out.service_details() {
-                    let Some(name) = detail.service_name() else {
-                        continue;
-                    };
-                    let mut names: Vec<String> = detail
-                        .private_dns_names()
-                        .iter()
-                        .filter_map(|d| d.private_dns_name().map(str::to_string))
-                        .collect();
-                    if names.is_empty()
-                        && let Some(n) = detail.private_dns_name()
-                    {
-                        names.push(n.to_string());
-                    }
-                    dns_names.insert(name.to_string(), names);
+            let req = t
+                .client
+                .describe_vpc_endpoint_services()
+                .filters(filter("service-name", batch.iter().copied()))
+                .max_results(self.page_size);
+            let details = paginate(&t.target, OP, |token| {
+                let req = req.clone().set_next_token(token);
+                async move {
+                    let out = req.send().await.map_err(|e| classify(e, &t.target, OP))?;
+                    Ok((out.service_details.unwrap_or_default(), out.next_token))
                 }
-                match out.next_token() {
-                    Some(t) if !t.is_empty() => token = Some(t.to_string()),
-                    _ => break,
+            })
+            .await?;
+            for detail in &details {
+                let Some(name) = detail.service_name() else {
+                    continue;
+                };
+                let mut names: Vec<String> = detail
+                    .private_dns_names()
+                    .iter()
+                    .filter_map(|d| d.private_dns_name().map(str::to_string))
+                    .collect();
+                if names.is_empty()
+                    && let Some(n) = detail.private_dns_name()
+                {
+                    names.push(n.to_string());
                 }
+                dns_names.insert(name.to_string(), names);
             }
         }
         Ok(dns_names)
@@ -245,6 +247,47 @@ impl Ec2Discovery {
             endpoints,
         })
     }
+}
+
+/// Pages one Describe call may have; more is an API (or a proxy) gone wrong.
+const MAX_PAGES: usize = 10_000;
+
+/// Every page of one Describe call: `call` gets the NextToken (None first) and returns
+/// a page's items and the next token. A token that comes back a second time fails as
+/// an invalid answer: following it would loop forever (a cycle), and the SDK's own
+/// paginator stops quietly at an immediate repeat, which would cut the list short.
+async fn paginate<T, F, Fut>(
+    target: &Target,
+    operation: &'static str,
+    mut call: F,
+) -> Result<Vec<T>, DiscoveryError>
+where
+    F: FnMut(Option<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<T>, Option<String>), DiscoveryError>>,
+{
+    let mut items = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut token = None;
+    for _ in 0..MAX_PAGES {
+        let (page, next) = call(token.take()).await?;
+        items.extend(page);
+        match next.filter(|t| !t.is_empty()) {
+            None => return Ok(items),
+            Some(t) if !seen.insert(t.clone()) => {
+                return Err(invalid(
+                    target,
+                    operation,
+                    format!("the pagination token {t:?} came back a second time"),
+                ));
+            }
+            Some(t) => token = Some(t),
+        }
+    }
+    Err(invalid(
+        target,
+        operation,
+        format!("more than {MAX_PAGES} pages"),
+    ))
 }
 
 /// An ENI from DescribeNetworkInterfaces; one without an id or any address is an

@@ -476,3 +476,44 @@ async fn role_arn_assumes_the_role_for_ec2_calls() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("credentials"), "{err}");
 }
+
+/// DescribeVpcEndpointServices over several pages: every service's private DNS name
+/// is served (7 services, 5 a page).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_names_over_several_pages() {
+    if !moto_available() {
+        return;
+    }
+    aws_env();
+    let moto = Moto::start();
+    let vpc = Vpc::create(moto.client()).await;
+    let services = [
+        "ssm",
+        "ec2",
+        "sts",
+        "logs",
+        "kms",
+        "ecr.api",
+        "secretsmanager",
+    ];
+    for svc in services {
+        vpc.endpoint(&format!("com.amazonaws.ap-northeast-1.{svc}"), &[0], &[])
+            .await;
+    }
+    let text = config_text(&moto.url(), &vpc.id, "", "page-size = 5");
+    let server = Server::start(&Config::from_toml(&text, "aws-test.toml").unwrap())
+        .await
+        .unwrap();
+    let dns = server.udp_addrs()[0];
+    for svc in services {
+        let name = format!("{svc}.ap-northeast-1.amazonaws.com.");
+        assert_eq!(a(dns, &name).await.len(), 1, "{name}");
+    }
+    let pages = moto
+        .requests()
+        .iter()
+        .filter(|(_, action, _)| action == "DescribeVpcEndpointServices")
+        .count();
+    assert!(pages >= 2, "{pages} DescribeVpcEndpointServices calls");
+    server.shutdown().await;
+}

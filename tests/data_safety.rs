@@ -638,3 +638,38 @@ async fn sighup_applies_a_held_removal_at_once() {
     .await;
     wait_metric(http, "privatelink_dns_removal_held ", |v| v == 0.0).await;
 }
+
+/// An API that hands out a page token it already gave: the refresh fails as an
+/// invalid answer instead of looping, or stopping quietly with half the endpoints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_page_token_fails_the_refresh() {
+    if !moto_available() {
+        return;
+    }
+    aws_env();
+    let moto = Moto::start();
+    let vpc = Vpc::create(moto.client()).await;
+    for i in 0..12 {
+        vpc.endpoint(SSM, &[i % 3], &[("privatelink-dns/name", "api")])
+            .await;
+    }
+    let proxy = FaultProxy::start(moto.port).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("c.json");
+    let server = Server::start(&config(&proxy.url(), &vpc.id, &cache, "page-size = 5"))
+        .await
+        .unwrap();
+    let dns = server.udp_addrs()[0];
+    let all = a(dns, API).await;
+    assert_eq!(all.len(), 12, "three pages of endpoints: {all:?}");
+    let stats = server.stats().clone();
+    let before = stats.failures(FailureReason::InvalidResponse);
+    proxy.set(Fault::RepeatNextToken, Some("DescribeVpcEndpoints"));
+    eventually(LIMIT, "a repeated token refused", || {
+        let n = stats.failures(FailureReason::InvalidResponse);
+        async move { n > before }
+    })
+    .await;
+    assert_eq!(a(dns, API).await, all, "answers unchanged");
+    server.shutdown().await;
+}

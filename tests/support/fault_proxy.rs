@@ -32,6 +32,9 @@ pub enum Fault {
     DropElement(&'static str),
     /// 200 with the real body, every `from` replaced by `to`.
     Replace(String, String),
+    /// The real body, but every `<nextToken>` after the first seen is that first one:
+    /// an API that hands out the same page token again.
+    RepeatNextToken,
     /// No answer until the fault is cleared or 60 s pass.
     Stall,
     /// The connection is reset (RST) instead of answered.
@@ -53,6 +56,8 @@ pub struct FaultProxy {
     pub port: u16,
     /// Requests the fault was applied to.
     pub faulted: Arc<AtomicU64>,
+    /// The first `<nextToken>` seen under [`Fault::RepeatNextToken`].
+    first_token: Arc<Mutex<Option<String>>>,
 }
 
 impl FaultProxy {
@@ -67,6 +72,7 @@ impl FaultProxy {
             upstream,
             port: listener.local_addr().unwrap().port(),
             faulted: Arc::default(),
+            first_token: Arc::default(),
         };
         let p = proxy.clone();
         tokio::spawn(async move {
@@ -143,7 +149,8 @@ impl FaultProxy {
                 | Fault::Truncated
                 | Fault::Garbage
                 | Fault::DropElement(_)
-                | Fault::Replace(..) => {
+                | Fault::Replace(..)
+                | Fault::RepeatNextToken => {
                     let Some(upstream) = self.forward(&request).await else {
                         return;
                     };
@@ -156,6 +163,7 @@ impl FaultProxy {
                         }
                         Fault::DropElement(tag) => drop_elements(&body, tag),
                         Fault::Replace(from, to) => body.replace(&from, &to),
+                        Fault::RepeatNextToken => self.repeat_token(body),
                         _ => body,
                     };
                     response(status, &body)
@@ -165,6 +173,19 @@ impl FaultProxy {
                 return;
             }
         }
+    }
+
+    fn repeat_token(&self, body: String) -> String {
+        let (open, close) = ("<nextToken>", "</nextToken>");
+        let Some(start) = body.find(open).map(|i| i + open.len()) else {
+            return body;
+        };
+        let Some(end) = body[start..].find(close).map(|i| start + i) else {
+            return body;
+        };
+        let mut first = self.first_token.lock().unwrap();
+        let first = first.get_or_insert_with(|| body[start..end].to_string());
+        format!("{}{first}{}", &body[..start], &body[end..])
     }
 
     /// The emulator's whole answer to `request`.
