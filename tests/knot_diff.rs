@@ -42,14 +42,87 @@ a = ["10.0.1.20", "10.0.2.21"]
 "#
 );
 
+/// A zone written twice by hand, independently: as a master file for Knot and as our
+/// TOML. A bug in turning config into zones shows as a difference here (the other
+/// zones are rendered for Knot from our own snapshot, so they cannot show one).
+/// Apex A/AAAA/NS with in-zone glue, an empty non-terminal (b.c, c), a wildcard with
+/// a sibling, a mixed-case owner and a 60-address RRset. `{serial}` is ours: the
+/// daemon manages serials.
+const HAND_ZONEFILE: &str = "$ORIGIN hand.test.
+$TTL 300
+@ 3600 IN SOA ns.hand.test. hostmaster.hand.test. {serial} 3600 900 1209600 60
+@ 3600 IN NS ns.hand.test.
+@ 3600 IN NS ns.other.example.
+@ IN A 192.0.2.100
+@ IN AAAA 2001:db8::100
+ns 600 IN A 192.0.2.53
+MiXeD IN A 192.0.2.101
+a.b.c IN A 192.0.2.102
+*.wild 120 IN A 192.0.2.103
+exists.wild IN AAAA 2001:db8::104
+";
+
+const HAND_TOML: &str = r#"
+[[zone]]
+origin = "hand.test"
+ttl = 300
+ns = ["ns.hand.test", "ns.other.example"]
+soa = { mname = "ns.hand.test", rname = "hostmaster.hand.test", refresh = 3600, retry = 900, expire = 1209600, minimum = 60, ttl = 3600 }
+
+[[zone.record]]
+name = "@"
+a = ["192.0.2.100"]
+aaaa = ["2001:db8::100"]
+
+[[zone.record]]
+name = "ns"
+ttl = 600
+a = ["192.0.2.53"]
+
+[[zone.record]]
+name = "MiXeD"
+a = ["192.0.2.101"]
+
+[[zone.record]]
+name = "a.b.c"
+a = ["192.0.2.102"]
+
+[[zone.record]]
+name = "*.wild"
+ttl = 120
+a = ["192.0.2.103"]
+
+[[zone.record]]
+name = "exists.wild"
+aaaa = ["2001:db8::104"]
+"#;
+
+/// The 60 addresses of big.hand.test, for both sides.
+fn hand_big() -> (String, String) {
+    let ips: Vec<String> = (0..60).map(|i| format!("198.18.0.{i}")).collect();
+    let file = ips
+        .iter()
+        .map(|ip| format!("big IN A {ip}\n"))
+        .collect::<String>();
+    let toml = format!(
+        "\n[[zone.record]]\nname = \"big\"\na = [{}]\n",
+        ips.iter()
+            .map(|ip| format!("\"{ip}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    (file, toml)
+}
+
 fn config_text() -> String {
     let big: Vec<String> = (0..100).map(|i| format!("\"198.51.100.{i}\"")).collect();
     let mid: Vec<String> = (0..40).map(|i| format!("\"198.51.101.{i}\"")).collect();
     format!(
         "{ZONES}\n[[zone]]\norigin = \"big.test\"\n[[zone.record]]\nname = \"@\"\na = [{}]\n\
-         [[zone.record]]\nname = \"mid\"\na = [{}]\n",
+         [[zone.record]]\nname = \"mid\"\na = [{}]\n{HAND_TOML}{}",
         big.join(", "),
-        mid.join(", ")
+        mid.join(", "),
+        hand_big().1
     )
 }
 
@@ -115,7 +188,13 @@ async fn try_start_knot(config: &Config) -> Option<Knot> {
     );
     for zone in snap.zones.values() {
         let file = format!("{}zone", zone.origin);
-        std::fs::write(dir.path().join(&file), zonefile::render(zone)).unwrap();
+        let text = if zone.origin.to_string() == "hand.test." {
+            let serial = zone.serial().to_string();
+            HAND_ZONEFILE.replace("{serial}", &serial) + &hand_big().0
+        } else {
+            zonefile::render(zone)
+        };
+        std::fs::write(dir.path().join(&file), text).unwrap();
         conf.push_str(&format!(
             "  - domain: \"{}\"\n    file: \"{file}\"\n",
             zone.origin
@@ -256,6 +335,18 @@ fn battery() -> Vec<Case> {
         ".",
         "notexample.com.",
         "ap-northeast-1.amazonaws.com.",
+        "hand.test.",
+        "ns.hand.test.",
+        "mixed.hand.test.",
+        "MIXED.HAND.TEST.",
+        "a.b.c.hand.test.",
+        "b.c.hand.test.",
+        "c.hand.test.",
+        "x.wild.hand.test.",
+        "exists.wild.hand.test.",
+        "wild.hand.test.",
+        "big.hand.test.",
+        "nothere.hand.test.",
     ];
     let types = [
         RecordType::A,
@@ -506,7 +597,7 @@ fn tolerated(case: &Case, knot: &Seen, ours: &Seen) -> Option<&'static str> {
     }
     if case.what.ends_with(" ANY")
         && case.via == Via::Tcp
-        && knot.answer.iter().all(|a| ours.answer.contains(a))
+        && any_over_tcp(&case.what).is_some_and(|want| without_serial(&ours.answer) == want)
         && same_but(&|k| k.answer = ours.answer.clone())
     {
         return Some(
@@ -516,12 +607,62 @@ fn tolerated(case: &Case, knot: &Seen, ours: &Seen) -> Option<&'static str> {
     None
 }
 
-/// A query Knot drops and we answer: allowed only when ours is FORMERR.
-fn tolerated_no_reply_from_knot(ours: &Seen) -> Option<&'static str> {
-    (ours.rcode == 1).then_some(
+/// Exactly what ANY over TCP must answer at a name: every RRset there.
+fn any_over_tcp(what: &str) -> Option<Vec<String>> {
+    let rrs: &[&str] = match what {
+        "www.example.com. ANY" => &[
+            "www.example.com. 300 IN A 192.0.2.10",
+            "www.example.com. 300 IN A 192.0.2.11",
+            "www.example.com. 300 IN AAAA 2001:db8::10",
+        ],
+        "example.com. ANY" => &[
+            "example.com. 300 IN A 192.0.2.1",
+            "example.com. 3600 IN NS ns1.example.com.",
+            "example.com. 3600 IN NS ns2.example.net.",
+            "example.com. 3600 IN SOA ns1.example.com. hostmaster.example.com. SERIAL 3600 900 1209600 60",
+        ],
+        _ => return None,
+    };
+    let mut v: Vec<String> = rrs.iter().map(|s| s.to_string()).collect();
+    v.sort();
+    Some(v)
+}
+
+/// `answer` with the SOA serial (the daemon's, from the clock) written as SERIAL.
+fn without_serial(answer: &[String]) -> Vec<String> {
+    answer
+        .iter()
+        .map(|rr| {
+            let mut f: Vec<&str> = rr.split(' ').collect();
+            if f.get(3) == Some(&"SOA") && f.len() > 6 {
+                f[6] = "SERIAL";
+            }
+            f.join(" ")
+        })
+        .collect()
+}
+
+/// The malformed queries Knot drops and we answer FORMERR (docs/behaviour.md): a
+/// resolver then fails fast instead of timing out. Nothing else may go unanswered
+/// by Knot alone.
+const KNOT_DROPS_WE_FORMERR: [&str; 4] = [
+    "QDCOUNT=2",
+    "header only, QDCOUNT=1",
+    "question cut short",
+    "compression loop",
+];
+
+/// The queries neither server answers: not a query (QR=1), or shorter than a header.
+const BOTH_DROP: [&str; 2] = ["QR=1: no reply", "runt"];
+
+fn tolerated_no_reply_from_knot(case: &Case, ours: &Seen) -> Option<&'static str> {
+    (ours.rcode == 1 && KNOT_DROPS_WE_FORMERR.contains(&case.what.as_str())).then_some(
         "Knot drops malformed queries; we answer FORMERR when the header is readable (issue #2), so a resolver fails fast instead of timing out",
     )
 }
+
+/// Queries in [`battery`], pinned so that a battery that shrinks is noticed.
+const BATTERY_SIZE: usize = 737;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_answers_as_knot() {
@@ -534,7 +675,11 @@ async fn same_answers_as_knot() {
     let knot = start_knot(&config).await;
 
     let cases = battery();
-    assert!(cases.len() >= 60, "battery has {} queries", cases.len());
+    assert_eq!(
+        cases.len(),
+        BATTERY_SIZE,
+        "the battery changed: update the count"
+    );
     let mut failures = Vec::new();
     let mut tolerances = Vec::new();
     let mut compared = 0;
@@ -551,7 +696,7 @@ async fn same_answers_as_knot() {
         let (k, o) = (send(knot.addr).await, send(ours_addr).await);
         compared += 1;
         match (k, o) {
-            (None, None) => {}
+            (None, None) if BOTH_DROP.contains(&case.what.as_str()) => {}
             (Some(k), Some(o)) => {
                 let (k, o) = (seen(&k), seen(&o));
                 if k != o {
@@ -566,8 +711,8 @@ async fn same_answers_as_knot() {
                     }
                 }
             }
-            (None, Some(o)) if tolerated_no_reply_from_knot(&seen(&o)).is_some() => {
-                let why = tolerated_no_reply_from_knot(&seen(&o)).unwrap_or_default();
+            (None, Some(o)) if tolerated_no_reply_from_knot(case, &seen(&o)).is_some() => {
+                let why = tolerated_no_reply_from_knot(case, &seen(&o)).unwrap_or_default();
                 tolerances.push(format!("{} via {:?}: {why}", case.what, case.via));
             }
             (k, o) => failures.push(format!(
