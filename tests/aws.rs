@@ -517,3 +517,43 @@ async fn service_names_over_several_pages() {
     assert!(pages >= 2, "{pages} DescribeVpcEndpointServices calls");
     server.shutdown().await;
 }
+
+/// AAAA from EC2 end to end: dual-stack subnets, endpoints whose ENIs have IPv6
+/// addresses, and DnsOptions.DnsRecordIpType choosing A, AAAA or both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_endpoints_and_dns_record_ip_types() {
+    if !moto_available() {
+        return;
+    }
+    aws_env();
+    let moto = Moto::start();
+    let vpc = Vpc::create_dualstack(moto.client()).await;
+    let v4 = vpc.endpoint_ip(SSM, &[0], "ipv4", "ipv4").await;
+    let dual = vpc.endpoint_ip(SSM, &[1], "dualstack", "dualstack").await;
+    let v6 = vpc.endpoint_ip(SSM, &[2], "dualstack", "ipv6").await;
+    let records = format!(
+        "[[zone.record]]\nname = \"v4\"\nvpc-endpoint = \"{v4}\"\n\
+         [[zone.record]]\nname = \"dual\"\nvpc-endpoint = \"{dual}\"\n\
+         [[zone.record]]\nname = \"v6\"\nvpc-endpoint = \"{v6}\"\n"
+    );
+    let server = Server::start(&config(&moto, &vpc.id, &records))
+        .await
+        .unwrap();
+    let dns = server.udp_addrs()[0];
+    let both = |name: &'static str| async move {
+        let a4 = support::addresses(&ask(dns, name, RecordType::A).await);
+        let a6 = support::addresses(&ask(dns, name, RecordType::AAAA).await);
+        (a4.len(), a6.len(), a6)
+    };
+    let (a, aaaa, _) = both("v4.internal.example.com.").await;
+    assert_eq!((a, aaaa), (1, 0), "ipv4: A only");
+    let (a, aaaa, six) = both("dual.internal.example.com.").await;
+    assert_eq!((a, aaaa), (1, 1), "dualstack: both");
+    assert!(
+        six[0].ends_with("::4"),
+        "the subnet's first address: {six:?}"
+    );
+    let (a, aaaa, _) = both("v6.internal.example.com.").await;
+    assert_eq!((a, aaaa), (0, 1), "DnsRecordIpType ipv6: AAAA only");
+    server.shutdown().await;
+}

@@ -19,6 +19,10 @@ Patches applied to moto (tested with moto 5.2.5) before the server starts:
     (stock moto returns everything in one page and never a NextToken).
   * filters vpc-endpoint-id and ip-address-type on DescribeVpcEndpoints (stock: HTTP 500).
   * filter vpc-id on DescribeVpcEndpoints (stock: not implemented; AWS has it).
+  * CreateVpcEndpoint IpAddressType and DnsOptions.DnsRecordIpType are kept and listed
+    (stock: dropped); ipv6 and dualstack endpoints' ENIs get an IPv6 address from their
+    subnet's IPv6 CIDR (from ::4 on), and fail like AWS on a subnet without one. (An
+    ipv6 endpoint's ENIs keep an IPv4 address too: moto's ENIs need one.)
   * test hook: tag "fake:state" = pending|available|deleting|failed|rejected|... on a VPC
     endpoint (at creation via TagSpecifications or later via CreateTags) sets its State.
 
@@ -108,15 +112,42 @@ def _dns_entries(backend, ep):
 _orig_create = VPCBackend.create_vpc_endpoint
 
 
+# CreateVpcEndpoint's IpAddressType and DnsOptions, which moto's model does not take:
+# the response handler below passes them here.
+_REQUEST_OPTIONS = {}
+
+
+def _ipv6_for(backend, subnet_id):
+    """The next address of the subnet's IPv6 CIDR, from ::4 on, as AWS hands them out."""
+    import ipaddress
+    subnet = backend.get_subnet(subnet_id)
+    blocks = [a.get("ipv6CidrBlock") for a in subnet.ipv6_cidr_block_associations.values()]
+    blocks = [b for b in blocks if b]
+    if not blocks:
+        raise EC2ClientError("InvalidParameter",
+                             f"subnet {subnet_id} has no IPv6 CIDR block for an ipv6 or dualstack endpoint")
+    net = ipaddress.ip_network(blocks[0])
+    used = {ip for e in backend.enis.values() if e.subnet.id == subnet_id for ip in (e.ipv6_addresses or [])}
+    n = 4
+    while str(net[n]) in used:
+        n += 1
+    return str(net[n])
+
+
 def create_vpc_endpoint(self, *args, **kwargs):
     ep = _orig_create(self, *args, **kwargs)
     if _is_interface(ep):
+        ep.ip_address_type = _REQUEST_OPTIONS.get("ip_address_type") or "ipv4"
+        ep.dns_options = {"DnsRecordIpType": _REQUEST_OPTIONS.get("dns_record_ip_type") or ep.ip_address_type}
         for eni_id in ep.network_interface_ids:  # moto's random-IP ENIs
             self.enis.pop(eni_id, None)
         ep.network_interface_ids = []
         try:
             for s in ep.subnet_ids or []:
-                ep.network_interface_ids.append(_make_eni(self, ep, s))
+                eni_id = _make_eni(self, ep, s)
+                ep.network_interface_ids.append(eni_id)
+                if ep.ip_address_type in ("ipv6", "dualstack"):
+                    self.enis[eni_id].ipv6_addresses = [_ipv6_for(self, s)]
         except EC2ClientError:  # roll back: no half-created endpoint
             for eni_id in ep.network_interface_ids:
                 _drop_eni(self, eni_id)
@@ -170,6 +201,23 @@ def delete_vpc_endpoints(self, vpce_ids=None):
 
 
 VPCBackend.create_vpc_endpoint = create_vpc_endpoint
+
+_orig_create_response = VPCs.create_vpc_endpoint
+
+
+def create_vpc_endpoint_response(self):
+    dns = self._get_param("DnsOptions") or {}
+    _REQUEST_OPTIONS.update(
+        ip_address_type=self._get_param("IpAddressType"),
+        dns_record_ip_type=dns.get("DnsRecordIpType") if isinstance(dns, dict) else None,
+    )
+    try:
+        return _orig_create_response(self)
+    finally:
+        _REQUEST_OPTIONS.clear()
+
+
+VPCs.create_vpc_endpoint = create_vpc_endpoint_response
 VPCBackend.modify_vpc_endpoint = modify_vpc_endpoint
 VPCBackend.delete_vpc_endpoints = delete_vpc_endpoints
 
@@ -181,7 +229,7 @@ def get_filter_value(self, filter_name, method_name=None):
     if filter_name == "vpc-endpoint-id":
         return self.id
     if filter_name == "ip-address-type":
-        return "ipv4"
+        return getattr(self, "ip_address_type", "ipv4")
     if filter_name == "vpc-id":
         return self.vpc_id
     return _orig_filter(self, filter_name, method_name)

@@ -343,6 +343,80 @@ impl Vpc {
         Vpc { ec2, id, subnets }
     }
 
+    /// A VPC with an Amazon-provided IPv6 /56 and three dual-stack subnets (a /64 each).
+    pub async fn create_dualstack(ec2: Client) -> Vpc {
+        let vpc = ec2
+            .create_vpc()
+            .cidr_block("10.0.0.0/16")
+            .amazon_provided_ipv6_cidr_block(true)
+            .send()
+            .await
+            .unwrap()
+            .vpc
+            .unwrap();
+        let id = vpc.vpc_id.unwrap();
+        let v6 = vpc.ipv6_cidr_block_association_set.unwrap_or_default()[0]
+            .ipv6_cidr_block
+            .clone()
+            .unwrap();
+        let net: std::net::Ipv6Addr = v6.split('/').next().unwrap().parse().unwrap();
+        let mut subnets = Vec::new();
+        for (i, az) in ["a", "c", "d"].iter().enumerate() {
+            let mut seg = net.segments();
+            seg[3] |= i as u16 + 1;
+            let block = format!("{}/64", std::net::Ipv6Addr::from(seg));
+            let s = ec2
+                .create_subnet()
+                .vpc_id(&id)
+                .cidr_block(format!("10.0.{}.0/24", i + 1))
+                .ipv6_cidr_block(block)
+                .availability_zone(format!("{REGION}{az}"))
+                .send()
+                .await
+                .unwrap()
+                .subnet
+                .unwrap()
+                .subnet_id
+                .unwrap();
+            subnets.push(s);
+        }
+        Vpc { ec2, id, subnets }
+    }
+
+    /// An interface endpoint with an `IpAddressType` and a `DnsOptions.DnsRecordIpType`.
+    pub async fn endpoint_ip(
+        &self,
+        service: &str,
+        subnets: &[usize],
+        ip_address_type: &str,
+        dns_record_ip_type: &str,
+    ) -> String {
+        use aws_sdk_ec2::types::{DnsOptionsSpecification, DnsRecordIpType, IpAddressType};
+        let mut req = self
+            .ec2
+            .create_vpc_endpoint()
+            .vpc_id(&self.id)
+            .service_name(service)
+            .vpc_endpoint_type(VpcEndpointType::Interface)
+            .private_dns_enabled(true)
+            .ip_address_type(IpAddressType::from(ip_address_type))
+            .dns_options(
+                DnsOptionsSpecification::builder()
+                    .dns_record_ip_type(DnsRecordIpType::from(dns_record_ip_type))
+                    .build(),
+            );
+        for i in subnets {
+            req = req.subnet_ids(&self.subnets[*i]);
+        }
+        req.send()
+            .await
+            .unwrap()
+            .vpc_endpoint
+            .unwrap()
+            .vpc_endpoint_id
+            .unwrap()
+    }
+
     /// Creates an interface endpoint in the given subnets (indexes), with tags; returns its id.
     pub async fn endpoint(
         &self,
