@@ -156,7 +156,10 @@ impl Server {
                 workers.push(socket);
             }
             for (i, socket) in workers.into_iter().enumerate() {
-                let fut = server.spawn_udp_worker(socket, u, i, config.server.shutdown_grace)?;
+                // Half the grace for draining: the rest is the margin within which every
+                // worker has returned when the shutdown stops waiting for them.
+                let drain_for = config.server.shutdown_grace / 2;
+                let fut = server.spawn_udp_worker(socket, u, i, drain_for)?;
                 server.supervise("udp", fut, server.shutdown.clone());
             }
             let span = info_span!("tcp", addr = %t);
