@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::metrics::Metrics;
 use crate::refresh::RefreshStats;
@@ -65,19 +65,7 @@ pub async fn serve(
         .with_state(state);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let tracker = TaskTracker::new();
-    loop {
-        let (stream, peer) = tokio::select! {
-            biased;
-            () = shutdown.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok(r) => r,
-                Err(error) => {
-                    warn!(%error, "http accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some((stream, peer)) = crate::server::accept(&listener, &shutdown, "http").await {
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             debug!(%peer, "http connection cap reached; closing new connection");
             continue;

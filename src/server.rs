@@ -335,20 +335,7 @@ pub async fn serve_tcp(
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let tracker = tokio_util::task::TaskTracker::new();
-    loop {
-        let (stream, peer) = tokio::select! {
-            biased;
-            () = shutdown.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok(r) => r,
-                Err(error) => {
-                    // EMFILE and friends: back off briefly instead of spinning.
-                    warn!(%error, "tcp accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some((stream, peer)) = accept(&listener, &shutdown, "tcp").await {
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             debug!(%peer, "tcp connection cap reached; closing new connection");
             cx.metrics.tcp_rejected();
@@ -371,6 +358,29 @@ pub async fn serve_tcp(
     drop(listener); // refuse new connections while the open ones finish
     tracker.close();
     tracker.wait().await;
+}
+
+/// The next connection on `listener`, or `None` once `shutdown` is cancelled. A
+/// failed accept (EMFILE and friends) is logged and retried after a short pause
+/// instead of spinning.
+pub(crate) async fn accept(
+    listener: &TcpListener,
+    shutdown: &CancellationToken,
+    what: &'static str,
+) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => return None,
+            r = listener.accept() => match r {
+                Ok(r) => return Some(r),
+                Err(error) => {
+                    warn!(%error, listener = what, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
 }
 
 async fn serve_connection(

@@ -73,13 +73,7 @@ impl Daemon {
     }
 
     fn signal(&self, sig: &str) {
-        assert!(
-            Command::new("kill")
-                .args([sig, &self.child.id().to_string()])
-                .status()
-                .unwrap()
-                .success()
-        );
+        kill(&self.child, sig);
     }
 }
 

@@ -314,70 +314,50 @@ pub struct Vpc {
 
 impl Vpc {
     pub async fn create(ec2: Client) -> Vpc {
-        let id = ec2
-            .create_vpc()
-            .cidr_block("10.0.0.0/16")
-            .send()
-            .await
-            .unwrap()
-            .vpc
-            .unwrap()
-            .vpc_id
-            .unwrap();
-        let mut subnets = Vec::new();
-        for (i, az) in ["a", "c", "d"].iter().enumerate() {
-            let s = ec2
-                .create_subnet()
-                .vpc_id(&id)
-                .cidr_block(format!("10.0.{}.0/24", i + 1))
-                .availability_zone(format!("{REGION}{az}"))
-                .send()
-                .await
-                .unwrap()
-                .subnet
-                .unwrap()
-                .subnet_id
-                .unwrap();
-            subnets.push(s);
-        }
-        Vpc { ec2, id, subnets }
+        Self::create_with(ec2, false).await
     }
 
     /// A VPC with an Amazon-provided IPv6 /56 and three dual-stack subnets (a /64 each).
     pub async fn create_dualstack(ec2: Client) -> Vpc {
+        Self::create_with(ec2, true).await
+    }
+
+    async fn create_with(ec2: Client, ipv6: bool) -> Vpc {
         let vpc = ec2
             .create_vpc()
             .cidr_block("10.0.0.0/16")
-            .amazon_provided_ipv6_cidr_block(true)
+            .amazon_provided_ipv6_cidr_block(ipv6)
             .send()
             .await
             .unwrap()
             .vpc
             .unwrap();
         let id = vpc.vpc_id.unwrap();
-        let v6 = vpc.ipv6_cidr_block_association_set.unwrap_or_default()[0]
-            .ipv6_cidr_block
-            .clone()
-            .unwrap();
-        let net: std::net::Ipv6Addr = v6.split('/').next().unwrap().parse().unwrap();
+        let v6: Option<std::net::Ipv6Addr> = vpc
+            .ipv6_cidr_block_association_set
+            .unwrap_or_default()
+            .first()
+            .and_then(|a| {
+                a.ipv6_cidr_block
+                    .as_deref()?
+                    .split('/')
+                    .next()?
+                    .parse()
+                    .ok()
+            });
         let mut subnets = Vec::new();
         for (i, az) in ["a", "c", "d"].iter().enumerate() {
-            let mut seg = net.segments();
-            seg[3] |= i as u16 + 1;
-            let block = format!("{}/64", std::net::Ipv6Addr::from(seg));
-            let s = ec2
+            let mut req = ec2
                 .create_subnet()
                 .vpc_id(&id)
                 .cidr_block(format!("10.0.{}.0/24", i + 1))
-                .ipv6_cidr_block(block)
-                .availability_zone(format!("{REGION}{az}"))
-                .send()
-                .await
-                .unwrap()
-                .subnet
-                .unwrap()
-                .subnet_id
-                .unwrap();
+                .availability_zone(format!("{REGION}{az}"));
+            if let Some(net) = v6 {
+                let mut seg = net.segments();
+                seg[3] |= i as u16 + 1;
+                req = req.ipv6_cidr_block(format!("{}/64", std::net::Ipv6Addr::from(seg)));
+            }
+            let s = req.send().await.unwrap().subnet.unwrap().subnet_id.unwrap();
             subnets.push(s);
         }
         Vpc { ec2, id, subnets }
