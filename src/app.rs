@@ -41,6 +41,11 @@ pub enum AppError {
     },
     #[error("cannot install signal handler: {0}")]
     Signal(std::io::Error),
+    #[error("cannot start thread {name}: {source}")]
+    Thread {
+        name: String,
+        source: std::io::Error,
+    },
     #[error("a critical task stopped; exiting so a supervisor restarts us")]
     Crashed,
 }
@@ -211,24 +216,21 @@ impl Server {
         socket: std::net::UdpSocket,
         addr: SocketAddr,
         i: usize,
-        drain_for: std::time::Duration,
+        drain_for: Duration,
     ) -> Result<impl Future<Output = ()> + Send + 'static, AppError> {
         let (cx, stop) = (self.serve.clone(), self.shutdown.clone());
         let span = info_span!("udp", %addr, worker = i);
         let (done, finished) = tokio::sync::oneshot::channel::<bool>();
+        let name = format!("udp-{addr}-{i}");
         std::thread::Builder::new()
-            .name(format!("udp-{addr}-{i}"))
+            .name(name.clone())
             .spawn(move || {
                 let run =
                     || span.in_scope(|| server::serve_udp_worker(socket, cx, stop, drain_for));
                 let returned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run));
                 let _ = done.send(returned.is_ok());
             })
-            .map_err(|source| AppError::Bind {
-                proto: "udp",
-                addr,
-                source,
-            })?;
+            .map_err(|source| AppError::Thread { name, source })?;
         Ok(async move {
             if let Ok(false) = finished.await {
                 panic!("udp worker {addr} #{i} panicked");
