@@ -486,14 +486,22 @@ pub async fn run_with(
             return Ok(());
         }
     };
+    // A reload in progress runs here, beside the signals: SIGTERM, SIGINT and a crashed
+    // task are seen during it, and dropping it (on a stop, or for a newer SIGHUP)
+    // cancels it. Nothing half-applied is served: a dropped reload stops at an await.
+    let mut reloading: Option<Pin<Box<dyn Future<Output = ReloadReport> + '_>>> = None;
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {
-                info!("SIGINT received; stopping");
+                info!(during_reload = reloading.is_some(), "SIGINT received; stopping");
                 break;
             }
             _ = term.recv() => {
-                info!("SIGTERM received; stopping");
+                if reloading.is_some() {
+                    info!("SIGTERM received during a reload; stopping");
+                } else {
+                    info!("SIGTERM received; stopping");
+                }
                 break;
             }
             _ = hup.recv() => {
@@ -503,41 +511,37 @@ pub async fn run_with(
                 };
                 match Config::load(path) {
                     Ok(new) => {
-                        // A reload waits for its first discovery; a stop request
-                        // during it cancels it (nothing half-applied is served: the
-                        // process is stopping).
-                        let report = tokio::select! {
-                            report = server.reload(new) => report,
-                            _ = tokio::signal::ctrl_c() => {
-                                info!("SIGINT received during a reload; stopping");
-                                break;
-                            }
-                            _ = term.recv() => {
-                                info!("SIGTERM received during a reload; stopping");
-                                break;
-                            }
-                        };
-                        if report.restart_needed.is_empty() {
-                            info!(config = %path.display(), "config reloaded");
-                        } else {
-                            warn!(
-                                config = %path.display(),
-                                restart_needed = ?report.restart_needed,
-                                "config reloaded; these changes take effect only after a restart"
-                            );
+                        if reloading.is_some() {
+                            info!("SIGHUP during a reload: the newer config replaces it");
                         }
+                        reloading = Some(Box::pin(server.reload(new)));
                     }
                     Err(error) => {
                         error!(%error, "reload refused: the new config is invalid; the previous one keeps serving");
                     }
                 }
             }
+            report = async { reloading.as_mut().expect("guarded by is_some").await }, if reloading.is_some() => {
+                reloading = None;
+                let config = config_path.as_ref().map_or(String::new(), |p| p.display().to_string());
+                if report.restart_needed.is_empty() {
+                    info!(%config, "config reloaded");
+                } else {
+                    warn!(
+                        %config,
+                        restart_needed = ?report.restart_needed,
+                        "config reloaded; these changes take effect only after a restart"
+                    );
+                }
+            }
             () = server.crashed() => {
+                drop(reloading);
                 server.shutdown().await;
                 return Err(AppError::Crashed);
             }
         }
     }
+    drop(reloading);
     server.shutdown().await;
     info!("stopped");
     Ok(())
