@@ -305,6 +305,19 @@ impl Drop for Moto {
     }
 }
 
+/// Sends a CreateVpcEndpoint request; returns the new endpoint's id.
+async fn created(
+    req: aws_sdk_ec2::operation::create_vpc_endpoint::builders::CreateVpcEndpointFluentBuilder,
+) -> String {
+    req.send()
+        .await
+        .unwrap()
+        .vpc_endpoint
+        .unwrap()
+        .vpc_endpoint_id
+        .unwrap()
+}
+
 /// A VPC with three subnets in three AZs, and helpers to add endpoints.
 pub struct Vpc {
     pub ec2: Client,
@@ -372,29 +385,15 @@ impl Vpc {
         dns_record_ip_type: &str,
     ) -> String {
         use aws_sdk_ec2::types::{DnsOptionsSpecification, DnsRecordIpType, IpAddressType};
-        let mut req = self
-            .ec2
-            .create_vpc_endpoint()
-            .vpc_id(&self.id)
-            .service_name(service)
-            .vpc_endpoint_type(VpcEndpointType::Interface)
-            .private_dns_enabled(true)
+        let req = self
+            .endpoint_request(service, subnets)
             .ip_address_type(IpAddressType::from(ip_address_type))
             .dns_options(
                 DnsOptionsSpecification::builder()
                     .dns_record_ip_type(DnsRecordIpType::from(dns_record_ip_type))
                     .build(),
             );
-        for i in subnets {
-            req = req.subnet_ids(&self.subnets[*i]);
-        }
-        req.send()
-            .await
-            .unwrap()
-            .vpc_endpoint
-            .unwrap()
-            .vpc_endpoint_id
-            .unwrap()
+        created(req).await
     }
 
     /// Creates an interface endpoint in the given subnets (indexes), with tags; returns its id.
@@ -404,6 +403,23 @@ impl Vpc {
         subnets: &[usize],
         tags: &[(&str, &str)],
     ) -> String {
+        let mut req = self.endpoint_request(service, subnets);
+        if !tags.is_empty() {
+            let mut spec = TagSpecification::builder().resource_type(ResourceType::VpcEndpoint);
+            for (k, v) in tags {
+                spec = spec.tags(Tag::builder().key(*k).value(*v).build());
+            }
+            req = req.tag_specifications(spec.build());
+        }
+        created(req).await
+    }
+
+    /// An interface endpoint request with private DNS, in the given subnets (indexes).
+    fn endpoint_request(
+        &self,
+        service: &str,
+        subnets: &[usize],
+    ) -> aws_sdk_ec2::operation::create_vpc_endpoint::builders::CreateVpcEndpointFluentBuilder {
         let mut req = self
             .ec2
             .create_vpc_endpoint()
@@ -414,20 +430,7 @@ impl Vpc {
         for i in subnets {
             req = req.subnet_ids(&self.subnets[*i]);
         }
-        if !tags.is_empty() {
-            let mut spec = TagSpecification::builder().resource_type(ResourceType::VpcEndpoint);
-            for (k, v) in tags {
-                spec = spec.tags(Tag::builder().key(*k).value(*v).build());
-            }
-            req = req.tag_specifications(spec.build());
-        }
-        req.send()
-            .await
-            .unwrap()
-            .vpc_endpoint
-            .unwrap()
-            .vpc_endpoint_id
-            .unwrap()
+        req
     }
 
     /// An endpoint service of our own with a private DNS name; returns its service name.
