@@ -11,10 +11,11 @@
 use hickory_proto::op::{Edns, Message, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::opt::EdnsOption;
 use hickory_proto::rr::rdata::{TSIG, TXT, tsig::TsigError};
-use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 
-use crate::snapshot::{Node, Snapshot, Zone};
+use crate::snapshot::{Lookup, Negative, Snapshot, Zone};
+use crate::wire::{AA, CD, CLASSIC_UDP_SIZE, HEADER_LEN, MAX_NAME, QName, QR, RD, TC, udp_limit};
 
 /// The transport a query arrived on; it decides the size limit and ANY handling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,14 +34,8 @@ pub struct Response {
     pub question: Option<Query>,
 }
 
-pub(crate) const HEADER_LEN: usize = 12;
-pub(crate) const QR: u16 = 0x8000;
-pub(crate) const AA: u16 = 0x0400;
-const TC: u16 = 0x0200;
-pub(crate) const RD: u16 = 0x0100;
-pub(crate) const CD: u16 = 0x0010;
-/// UDP size without EDNS (RFC 1035 section 4.2.1), also the floor with EDNS (RFC 6891 6.2.5).
-pub(crate) const CLASSIC_UDP_SIZE: usize = 512;
+/// The largest negative SOA RR: owner pointer, fixed fields, two 255-byte names.
+const NEGATIVE_SOA_MAX: usize = 2 + 10 + 2 * MAX_NAME + 20;
 /// EDNS option code of Extended DNS Errors (RFC 8914).
 const EDE_OPTION_CODE: u16 = 15;
 
@@ -73,10 +68,9 @@ pub fn answer(query: &[u8], snapshot: &Snapshot, transport: Transport) -> Option
             ede: None,
         });
     }
-    let limit = match (transport, client_size) {
-        (Transport::Tcp, _) => usize::from(u16::MAX),
-        (Transport::Udp, None) => CLASSIC_UDP_SIZE,
-        (Transport::Udp, Some(client)) => usize::from(client.min(our_size)).max(CLASSIC_UDP_SIZE),
+    let limit = match transport {
+        Transport::Tcp => usize::from(u16::MAX),
+        Transport::Udp => udp_limit(client_size, our_size),
     };
 
     if msg.queries.len() == 1 {
@@ -139,108 +133,85 @@ fn answer_in<'s>(
     if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
         return ResponseCode::Refused;
     }
-    let qname = LowerName::new(q.name());
-    let Some(zone) = snapshot.find_zone(&qname) else {
-        if let Some(opt) = &mut reply.opt {
-            opt.ede = Some(EDE_NOT_AUTHORITATIVE);
+    let Some(qname) = QName::from_name(q.name()) else {
+        return ResponseCode::FormErr; // a parsed name is at most 255 bytes: cannot happen
+    };
+    let lookup = snapshot.lookup(&qname);
+    let (zone, node, apex) = match lookup {
+        Lookup::NotOurs => {
+            if let Some(opt) = &mut reply.opt {
+                opt.ede = Some(EDE_NOT_AUTHORITATIVE);
+            }
+            return ResponseCode::Refused;
         }
-        return ResponseCode::Refused;
+        Lookup::NxDomain { zone, apex } => {
+            reply.authoritative = true;
+            reply.negative = Some(zone.negative(&qname, apex));
+            return ResponseCode::NXDomain;
+        }
+        Lookup::Found { zone, node, apex } => (zone, node, apex),
     };
     reply.authoritative = true;
     let owner = q.name();
-    // Negative answers carry the SOA owned by the apex, a suffix of the question name.
-    let apex_offset = (HEADER_LEN + wire_len(owner) - wire_len(&zone.origin)) as u16;
-
-    let (node, is_apex) = match zone.nodes.get(&qname) {
-        Some(node) => (node, qname == LowerName::new(&zone.origin)),
-        None => match wildcard_for(zone, &qname) {
-            Some(node) => (node, false),
-            None => {
-                reply.negative = Some((&zone.negative_wire, apex_offset));
-                return ResponseCode::NXDomain;
-            }
-        },
-    };
+    let is_apex = apex == 0;
 
     // A and AAAA answers are pre-encoded in the snapshot (see `crate::fast`).
-    match qtype {
-        RecordType::A if !node.a.is_empty() => {
-            reply.answer_wire = Some((&node.a_wire, node.a.len() as u16))
-        }
-        RecordType::AAAA if !node.aaaa.is_empty() => {
-            reply.answer_wire = Some((&node.aaaa_wire, node.aaaa.len() as u16))
-        }
-        _ => {}
+    let (wire, count) = node.rrset(u16::from(qtype));
+    if count > 0 {
+        reply.answer_wire = Some((wire, count));
     }
     let answers = &mut reply.answers;
     match qtype {
-        RecordType::A | RecordType::AAAA => {}
-        RecordType::SOA if is_apex => push_owned(answers, std::slice::from_ref(&zone.soa), owner),
+        RecordType::SOA if is_apex => answers.push(owned(&zone.soa, owner)),
         RecordType::NS if is_apex => {
-            push_owned(answers, &zone.ns, owner);
+            answers.extend(zone.ns.iter().map(|r| owned(r, owner)));
             push_glue(&mut reply.additional, zone);
         }
         RecordType::ANY if transport == Transport::Udp => {
             // RFC 8482 section 4.1: one RRset instead of everything, so ANY over
             // UDP is no amplifier. The addresses are what a client wants most.
-            if !node.a.is_empty() {
-                push_owned(answers, &node.a, owner);
-            } else if !node.aaaa.is_empty() {
-                push_owned(answers, &node.aaaa, owner);
-            } else if is_apex {
-                push_owned(answers, std::slice::from_ref(&zone.soa), owner);
+            let a = node.a_records(owner);
+            if !a.is_empty() {
+                *answers = a;
+            } else {
+                *answers = node.aaaa_records(owner);
+                if answers.is_empty() && is_apex {
+                    answers.push(owned(&zone.soa, owner));
+                }
             }
         }
         RecordType::ANY => {
             if is_apex {
-                push_owned(answers, std::slice::from_ref(&zone.soa), owner);
-                push_owned(answers, &zone.ns, owner);
+                answers.push(owned(&zone.soa, owner));
+                answers.extend(zone.ns.iter().map(|r| owned(r, owner)));
             }
-            push_owned(answers, &node.a, owner);
-            push_owned(answers, &node.aaaa, owner);
+            answers.extend(node.a_records(owner));
+            answers.extend(node.aaaa_records(owner));
         }
         _ => {}
     }
     if reply.answers.is_empty() && reply.answer_wire.is_none() {
         // NODATA: the name exists (possibly through a wildcard), the type does not.
-        reply.negative = Some((&zone.negative_wire, apex_offset));
+        reply.negative = Some(zone.negative(&qname, apex));
     }
     ResponseCode::NoError
 }
 
-/// Length of a name in uncompressed wire format.
-pub(crate) fn wire_len(name: &Name) -> usize {
-    name.iter().map(|label| label.len() + 1).sum::<usize>() + 1
-}
-
-/// RFC 4592: the wildcard at the closest encloser, used only when `qname` does not exist.
-fn wildcard_for<'z>(zone: &'z Zone, qname: &LowerName) -> Option<&'z Node> {
-    let mut encloser = qname.base_name();
-    while !zone.nodes.contains_key(&encloser) {
-        if encloser.is_root() {
-            return None;
-        }
-        encloser = encloser.base_name();
-    }
-    let wildcard = Name::from(encloser).prepend_label("*").ok()?;
-    zone.nodes.get(&LowerName::new(&wildcard))
-}
-
-fn push_owned(out: &mut Vec<Record>, records: &[Record], owner: &Name) {
-    out.extend(records.iter().map(|r| {
-        let mut r = r.clone();
-        r.name = owner.clone();
-        r
-    }));
+/// `record` with the question's spelling of the owner name.
+fn owned(record: &Record, owner: &Name) -> Record {
+    let mut r = record.clone();
+    r.name = owner.clone();
+    r
 }
 
 /// A and AAAA of in-zone name servers, for the additional section.
 fn push_glue(out: &mut Vec<Record>, zone: &Zone) {
     for ns in &zone.ns {
         if let RData::NS(target) = &ns.data
-            && let Some(node) = zone.nodes.get(&LowerName::new(&target.0))
+            && let Some(node) = zone.node(&target.0)
         {
-            out.extend(node.a.iter().chain(&node.aaaa).cloned());
+            out.extend(node.a_records(&target.0));
+            out.extend(node.aaaa_records(&target.0));
         }
     }
 }
@@ -295,8 +266,8 @@ struct Reply<'s> {
     tsig: Option<Record>,
     /// Pre-encoded answer RRs from the snapshot, and how many.
     answer_wire: Option<(&'s [u8], u16)>,
-    /// The negative SOA (pre-encoded, without owner) and the apex offset for its owner.
-    negative: Option<(&'s [u8], u16)>,
+    /// The SOA of a negative answer, for the authority section.
+    negative: Option<Negative<'s>>,
 }
 
 impl<'s> Reply<'s> {
@@ -399,9 +370,10 @@ impl<'s> Reply<'s> {
         for rr in &self.answers {
             rr.emit(&mut enc).ok()?;
         }
-        if let Some((wire, apex_offset)) = self.negative {
-            enc.emit_u16(0xC000 | apex_offset).ok()?;
-            enc.emit_vec(wire).ok()?;
+        if let Some(negative) = &self.negative {
+            let mut soa = [0u8; NEGATIVE_SOA_MAX];
+            let len = negative.write(&mut soa)?;
+            enc.emit_vec(&soa[..len]).ok()?;
         }
         for rr in self.authority.iter().chain(&self.additional) {
             rr.emit(&mut enc).ok()?;
@@ -435,7 +407,7 @@ mod tests {
 
     use super::*;
     use crate::config::Config;
-    use crate::snapshot;
+    use crate::{discovery, snapshot};
 
     const TEST_ZONES: &str = concat!(
         r#"
@@ -455,7 +427,12 @@ version = "test-version"
             big.join(", ")
         ));
         let config = Config::from_toml(&text, "test").unwrap();
-        snapshot::build(&config.zones, config.server.settings, None, 1_700_000_000)
+        snapshot::build(
+            &discovery::static_zones(&config),
+            config.server.settings,
+            None,
+            1_700_000_000,
+        )
     }
 
     struct Q {

@@ -27,9 +27,9 @@ use crate::config::Config;
 use crate::discovery::{self, Assembled, BoxedSource, Discover, DiscoveryError, Inventory};
 use crate::http::{self, HttpLimits, HttpState};
 use crate::metrics::Metrics;
-use crate::refresh::{LastGood, RefreshStats, Refresher, Served};
+use crate::refresh::{self, LastGood, RefreshStats, Refresher};
 use crate::server::{self, ServeContext, TcpLimits};
-use crate::snapshot::{self, Snapshot, SnapshotStore};
+use crate::snapshot::{self, Served, Snapshot, SnapshotStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -201,7 +201,7 @@ impl Server {
         }
         let snap = server.store.load();
         info!(
-            zones = snap.zones.len(),
+            zones = snap.zone_count(),
             records = snap.record_count(),
             "serving"
         );
@@ -288,9 +288,9 @@ impl Server {
                 *self.refresh.lock().await = Some((token, handle));
             }
             None => {
-                let previous = self.store.load_full();
-                self.store.publish(build_snapshot(&config, Some(&previous)));
-                self.stats.set_served(Served::of(&config, None));
+                let what = refresh::served(&config, None);
+                self.store
+                    .update(|previous| build_snapshot(&config, Some(previous)).with_served(what));
             }
         }
     }
@@ -337,9 +337,14 @@ impl Server {
         self.http_addr
     }
 
-    /// The snapshot store, to publish new data into.
+    /// The snapshot store: what is being answered (publishing is the refresh's job).
     pub fn store(&self) -> &Arc<SnapshotStore> {
         &self.store
+    }
+
+    /// What the current snapshot serves, and where its data came from.
+    pub fn served(&self) -> Served {
+        self.store.load().served.clone()
     }
 
     /// Discovery counters; all zero without AWS.

@@ -256,6 +256,11 @@ struct NameData {
     aaaa: BTreeSet<Ipv6Addr>,
 }
 
+/// The zones of `config` before any discovery: AWS-backed names without addresses.
+pub fn static_zones(config: &Config) -> Vec<ZoneData> {
+    assemble(config, None).zones
+}
+
 /// Merges the configured zones with an inventory. Without an inventory (no AWS, or no
 /// discovery yet), AWS-backed records exist without addresses and answer NODATA.
 pub fn assemble(config: &Config, inventory: Option<&Inventory>) -> Assembled {

@@ -103,7 +103,7 @@ async fn healthz() -> &'static str {
 
 async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
     let snap = s.store.load();
-    let served = s.stats.served();
+    let served = &snap.served;
     if served.ready() {
         let source = if served.targets.is_empty() {
             "static config"
@@ -114,7 +114,7 @@ async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
         };
         let body = format!(
             "ready: {} zones, {} records, data from {source}\n",
-            snap.zones.len(),
+            snap.zone_count(),
             snap.record_count()
         );
         return (StatusCode::OK, body);

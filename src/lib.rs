@@ -39,4 +39,5 @@ pub mod metrics;
 pub mod refresh;
 pub mod server;
 pub mod snapshot;
+pub mod wire;
 pub mod zonefile;

@@ -365,7 +365,7 @@ impl Collector for RefreshCollector {
     fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let s = &self.stats;
         let snap = self.store.load();
-        gauge(&mut e, "zones", "Zones served", snap.zones.len() as f64)?;
+        gauge(&mut e, "zones", "Zones served", snap.zone_count() as f64)?;
         gauge(
             &mut e,
             "records",
@@ -378,7 +378,7 @@ impl Collector for RefreshCollector {
             "Log lines lost: stderr not read fast enough, or failing",
             crate::logging::dropped(),
         )?;
-        let served = s.served();
+        let served = &snap.served;
         gauge(
             &mut e,
             "ready",
@@ -566,15 +566,15 @@ mod tests {
     #[test]
     fn renders_query_and_refresh_metrics() {
         let config = Config::demo();
-        let store = Arc::new(SnapshotStore::new(crate::app::build_snapshot(
-            &config, None,
-        )));
-        let stats = Arc::new(RefreshStats::default());
-        stats.set_served(crate::refresh::Served {
+        let served = crate::snapshot::Served {
             published: true,
             targets: vec![("region=ap-northeast-1".into(), None)],
             endpoints: 0,
-        });
+        };
+        let store = Arc::new(SnapshotStore::new(
+            crate::app::build_snapshot(&config, None).with_served(served),
+        ));
+        let stats = Arc::new(RefreshStats::default());
         stats.record_failure(FailureReason::Throttled, "x");
         stats.removal_held.store(7, Ordering::Relaxed);
         let m = Metrics::new(stats, store.clone());

@@ -34,92 +34,32 @@ use crate::discovery::{
     self, Assembled, Discover, DiscoveryError, FailureReason, Inventory, aws_addresses,
     mass_removal,
 };
-use crate::snapshot::{self, SnapshotStore};
+use crate::snapshot::{self, DataSource, Served, SnapshotStore};
 
-/// Where one target's served data came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DataSource {
-    /// A discovery, at this unix time.
-    Aws { fetched_at: u64 },
-    /// The cache file, saved at this unix time.
-    Cache { saved_at: u64 },
-}
-
-impl DataSource {
-    pub fn unix(self) -> u64 {
-        match self {
-            Self::Aws { fetched_at } => fetched_at,
-            Self::Cache { saved_at } => saved_at,
-        }
-    }
-}
-
-/// What is being served: for every discovery target of the config, where its data
-/// came from (`None`: no data yet; its AWS-backed names answer NODATA).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Served {
-    /// A snapshot of the current config has been published.
-    pub published: bool,
-    pub targets: Vec<(String, Option<DataSource>)>,
-    /// VPC endpoints in the data being served.
-    pub endpoints: usize,
-}
-
-impl Served {
-    /// Published, and every target has data (from AWS or a matching cache).
-    pub fn ready(&self) -> bool {
-        self.published && self.targets.iter().all(|(_, s)| s.is_some())
-    }
-
-    /// The targets without data.
-    pub fn missing(&self) -> Vec<&str> {
-        self.targets
+/// What `config` serves with `last`.
+pub fn served(config: &Config, last: Option<&LastGood>) -> Served {
+    let targets = config
+        .targets()
+        .into_iter()
+        .map(|t| {
+            let source = last
+                .filter(|l| l.inventory.targets.iter().any(|i| i.target == t))
+                .map(|l| l.source);
+            (t.to_string(), source)
+        })
+        .collect();
+    let endpoints = last.map_or(0, |l| {
+        l.inventory
+            .targets
             .iter()
-            .filter(|(_, s)| s.is_none())
-            .map(|(t, _)| t.as_str())
-            .collect()
-    }
-
-    /// Some target's data came from the cache file.
-    pub fn from_cache(&self) -> bool {
-        self.targets
-            .iter()
-            .any(|(_, s)| matches!(s, Some(DataSource::Cache { .. })))
-    }
-
-    /// Unix time of the oldest data served, if any.
-    pub fn oldest(&self) -> Option<u64> {
-        self.targets
-            .iter()
-            .filter_map(|(_, s)| s.map(DataSource::unix))
-            .min()
-    }
-
-    /// What `config` serves with `last`.
-    pub fn of(config: &Config, last: Option<&LastGood>) -> Served {
-        let targets = config
-            .targets()
-            .into_iter()
-            .map(|t| {
-                let source = last
-                    .filter(|l| l.inventory.targets.iter().any(|i| i.target == t))
-                    .map(|l| l.source);
-                (t.to_string(), source)
-            })
-            .collect();
-        let endpoints = last.map_or(0, |l| {
-            l.inventory
-                .targets
-                .iter()
-                .filter(|i| config.targets().contains(&i.target))
-                .map(|i| i.endpoints.len())
-                .sum()
-        });
-        Served {
-            published: true,
-            targets,
-            endpoints,
-        }
+            .filter(|i| config.targets().contains(&i.target))
+            .map(|i| i.endpoints.len())
+            .sum()
+    });
+    Served {
+        published: true,
+        targets,
+        endpoints,
     }
 }
 
@@ -138,8 +78,6 @@ pub struct RefreshStats {
     pub cache_write_failures: AtomicU64,
     /// While a mass removal is held: how many served addresses it would remove (0: none held).
     pub removal_held: AtomicU64,
-    /// What is being served, for /readyz and metrics.
-    served: Mutex<Served>,
     /// The last discovery error, for /readyz and logs.
     last_error: Mutex<Option<String>>,
 }
@@ -151,23 +89,6 @@ impl RefreshStats {
 
     pub fn total_failures(&self) -> u64 {
         FailureReason::ALL.iter().map(|r| self.failures(*r)).sum()
-    }
-
-    /// True while every target of the config has data (always true without AWS, once
-    /// the first snapshot is published).
-    pub fn is_loaded(&self) -> bool {
-        self.served().ready()
-    }
-
-    pub fn served(&self) -> Served {
-        self.served
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    pub fn set_served(&self, served: Served) {
-        *self.served.lock().unwrap_or_else(|e| e.into_inner()) = served;
     }
 
     /// Counts a failure; returns the length of the failure streak.
@@ -329,15 +250,17 @@ impl<D: Discover> Refresher<D> {
         for warning in &assembled.warnings {
             warn!(%warning, "discovery");
         }
-        let previous = self.store.load_full();
-        let snap = snapshot::build(
-            &assembled.zones,
-            self.config.server.settings.clone(),
-            Some(&previous),
-            unix_now(),
-        );
-        self.store.publish(snap);
-        self.stats.set_served(Served::of(&self.config, last));
+        let settings = &self.config.server.settings;
+        let what = served(&self.config, last);
+        self.store.update(|previous| {
+            snapshot::build(
+                &assembled.zones,
+                settings.clone(),
+                Some(previous),
+                unix_now(),
+            )
+            .with_served(what)
+        });
     }
 
     /// One discovery attempt. On success the new data is served and cached, unless
@@ -526,7 +449,7 @@ impl<D: Discover> Refresher<D> {
             return;
         }
         self.publish_last();
-        let served = self.stats.served();
+        let served = self.store.load().served.clone();
         if served.from_cache() {
             warn!("serving the cached discovery until the EC2 API answers");
         }
@@ -569,7 +492,7 @@ impl<D: Discover> Refresher<D> {
 mod tests {
     use std::collections::VecDeque;
 
-    use hickory_proto::rr::{LowerName, Name};
+    use hickory_proto::rr::Name;
 
     use super::*;
     use crate::config::Target;
@@ -671,10 +594,10 @@ vpc-endpoint = "vpce-0aaa"
     }
 
     pub(super) fn served(store: &SnapshotStore) -> Vec<String> {
+        let name = Name::from_ascii("internal.example.com.").unwrap();
         let snap = store.load();
-        let key = LowerName::new(&Name::from_ascii("internal.example.com.").unwrap());
-        snap.zones[&key].nodes[&key]
-            .a
+        let node = snap.zone(&name).and_then(|z| z.node(&name)).unwrap();
+        node.a_records(&name)
             .iter()
             .map(|r| r.data.to_string())
             .collect()
@@ -699,9 +622,9 @@ vpc-endpoint = "vpce-0aaa"
         let stats = Arc::new(RefreshStats::default());
         let mut r = Refresher::new(script.clone(), config(), store.clone(), stats.clone());
         r.initial_load().await;
-        assert!(stats.is_loaded());
+        assert!(store.load().served.ready());
         assert_eq!(served(&store), ["10.0.1.4"]);
-        let serial = |s: &SnapshotStore| s.load().zones.values().next().unwrap().serial();
+        let serial = |s: &SnapshotStore| s.load().zones().next().unwrap().serial();
         let first_serial = serial(&store);
 
         let shutdown = CancellationToken::new();
@@ -761,10 +684,10 @@ vpc-endpoint = "vpce-0aaa"
             Arc::new(RefreshStats::default()),
         );
         r.refresh_once().await.unwrap();
-        let before = store.load().zones.values().next().unwrap().serial();
+        let before = store.load().zones().next().unwrap().serial();
         tokio::time::sleep(Duration::from_secs(3600)).await;
         r.refresh_once().await.unwrap();
-        assert_eq!(store.load().zones.values().next().unwrap().serial(), before);
+        assert_eq!(store.load().zones().next().unwrap().serial(), before);
     }
 
     #[tokio::test(start_paused = true)]
@@ -777,7 +700,7 @@ vpc-endpoint = "vpce-0aaa"
         let stats = Arc::new(RefreshStats::default());
         let mut r = Refresher::new(script, config(), store.clone(), stats.clone());
         r.initial_load().await;
-        assert!(!stats.is_loaded());
+        assert!(!store.load().served.ready());
         assert!(
             served(&store).is_empty(),
             "the name exists without addresses: NODATA"
@@ -923,15 +846,15 @@ mod removal_guard {
         r.initial_load().await;
         let saved = std::fs::read(&path).unwrap();
 
-        let (mut r, store, stats) = refresher(cfg.clone(), &[inventory(&[])]);
+        let (mut r, store, _stats) = refresher(cfg.clone(), &[inventory(&[])]);
         r.initial_load().await;
         assert_eq!(
             served(&store),
             TWO,
             "the cached data, held against the empty result"
         );
-        assert!(stats.served().from_cache());
-        assert!(stats.is_loaded());
+        assert!(store.load().served.from_cache());
+        assert!(store.load().served.ready());
         assert_eq!(std::fs::read(&path).unwrap(), saved, "cache unchanged");
 
         // Applied after the hold (here: disabled), the empty result is served but

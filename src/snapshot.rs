@@ -1,19 +1,25 @@
-//! The immutable snapshot the answering core reads: zones, names and record sets.
+//! The immutable snapshot the answering core reads: zones, names and record sets,
+//! and what is being served.
 //!
-//! Sources (static config today, AWS discovery later) produce plain [`ZoneData`];
-//! [`build`] turns them into a [`Snapshot`] with one pure function. A refresh builds
-//! a whole new snapshot and swaps it in through [`SnapshotStore::publish`]; readers
-//! never lock. This module does no I/O and knows nothing about sockets.
+//! Sources (static config, AWS discovery) produce plain [`ZoneData`]; [`build`]
+//! turns them into a [`Snapshot`] with one pure function. The snapshot has one index,
+//! keyed by lower-cased wire-format names ([`QName`]), and one lookup,
+//! [`Snapshot::lookup`], which both encoders use: the general core
+//! ([`crate::answer`]) and the UDP fast path ([`crate::fast`]). A refresh builds a
+//! whole new snapshot inside [`SnapshotStore::update`], the one way to publish;
+//! readers never lock. This module does no I/O and knows nothing about sockets.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use hickory_proto::rr::rdata::{A, AAAA, NS, SOA};
-use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
-use hickory_proto::serialize::binary::BinEncodable;
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use hickory_proto::serialize::binary::BinDecodable;
 use rustc_hash::FxHashMap;
+
+use crate::wire::{HEADER_LEN, MAX_NAME, QName, TYPE_A, TYPE_AAAA};
 
 /// SOA timers of a zone (RFC 1035 3.3.13). The serial is not here: the builder owns it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,35 +98,239 @@ impl Default for Settings {
     }
 }
 
-/// The record sets at one owner name. An empty node is an empty non-terminal.
+/// Where one discovery target's served data came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataSource {
+    /// A discovery, at this unix time.
+    Aws { fetched_at: u64 },
+    /// The cache file, saved at this unix time.
+    Cache { saved_at: u64 },
+}
+
+impl DataSource {
+    pub fn unix(self) -> u64 {
+        match self {
+            Self::Aws { fetched_at } => fetched_at,
+            Self::Cache { saved_at } => saved_at,
+        }
+    }
+}
+
+/// What a snapshot serves: for every discovery target of its config, where the data
+/// came from (`None`: no data yet; its AWS-backed names answer NODATA). Stored in
+/// the snapshot, so `/readyz` and `/metrics` always describe the data being answered.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Served {
+    /// False only for the empty snapshot a server starts with, before any load.
+    pub published: bool,
+    pub targets: Vec<(String, Option<DataSource>)>,
+    /// VPC endpoints in the data being served.
+    pub endpoints: usize,
+}
+
+impl Served {
+    /// What a config without discovery targets serves once built.
+    pub fn static_config() -> Self {
+        Self {
+            published: true,
+            ..Self::default()
+        }
+    }
+
+    /// Published, and every target has data (from AWS or a matching cache).
+    pub fn ready(&self) -> bool {
+        self.published && self.targets.iter().all(|(_, s)| s.is_some())
+    }
+
+    /// The targets without data.
+    pub fn missing(&self) -> Vec<&str> {
+        self.targets
+            .iter()
+            .filter(|(_, s)| s.is_none())
+            .map(|(t, _)| t.as_str())
+            .collect()
+    }
+
+    /// Some target's data came from the cache file.
+    pub fn from_cache(&self) -> bool {
+        self.targets
+            .iter()
+            .any(|(_, s)| matches!(s, Some(DataSource::Cache { .. })))
+    }
+
+    /// Unix time of the oldest data served, if any.
+    pub fn oldest(&self) -> Option<u64> {
+        self.targets
+            .iter()
+            .filter_map(|(_, s)| s.map(DataSource::unix))
+            .min()
+    }
+}
+
+/// Size of one pre-encoded A RR: pointer, type, class, TTL, RDLENGTH, 4 bytes.
+const A_RR_LEN: usize = 16;
+/// Size of one pre-encoded AAAA RR: pointer, type, class, TTL, RDLENGTH, 16 bytes.
+const AAAA_RR_LEN: usize = 28;
+
+/// The record sets at one owner name, pre-encoded for an answer section whose owner
+/// is the question name (compression pointer 0xC00C): built once, copied per query.
+/// An empty node is an empty non-terminal.
 #[derive(Debug, Default, Clone)]
 pub struct Node {
-    pub a: Vec<Record>,
-    pub aaaa: Vec<Record>,
-    /// The A RRset pre-encoded for an answer section whose owner is the question
-    /// name (compression pointer 0xC00C): built once here, copied per query.
-    pub a_wire: Box<[u8]>,
-    pub aaaa_wire: Box<[u8]>,
+    a: Box<[u8]>,
+    aaaa: Box<[u8]>,
 }
 
 impl Node {
     pub fn is_empty(&self) -> bool {
         self.a.is_empty() && self.aaaa.is_empty()
     }
+
+    /// The pre-encoded RRset of `qtype` (A or AAAA) and its RR count; empty for
+    /// other types or when the name has none.
+    pub fn rrset(&self, qtype: u16) -> (&[u8], u16) {
+        match qtype {
+            TYPE_A => (&self.a, (self.a.len() / A_RR_LEN) as u16),
+            TYPE_AAAA => (&self.aaaa, (self.aaaa.len() / AAAA_RR_LEN) as u16),
+            _ => (&[], 0),
+        }
+    }
+
+    /// The A records, owned by `owner`.
+    pub fn a_records(&self, owner: &Name) -> Vec<Record> {
+        decode(&self.a, A_RR_LEN, owner, |rdata| {
+            <[u8; 4]>::try_from(rdata).map(|b| RData::A(A(Ipv4Addr::from(b))))
+        })
+    }
+
+    /// The AAAA records, owned by `owner`.
+    pub fn aaaa_records(&self, owner: &Name) -> Vec<Record> {
+        decode(&self.aaaa, AAAA_RR_LEN, owner, |rdata| {
+            <[u8; 16]>::try_from(rdata).map(|b| RData::AAAA(AAAA(Ipv6Addr::from(b))))
+        })
+    }
+
+    fn count(&self) -> usize {
+        self.a.len() / A_RR_LEN + self.aaaa.len() / AAAA_RR_LEN
+    }
 }
 
-/// A built zone: every name (and every empty non-terminal) keyed by its lower-cased form.
+/// Records back from a pre-encoded RRset (fixed-size RRs, TTL at byte 6, RDATA at 12).
+fn decode<E>(
+    wire: &[u8],
+    rr_len: usize,
+    owner: &Name,
+    rdata: impl Fn(&[u8]) -> Result<RData, E>,
+) -> Vec<Record> {
+    wire.chunks_exact(rr_len)
+        .filter_map(|rr| {
+            let ttl = u32::from_be_bytes([rr[6], rr[7], rr[8], rr[9]]);
+            Some(Record::from_rdata(
+                owner.clone(),
+                ttl,
+                rdata(&rr[12..]).ok()?,
+            ))
+        })
+        .collect()
+}
+
+/// The SOA RR of negative answers, but for its owner and RDLENGTH. MNAME and RNAME
+/// are compressed per answer against the question name (which ends in the apex), so
+/// querying the name server's own name costs two bytes, as in Knot and NSD.
+#[derive(Debug, Clone, Default)]
+struct NegativeSoa {
+    /// Type, class and TTL.
+    head: [u8; 8],
+    /// MNAME and RNAME, uncompressed, as configured.
+    names: [Box<[u8]>; 2],
+    /// SERIAL, REFRESH, RETRY, EXPIRE, MINIMUM.
+    tail: [u8; 20],
+}
+
+/// How one SOA name is written into one answer: its first `prefix` bytes, then a
+/// pointer (if some suffix of it is in the question), else the whole name.
+#[derive(Debug, Clone, Copy)]
+struct Compressed {
+    prefix: usize,
+    pointer: Option<u16>,
+}
+
+impl Compressed {
+    /// The longest suffix of `name` (not the root alone) that is a suffix of `qname`.
+    fn against(name: &[u8], qname: &QName) -> Self {
+        let mut at = 0;
+        while let Some(&len) = name.get(at).filter(|len| **len != 0) {
+            let suffix = &name[at..];
+            if let Some(j) =
+                (0..qname.label_count()).find(|&j| qname.suffix(j).eq_ignore_ascii_case(suffix))
+            {
+                let pointer = 0xC000 | (HEADER_LEN + qname.suffix_offset(j)) as u16;
+                return Self {
+                    prefix: at,
+                    pointer: Some(pointer),
+                };
+            }
+            at += 1 + usize::from(len);
+        }
+        Self {
+            prefix: name.len(),
+            pointer: None,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.prefix + if self.pointer.is_some() { 2 } else { 0 }
+    }
+}
+
+/// The negative-answer SOA RR for one question, ready to write.
+#[derive(Debug, Clone, Copy)]
+pub struct Negative<'z> {
+    soa: &'z NegativeSoa,
+    /// Pointer to the apex in the question.
+    owner: u16,
+    names: [Compressed; 2],
+}
+
+impl Negative<'_> {
+    pub fn wire_len(&self) -> usize {
+        2 + 10 + self.names[0].len() + self.names[1].len() + 20
+    }
+
+    /// Writes the RR at the start of `out`; returns its length, `None` if `out` is short.
+    pub fn write(&self, out: &mut [u8]) -> Option<usize> {
+        let len = self.wire_len();
+        let out = out.get_mut(..len)?;
+        out[..2].copy_from_slice(&self.owner.to_be_bytes());
+        out[2..10].copy_from_slice(&self.soa.head);
+        let rdlength = (len - 12) as u16;
+        out[10..12].copy_from_slice(&rdlength.to_be_bytes());
+        let mut w = 12;
+        for (name, c) in self.soa.names.iter().zip(&self.names) {
+            out[w..w + c.prefix].copy_from_slice(&name[..c.prefix]);
+            w += c.prefix;
+            if let Some(pointer) = c.pointer {
+                out[w..w + 2].copy_from_slice(&pointer.to_be_bytes());
+                w += 2;
+            }
+        }
+        out[w..].copy_from_slice(&self.soa.tail);
+        Some(len)
+    }
+}
+
+/// A built zone: every name (and every empty non-terminal) keyed by its lower-cased
+/// wire form.
 #[derive(Debug, Clone)]
 pub struct Zone {
+    /// Lower-cased.
     pub origin: Name,
     pub soa: Record,
     /// TTL for the SOA in negative answers: min(SOA TTL, SOA minimum) (RFC 2308 section 3).
     pub negative_ttl: u32,
     pub ns: Vec<Record>,
-    pub nodes: HashMap<LowerName, Node>,
-    /// The negative-answer SOA RR after its owner (type, class, TTL, RDLENGTH, RDATA
-    /// with uncompressed names); the owner is a pointer to the apex in the question.
-    pub negative_wire: Box<[u8]>,
+    nodes: FxHashMap<Box<[u8]>, Node>,
+    negative: NegativeSoa,
     /// The source data the zone was built from; compared on rebuild to keep the serial.
     pub data: ZoneData,
 }
@@ -132,121 +342,96 @@ impl Zone {
             _ => 0,
         }
     }
+
+    /// The node at exactly `name` (no wildcard), if it exists.
+    pub fn node(&self, name: &Name) -> Option<&Node> {
+        self.nodes.get(QName::from_name(name)?.as_bytes())
+    }
+
+    /// Every name with its node, sorted (DNSSEC canonical order).
+    pub fn names(&self) -> Vec<(Name, &Node)> {
+        let mut names: Vec<_> = self
+            .nodes
+            .iter()
+            .filter_map(|(wire, node)| Some((Name::from_bytes(wire).ok()?, node)))
+            .collect();
+        names.sort_by(|a, b| a.0.cmp(&b.0));
+        names
+    }
+
+    /// The SOA RR for a negative answer to `qname`, whose apex starts at `apex`
+    /// within it (see [`Lookup`]).
+    pub fn negative(&self, qname: &QName, apex: usize) -> Negative<'_> {
+        let soa = &self.negative;
+        Negative {
+            soa,
+            owner: 0xC000 | (HEADER_LEN + apex) as u16,
+            names: [
+                Compressed::against(&soa.names[0], qname),
+                Compressed::against(&soa.names[1], qname),
+            ],
+        }
+    }
+}
+
+/// What a name is in the snapshot.
+#[derive(Debug, Clone, Copy)]
+pub enum Lookup<'s> {
+    /// In no zone of ours.
+    NotOurs,
+    /// In `zone`, and does not exist. `apex` is the offset of the zone's origin
+    /// within the name (where negative answers point their SOA owner).
+    NxDomain { zone: &'s Zone, apex: usize },
+    /// Exists in `zone`, itself or through a wildcard (RFC 4592). `apex` as above; 0
+    /// when the name is the apex.
+    Found {
+        zone: &'s Zone,
+        node: &'s Node,
+        apex: usize,
+    },
 }
 
 /// Everything the answering core needs, immutable once built.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
-    pub zones: HashMap<LowerName, Zone>,
+    zones: FxHashMap<Box<[u8]>, Zone>,
     pub settings: Settings,
-    /// The same zones keyed by lower-cased wire-format names, for the UDP fast path.
-    pub fast: FastIndex,
-}
-
-/// Lookup tables keyed by lower-cased wire-format names, so the fast path finds a
-/// zone and a node with borrowed byte slices and no allocation.
-#[derive(Debug, Clone, Default)]
-pub struct FastIndex {
-    pub zones: FxHashMap<Box<[u8]>, FastZone>,
-}
-
-#[derive(Debug, Clone)]
-pub struct FastZone {
-    pub negative_wire: Box<[u8]>,
-    pub nodes: FxHashMap<Box<[u8]>, FastNode>,
-}
-
-#[derive(Debug, Clone)]
-pub struct FastNode {
-    pub a_wire: Box<[u8]>,
-    pub a_count: u16,
-    pub aaaa_wire: Box<[u8]>,
-    pub aaaa_count: u16,
-}
-
-/// The lower-cased wire form of a name.
-pub fn wire_lower(name: &Name) -> Box<[u8]> {
-    name.to_lowercase()
-        .to_bytes()
-        .unwrap_or_default()
-        .into_boxed_slice()
-}
-
-/// RRs with the owner compressed to the question name (offset 12).
-fn encode_answers(records: &[Record]) -> Box<[u8]> {
-    let mut out = Vec::with_capacity(records.len() * 28);
-    for r in records {
-        let rdata = r.data.to_bytes().unwrap_or_default();
-        out.extend_from_slice(&[0xC0, 0x0C]);
-        out.extend_from_slice(&u16::from(r.record_type()).to_be_bytes());
-        out.extend_from_slice(&u16::from(r.dns_class).to_be_bytes());
-        out.extend_from_slice(&r.ttl.to_be_bytes());
-        out.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
-        out.extend_from_slice(&rdata);
-    }
-    out.into_boxed_slice()
-}
-
-/// The negative SOA RR without its owner; its names are not compressed.
-fn encode_negative(soa: &Record, ttl: u32) -> Box<[u8]> {
-    let RData::SOA(s) = &soa.data else {
-        return Box::default();
-    };
-    let mut rdata = Vec::with_capacity(64);
-    rdata.extend_from_slice(&s.mname.to_bytes().unwrap_or_default());
-    rdata.extend_from_slice(&s.rname.to_bytes().unwrap_or_default());
-    for v in [
-        s.serial,
-        s.refresh as u32,
-        s.retry as u32,
-        s.expire as u32,
-        s.minimum,
-    ] {
-        rdata.extend_from_slice(&v.to_be_bytes());
-    }
-    let mut out = Vec::with_capacity(10 + rdata.len());
-    out.extend_from_slice(&u16::from(RecordType::SOA).to_be_bytes());
-    out.extend_from_slice(&u16::from(DNSClass::IN).to_be_bytes());
-    out.extend_from_slice(&ttl.to_be_bytes());
-    out.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
-    out.extend_from_slice(&rdata);
-    out.into_boxed_slice()
-}
-
-fn fast_zone(zone: &Zone) -> FastZone {
-    let nodes = zone
-        .nodes
-        .iter()
-        .map(|(name, node)| {
-            let key = wire_lower(&Name::from(name.clone()));
-            let fast = FastNode {
-                a_wire: node.a_wire.clone(),
-                a_count: node.a.len() as u16,
-                aaaa_wire: node.aaaa_wire.clone(),
-                aaaa_count: node.aaaa.len() as u16,
-            };
-            (key, fast)
-        })
-        .collect();
-    FastZone {
-        negative_wire: zone.negative_wire.clone(),
-        nodes,
-    }
+    /// Where the data came from; `/readyz` and `/metrics` derive from it.
+    pub served: Served,
 }
 
 impl Snapshot {
-    /// The most specific zone that contains `name`, if any.
-    pub fn find_zone(&self, name: &LowerName) -> Option<&Zone> {
-        let mut candidate = name.clone();
-        loop {
-            if let Some(zone) = self.zones.get(&candidate) {
-                return Some(zone);
-            }
-            if candidate.is_root() {
-                return None;
-            }
-            candidate = candidate.base_name();
+    /// Finds `name`: the most specific zone that contains it, then the name or the
+    /// wildcard at its closest encloser (RFC 4592). The one lookup both encoders use.
+    pub fn lookup(&self, name: &QName) -> Lookup<'_> {
+        let labels = name.label_count();
+        let Some((zone, apex_label)) =
+            (0..=labels).find_map(|i| self.zones.get(name.suffix(i)).map(|z| (z, i)))
+        else {
+            return Lookup::NotOurs;
+        };
+        let apex = name.suffix_offset(apex_label);
+        let node = zone
+            .nodes
+            .get(name.as_bytes())
+            .or_else(|| wildcard(zone, name, apex_label));
+        match node {
+            Some(node) => Lookup::Found { zone, node, apex },
+            None => Lookup::NxDomain { zone, apex },
         }
+    }
+
+    /// The zone whose origin is `origin`.
+    pub fn zone(&self, origin: &Name) -> Option<&Zone> {
+        self.zones.get(QName::from_name(origin)?.as_bytes())
+    }
+
+    pub fn zones(&self) -> impl Iterator<Item = &Zone> {
+        self.zones.values()
+    }
+
+    pub fn zone_count(&self) -> usize {
+        self.zones.len()
     }
 
     /// Number of A and AAAA records served, over all zones.
@@ -254,12 +439,31 @@ impl Snapshot {
         self.zones
             .values()
             .flat_map(|z| z.nodes.values())
-            .map(|n| n.a.len() + n.aaaa.len())
+            .map(Node::count)
             .sum()
+    }
+
+    /// The snapshot with `served` as its description.
+    pub fn with_served(mut self, served: Served) -> Self {
+        self.served = served;
+        self
     }
 }
 
+/// RFC 4592: the `*` child of the closest encloser, for a name that does not exist.
+/// The encloser is the longest existing ancestor between the name and the apex.
+fn wildcard<'z>(zone: &'z Zone, name: &QName, apex_label: usize) -> Option<&'z Node> {
+    let encloser = (1..=apex_label)
+        .map(|i| name.suffix(i))
+        .find(|suffix| zone.nodes.contains_key(*suffix))?;
+    let mut key = [0u8; MAX_NAME + 2];
+    key[..2].copy_from_slice(b"\x01*");
+    key[2..2 + encloser.len()].copy_from_slice(encloser);
+    zone.nodes.get(&key[..2 + encloser.len()])
+}
+
 /// Builds a snapshot from source data. Pure: the same input gives the same output.
+/// It serves a static config (see [`Snapshot::with_served`]).
 ///
 /// SOA serials: a zone whose data equals the one in `previous` keeps its serial; a
 /// new or changed zone gets `max(now_unix, previous + 1)`, so serials never go down,
@@ -270,27 +474,24 @@ pub fn build(
     previous: Option<&Snapshot>,
     now_unix: u64,
 ) -> Snapshot {
-    let mut built = HashMap::with_capacity(zones.len());
+    let mut built = FxHashMap::default();
+    built.reserve(zones.len());
     for data in zones {
-        let key = LowerName::new(&data.origin);
-        let prev = previous.and_then(|p| p.zones.get(&key));
+        let Some(key) = QName::from_name(&data.origin) else {
+            continue; // a Name is at most 255 bytes: cannot happen
+        };
+        let prev = previous.and_then(|p| p.zones.get(key.as_bytes()));
         let serial = match prev {
             Some(prev) if prev.data == *data => prev.serial(),
             Some(prev) => next_serial(prev.serial(), now_unix),
             None => now_unix as u32,
         };
-        built.insert(key, build_zone(data, serial));
+        built.insert(key.as_bytes().into(), build_zone(data, serial));
     }
-    let fast = FastIndex {
-        zones: built
-            .values()
-            .map(|z| (wire_lower(&z.origin), fast_zone(z)))
-            .collect(),
-    };
     Snapshot {
         zones: built,
         settings,
-        fast,
+        served: Served::static_config(),
     }
 }
 
@@ -307,81 +508,140 @@ fn next_serial(previous: u32, now_unix: u64) -> u32 {
 
 fn build_zone(data: &ZoneData, serial: u32) -> Zone {
     let origin = data.origin.to_lowercase();
-    let soa = Record::from_rdata(
-        origin.clone(),
-        data.soa.ttl,
-        RData::SOA(SOA::new(
-            data.soa.mname.clone(),
-            data.soa.rname.clone(),
-            serial,
-            data.soa.refresh as i32,
-            data.soa.retry as i32,
-            data.soa.expire as i32,
-            data.soa.minimum,
-        )),
+    let soa = SOA::new(
+        data.soa.mname.clone(),
+        data.soa.rname.clone(),
+        serial,
+        data.soa.refresh as i32,
+        data.soa.retry as i32,
+        data.soa.expire as i32,
+        data.soa.minimum,
     );
+    let negative_ttl = data.soa.ttl.min(data.soa.minimum);
+    let negative = encode_negative(&soa, negative_ttl);
     let ns = data
         .ns
         .iter()
         .map(|n| Record::from_rdata(origin.clone(), data.ns_ttl, RData::NS(NS(n.clone()))))
         .collect();
-
-    let mut nodes: HashMap<LowerName, Node> = HashMap::new();
-    nodes.insert(LowerName::new(&origin), Node::default());
-    for rec in &data.records {
-        let owner = rec.name.to_lowercase();
-        let node = nodes.entry(LowerName::new(&owner)).or_default();
-        let mut seen4 = HashSet::new();
-        for ip in &rec.a {
-            if seen4.insert(*ip) {
-                node.a
-                    .push(Record::from_rdata(owner.clone(), rec.ttl, RData::A(A(*ip))));
-            }
-        }
-        let mut seen6 = HashSet::new();
-        for ip in &rec.aaaa {
-            if seen6.insert(*ip) {
-                node.aaaa.push(Record::from_rdata(
-                    owner.clone(),
-                    rec.ttl,
-                    RData::AAAA(AAAA(*ip)),
-                ));
-            }
-        }
-        // Every ancestor between the name and the apex exists (RFC 8020): an
-        // empty non-terminal, unless it has data of its own.
-        let mut parent = owner.base_name();
-        while origin.zone_of(&parent) && parent.num_labels() > origin.num_labels() {
-            nodes.entry(LowerName::new(&parent)).or_default();
-            parent = parent.base_name();
-        }
-    }
-    for node in nodes.values_mut() {
-        node.a_wire = encode_answers(&node.a);
-        node.aaaa_wire = encode_answers(&node.aaaa);
-    }
-    let negative_ttl = data.soa.ttl.min(data.soa.minimum);
     Zone {
+        nodes: build_nodes(&origin, &data.records),
+        soa: Record::from_rdata(origin.clone(), data.soa.ttl, RData::SOA(soa)),
         origin,
-        negative_wire: encode_negative(&soa, negative_ttl),
         negative_ttl,
-        soa,
+        negative,
         ns,
-        nodes,
         data: data.clone(),
     }
 }
 
-/// The current snapshot, swapped whole. Readers call [`SnapshotStore::load`] and never block.
+/// Every name of the zone, and every empty non-terminal above one (RFC 8020).
+fn build_nodes(origin: &Name, records: &[RecordData]) -> FxHashMap<Box<[u8]>, Node> {
+    let key = |name: &Name| QName::from_name(name).map(|q| Box::<[u8]>::from(q.as_bytes()));
+    let mut nodes: FxHashMap<Box<[u8]>, Node> = FxHashMap::default();
+    nodes.extend(key(origin).map(|k| (k, Node::default())));
+    for rec in records {
+        let owner = rec.name.to_lowercase();
+        let Some(owner_key) = key(&owner) else {
+            continue;
+        };
+        let node = nodes.entry(owner_key).or_default();
+        let mut seen4 = HashSet::new();
+        let a = rec.a.iter().filter(|ip| seen4.insert(**ip));
+        node.a = encode_rrset(
+            &node.a,
+            RecordType::A,
+            rec.ttl,
+            a.map(|ip| ip.octets().to_vec()),
+        );
+        let mut seen6 = HashSet::new();
+        let aaaa = rec.aaaa.iter().filter(|ip| seen6.insert(**ip));
+        node.aaaa = encode_rrset(
+            &node.aaaa,
+            RecordType::AAAA,
+            rec.ttl,
+            aaaa.map(|ip| ip.octets().to_vec()),
+        );
+        let mut parent = owner.base_name();
+        while origin.zone_of(&parent) && parent.num_labels() > origin.num_labels() {
+            if let Some(k) = key(&parent) {
+                nodes.entry(k).or_default();
+            }
+            parent = parent.base_name();
+        }
+    }
+    nodes
+}
+
+/// `existing` followed by one RR per RDATA, each owned by a pointer to the question.
+fn encode_rrset(
+    existing: &[u8],
+    rtype: RecordType,
+    ttl: u32,
+    rdatas: impl Iterator<Item = Vec<u8>>,
+) -> Box<[u8]> {
+    let mut out = existing.to_vec();
+    for rdata in rdatas {
+        out.extend_from_slice(&[0xC0, 0x0C]);
+        out.extend_from_slice(&u16::from(rtype).to_be_bytes());
+        out.extend_from_slice(&u16::from(DNSClass::IN).to_be_bytes());
+        out.extend_from_slice(&ttl.to_be_bytes());
+        out.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+        out.extend_from_slice(&rdata);
+    }
+    out.into_boxed_slice()
+}
+
+/// The parts of the negative SOA RR that do not depend on the question.
+fn encode_negative(soa: &SOA, ttl: u32) -> NegativeSoa {
+    let mut head = [0u8; 8];
+    head[..2].copy_from_slice(&u16::from(RecordType::SOA).to_be_bytes());
+    head[2..4].copy_from_slice(&u16::from(DNSClass::IN).to_be_bytes());
+    head[4..].copy_from_slice(&ttl.to_be_bytes());
+    let mut tail = [0u8; 20];
+    let fields = [
+        soa.serial,
+        soa.refresh as u32,
+        soa.retry as u32,
+        soa.expire as u32,
+        soa.minimum,
+    ];
+    for (chunk, v) in tail.chunks_exact_mut(4).zip(fields) {
+        chunk.copy_from_slice(&v.to_be_bytes());
+    }
+    NegativeSoa {
+        head,
+        names: [wire(&soa.mname), wire(&soa.rname)],
+        tail,
+    }
+}
+
+/// `name` in uncompressed wire format, its case kept.
+fn wire(name: &Name) -> Box<[u8]> {
+    let mut out = Vec::with_capacity(MAX_NAME);
+    for label in name.iter() {
+        out.push(label.len() as u8);
+        out.extend_from_slice(label);
+    }
+    out.push(0);
+    out.into_boxed_slice()
+}
+
+/// The current snapshot, swapped whole. Readers call [`SnapshotStore::load`] and
+/// never block; [`SnapshotStore::update`] is the one way to change it.
 #[derive(Debug, Default)]
 pub struct SnapshotStore {
     current: ArcSwap<Snapshot>,
+    /// Held while a writer builds from the current snapshot, so two writers (the
+    /// refresh loop and a reload) never build from the same one and lose a change.
+    writer: Mutex<()>,
 }
 
 impl SnapshotStore {
     pub fn new(snapshot: Snapshot) -> Self {
         Self {
             current: ArcSwap::from_pointee(snapshot),
+            writer: Mutex::new(()),
         }
     }
 
@@ -395,8 +655,13 @@ impl SnapshotStore {
         self.current.load_full()
     }
 
-    /// The one way to change what is served.
-    pub fn publish(&self, snapshot: Snapshot) {
+    /// Publishes `next(current)`: the one way to change what is served. Writers are
+    /// serialized; readers keep the snapshot they loaded until they drop it.
+    pub fn update(&self, next: impl FnOnce(&Snapshot) -> Snapshot) {
+        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let previous = self.current.load_full();
+        let snapshot = next(&previous);
+        drop(previous);
         self.current.store(Arc::new(snapshot));
     }
 }
@@ -436,8 +701,17 @@ mod tests {
         }
     }
 
-    fn lower(s: &str) -> LowerName {
-        LowerName::new(&name(s))
+    fn qname(s: &str) -> QName {
+        QName::from_name(&name(s)).unwrap()
+    }
+
+    /// The origin of the zone `q` falls in, and whether the name exists there.
+    fn find(snap: &Snapshot, q: &str) -> Option<(String, bool)> {
+        match snap.lookup(&qname(q)) {
+            Lookup::NotOurs => None,
+            Lookup::NxDomain { zone, .. } => Some((zone.origin.to_string(), false)),
+            Lookup::Found { zone, .. } => Some((zone.origin.to_string(), true)),
+        }
     }
 
     #[test]
@@ -449,7 +723,7 @@ mod tests {
             rec("WWW2.Example.COM.", &["192.0.2.5"]),
         ]);
         let snap = build(&[data], Settings::default(), None, 1_700_000_000);
-        let z = snap.find_zone(&lower("x.example.com.")).unwrap();
+        let z = snap.zone(&name("Example.COM.")).unwrap();
         // (name, exists, number of A records)
         let rows: &[(&str, bool, usize)] = &[
             ("example.com.", true, 0),          // apex is always a node
@@ -463,9 +737,10 @@ mod tests {
             ("nothere.example.com.", false, 0), // absent
         ];
         for (n, exists, count) in rows {
-            let node = z.nodes.get(&lower(n));
+            let node = z.node(&name(n));
             assert_eq!(node.is_some(), *exists, "{n}");
-            assert_eq!(node.map_or(0, |n| n.a.len()), *count, "{n}");
+            let a = node.map_or(0, |node| node.a_records(&name(n)).len());
+            assert_eq!(a, *count, "{n}");
         }
         assert_eq!(z.negative_ttl, 60, "min(SOA TTL, minimum)");
         assert_eq!(z.serial(), 1_700_000_000);
@@ -478,7 +753,7 @@ mod tests {
         let mut child = zone(vec![]);
         child.origin = name("sub.example.com.");
         let snap = build(&[parent, child], Settings::default(), None, 1);
-        let origin = |q: &str| snap.find_zone(&lower(q)).map(|z| z.origin.to_string());
+        let origin = |q: &str| find(&snap, q).map(|(origin, _)| origin);
         assert_eq!(
             origin("a.sub.example.com."),
             Some("sub.example.com.".into())
@@ -498,37 +773,173 @@ mod tests {
     fn serial_kept_when_unchanged_and_increases_when_changed() {
         let first = build(&[zone(vec![])], Settings::default(), None, 1000);
         let same = build(&[zone(vec![])], Settings::default(), Some(&first), 5000);
-        let key = lower("example.com.");
-        assert_eq!(same.zones[&key].serial(), 1000);
+        let serial = |s: &Snapshot| s.zone(&name("example.com.")).unwrap().serial();
+        assert_eq!(serial(&same), 1000);
         let changed = build(
             &[zone(vec![rec("w.example.com.", &["192.0.2.1"])])],
             Settings::default(),
             Some(&same),
             5000,
         );
-        assert_eq!(changed.zones[&key].serial(), 5000);
+        assert_eq!(serial(&changed), 5000);
         // The clock went backwards: the serial still increases.
         let again = build(&[zone(vec![])], Settings::default(), Some(&changed), 10);
-        assert_eq!(again.zones[&key].serial(), 5001);
+        assert_eq!(serial(&again), 5001);
         // Wrap-around per RFC 1982.
         assert_eq!(next_serial(u32::MAX, 5), 5);
     }
 
     #[test]
     fn store_swaps_whole_snapshots() {
-        let key = LowerName::new(&Name::from_ascii("example.com.").unwrap());
+        let serial = |s: &Snapshot| s.zone(&name("example.com.")).unwrap().serial();
         let store = SnapshotStore::new(build(&[zone(vec![])], Settings::default(), None, 1));
         let before = store.load_full();
-        store.publish(build(&[zone(vec![])], Settings::default(), None, 2));
-        assert_eq!(
-            before.zones[&key].serial(),
-            1,
-            "readers keep the snapshot they loaded"
-        );
-        assert_eq!(
-            store.load().zones[&key].serial(),
-            2,
-            "new readers see the new one"
-        );
+        store.update(|prev| {
+            assert_eq!(serial(prev), 1, "the writer builds from the current one");
+            build(&[zone(vec![])], Settings::default(), None, 2)
+        });
+        assert_eq!(serial(&before), 1, "readers keep the snapshot they loaded");
+        assert_eq!(serial(&store.load()), 2, "new readers see the new one");
+    }
+
+    #[test]
+    fn writers_are_serialized() {
+        // Each writer adds one to a counter kept in the snapshot; were two writers to
+        // build from the same previous snapshot, an increment would be lost.
+        let store = Arc::new(SnapshotStore::default());
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..200 {
+                        store.update(|prev| {
+                            let mut next = prev.clone();
+                            next.served.endpoints += 1;
+                            std::thread::yield_now();
+                            next
+                        });
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(store.load().served.endpoints, 800);
+    }
+
+    #[test]
+    fn lookup_table() {
+        let data = zone(vec![
+            rec("www.example.com.", &["192.0.2.1"]),
+            rec("*.wild.example.com.", &["192.0.2.2"]),
+            rec("exists.wild.example.com.", &[]),
+            rec("a.b.example.com.", &["192.0.2.3"]),
+        ]);
+        let snap = build(&[data], Settings::default(), None, 1);
+        // (name, found, A records in the node found, apex offset)
+        let rows: &[(&str, bool, u16, usize)] = &[
+            ("example.com.", true, 0, 0),
+            ("WWW.example.com.", true, 1, 4),
+            ("x.wild.example.com.", true, 1, 7),       // wildcard
+            ("y.x.wild.example.com.", true, 1, 9),     // wildcard, deeper
+            ("exists.wild.example.com.", true, 0, 12), // exists: no wildcard
+            ("z.exists.wild.example.com.", false, 0, 14), // encloser has no `*`
+            ("b.example.com.", true, 0, 2),            // empty non-terminal
+            ("c.b.example.com.", false, 0, 4),         // below an ENT, no wildcard
+            ("nope.example.com.", false, 0, 5),
+        ];
+        for (q, found, a, apex_at) in rows {
+            match snap.lookup(&qname(q)) {
+                Lookup::Found { node, apex, .. } => {
+                    assert!(found, "{q}: found");
+                    assert_eq!(node.rrset(TYPE_A).1, *a, "{q}");
+                    assert_eq!(apex, *apex_at, "{q}: apex offset");
+                }
+                Lookup::NxDomain { apex, .. } => {
+                    assert!(!found, "{q}: NXDOMAIN");
+                    assert_eq!(apex, *apex_at, "{q}: apex offset");
+                }
+                Lookup::NotOurs => panic!("{q}: not ours"),
+            }
+        }
+        assert!(matches!(
+            snap.lookup(&qname("example.net.")),
+            Lookup::NotOurs
+        ));
+        assert!(matches!(snap.lookup(&qname(".")), Lookup::NotOurs));
+    }
+
+    #[test]
+    fn negative_soa_names_are_compressed_against_the_question() {
+        // (question, MNAME, RNAME, bytes of the two names together)
+        let rows = [
+            // both below the apex: label + pointer each
+            (
+                "www.example.com.",
+                "ns1.example.com.",
+                "hostmaster.example.com.",
+                4 + 2 + 11 + 2,
+            ),
+            // MNAME is the question: a pointer alone
+            (
+                "ns1.example.com.",
+                "ns1.example.com.",
+                "hostmaster.example.com.",
+                2 + 11 + 2,
+            ),
+            // MNAME shares only "com." with the question
+            (
+                "www.example.com.",
+                "ns.other.com.",
+                "hostmaster.example.com.",
+                3 + 6 + 2 + 11 + 2,
+            ),
+            // nothing shared but the root: written whole
+            (
+                "www.example.com.",
+                "ns.privatelink-dns.invalid.",
+                "h.example.com.",
+                28 + 2 + 2,
+            ),
+            // the apex itself, in another case
+            ("WWW.EXAMPLE.COM.", "example.com.", "Example.Com.", 2 + 2),
+        ];
+        for (question, mname, rname, names_len) in rows {
+            let mut data = zone(vec![rec("www.example.com.", &[])]);
+            data.soa.mname = name(mname);
+            data.soa.rname = name(rname);
+            let snap = build(&[data], Settings::default(), None, 7);
+            let q = qname(question);
+            let (zone, apex) = match snap.lookup(&q) {
+                Lookup::Found { zone, apex, .. } | Lookup::NxDomain { zone, apex } => (zone, apex),
+                Lookup::NotOurs => panic!("{question}: not ours"),
+            };
+            let negative = zone.negative(&q, apex);
+            assert_eq!(
+                negative.wire_len(),
+                2 + 10 + names_len + 20,
+                "{mname} {rname}"
+            );
+            // After the question, the SOA reads back whole.
+            let mut msg = vec![0u8; 12];
+            msg[4..6].copy_from_slice(&1u16.to_be_bytes());
+            msg[8..10].copy_from_slice(&1u16.to_be_bytes());
+            msg.extend_from_slice(&wire(&name(question)));
+            msg.extend_from_slice(&[0, 6, 0, 1]);
+            let at = msg.len();
+            msg.resize(at + negative.wire_len(), 0);
+            assert_eq!(negative.write(&mut msg[at..]), Some(negative.wire_len()));
+            assert_eq!(negative.write(&mut msg[at + 1..]), None, "too short");
+            let m = hickory_proto::op::Message::from_vec(&msg).unwrap();
+            let RData::SOA(soa) = &m.authorities[0].data else {
+                panic!("no SOA");
+            };
+            // (Name's == ignores case.)
+            assert_eq!(m.authorities[0].name, name("example.com."));
+            assert_eq!(soa.mname, name(mname));
+            assert_eq!(soa.rname, name(rname));
+            assert_eq!((soa.serial, soa.minimum, m.authorities[0].ttl), (7, 60, 60));
+        }
     }
 }

@@ -26,10 +26,12 @@ pub fn render(zone: &Zone) -> String {
     for ns in &zone.ns {
         line(&mut out, ns);
     }
-    let mut names: Vec<_> = zone.nodes.iter().collect();
-    names.sort_by(|a, b| a.0.cmp(b.0));
-    for (_, node) in names {
-        for r in node.a.iter().chain(&node.aaaa) {
+    for (name, node) in zone.names() {
+        for r in node
+            .a_records(&name)
+            .iter()
+            .chain(&node.aaaa_records(&name))
+        {
             line(&mut out, r);
         }
     }
@@ -41,15 +43,15 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::snapshot;
+    use hickory_proto::rr::Name;
 
     #[test]
     fn renders_every_record() {
         let config = Config::demo();
-        let snap = snapshot::build(&config.zones, config.server.settings, None, 42);
+        let zones = crate::discovery::static_zones(&config);
+        let snap = snapshot::build(&zones, config.server.settings, None, 42);
         let zone = snap
-            .zones
-            .values()
-            .find(|z| z.origin.to_string() == "internal.example.com.")
+            .zone(&Name::from_ascii("internal.example.com.").unwrap())
             .unwrap();
         let text = render(zone);
         assert!(text.starts_with("$ORIGIN internal.example.com.\n"));

@@ -82,7 +82,7 @@ async fn explicit_tagged_and_zero_config_names() {
     let cfg = config(&moto, &vpc.id, &records);
     let server = Server::start(&cfg).await.unwrap();
     let dns = server.udp_addrs()[0];
-    assert!(server.stats().is_loaded());
+    assert!(server.served().ready());
 
     // Explicit endpoint: one ENI per subnet, IPs inside the subnets (the fake's canary).
     assert_eq!(
@@ -219,7 +219,7 @@ async fn pagination_over_300_endpoints() {
     // 300 A records only fit over TCP.
     let api = a(dns, "api.internal.example.com.").await;
     assert_eq!(api.len(), 300);
-    assert_eq!(server.stats().served().endpoints, 300);
+    assert_eq!(server.served().endpoints, 300);
     server.shutdown().await;
 }
 
@@ -299,8 +299,8 @@ async fn cold_start_from_cache_and_corrupt_cache_ignored() {
     moto.stop();
     let server = Server::start(&cfg).await.unwrap();
     let dns = server.udp_addrs()[0];
-    assert!(server.stats().is_loaded());
-    assert!(server.stats().served().from_cache());
+    assert!(server.served().ready());
+    assert!(server.served().from_cache());
     assert_eq!(a(dns, "api.internal.example.com.").await, want);
     assert_eq!(
         a(dns, "ssm.ap-northeast-1.amazonaws.com.").await,
@@ -313,7 +313,7 @@ async fn cold_start_from_cache_and_corrupt_cache_ignored() {
     // configured names without addresses.
     std::fs::write(&cache, b"{\"format\": 1, \"inventory\": garbage").unwrap();
     let server = Server::start(&cfg).await.unwrap();
-    assert!(!server.stats().is_loaded());
+    assert!(!server.served().ready());
     let r = ask(
         server.udp_addrs()[0],
         "api.internal.example.com.",

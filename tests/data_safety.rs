@@ -516,7 +516,7 @@ async fn zero_config_asks_for_its_vpcs_and_refuses_others() {
     let dns = server.udp_addrs()[0];
     // The other VPC's endpoint is not even asked for.
     assert_eq!(a(dns, ZERO_CONFIG).await, ["10.0.1.4"]);
-    assert_eq!(server.stats().served().endpoints, 1);
+    assert_eq!(server.served().endpoints, 1);
 
     let stats = server.stats().clone();
     let before = stats.failures(FailureReason::InvalidResponse);

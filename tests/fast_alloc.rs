@@ -59,7 +59,12 @@ fn query(name: &str, t: RecordType, edns: bool) -> Vec<u8> {
 #[test]
 fn fast_path_allocates_nothing_per_query() {
     let config = Config::demo();
-    let snap = snapshot::build(&config.zones, config.server.settings, None, 1);
+    let snap = snapshot::build(
+        &privatelink_dns::discovery::static_zones(&config),
+        config.server.settings,
+        None,
+        1,
+    );
     let queries = [
         query("internal.example.com.", RecordType::A, false), // hit
         query("api.internal.example.com.", RecordType::AAAA, true), // hit, EDNS

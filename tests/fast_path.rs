@@ -57,7 +57,12 @@ fn snap() -> Snapshot {
     let big: Vec<String> = (0..40).map(|i| format!("\"198.51.100.{i}\"")).collect();
     let text = ZONES.replace("BIG", &big.join(", "));
     let config = Config::from_toml(&text, "t").unwrap();
-    snapshot::build(&config.zones, config.server.settings, None, 1_700_000_000)
+    snapshot::build(
+        &privatelink_dns::discovery::static_zones(&config),
+        config.server.settings,
+        None,
+        1_700_000_000,
+    )
 }
 
 const NAMES: &[&str] = &[

@@ -12,7 +12,12 @@ use proptest::prelude::*;
 
 fn snap() -> Snapshot {
     let config = Config::demo();
-    snapshot::build(&config.zones, config.server.settings, None, 1)
+    snapshot::build(
+        &privatelink_dns::discovery::static_zones(&config),
+        config.server.settings,
+        None,
+        1,
+    )
 }
 
 fn header(qd: u16, an: u16, ns: u16, ar: u16) -> Vec<u8> {
@@ -210,7 +215,12 @@ fn large_snap() -> Snapshot {
         ips(150)
     );
     let config = Config::from_toml(&text, "t").unwrap();
-    snapshot::build(&config.zones, config.server.settings, None, 1)
+    snapshot::build(
+        &privatelink_dns::discovery::static_zones(&config),
+        config.server.settings,
+        None,
+        1,
+    )
 }
 
 proptest! {

@@ -13,7 +13,7 @@ use hickory_net::tcp::TcpClientStream;
 use hickory_net::udp::UdpClientStream;
 use hickory_proto::op::{Message, Query, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RecordType};
-use privatelink_dns::app::{self, Server};
+use privatelink_dns::app::Server;
 use privatelink_dns::config::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
@@ -128,10 +128,7 @@ async fn published_snapshot_changes_answers() {
     let mut client = udp_client(server.udp_addrs()[0]).await;
     let changed = CONFIG.replace("192.0.2.3", "192.0.2.33");
     let config = Config::from_toml(&changed, "changed.toml").unwrap();
-    let previous = server.store().load_full();
-    server
-        .store()
-        .publish(app::build_snapshot(&config, Some(&previous)));
+    server.reload(config).await;
     let r = client
         .query(
             name("v4.internal.example.com."),

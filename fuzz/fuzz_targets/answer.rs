@@ -17,7 +17,7 @@ fn snap() -> &'static Snapshot {
     SNAP.get_or_init(|| {
         let text = include_str!("../../tests/data/example-zones.toml");
         let config = Config::from_toml(text, "example-zones.toml").expect("valid zones");
-        snapshot::build(&config.zones, config.server.settings, None, 1_700_000_000)
+        snapshot::build(&privatelink_dns::discovery::static_zones(&config), config.server.settings, None, 1_700_000_000)
     })
 }
 

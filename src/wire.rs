@@ -1,0 +1,196 @@
+//! Wire-format facts both encoders share: header layout and flags, the type and
+//! class codes the snapshot pre-encodes, the UDP size rule, and [`QName`], the
+//! lower-cased question name the snapshot is indexed by. No I/O, no allocation.
+
+use hickory_proto::rr::Name;
+
+pub const HEADER_LEN: usize = 12;
+pub const QR: u16 = 0x8000;
+pub const AA: u16 = 0x0400;
+pub const TC: u16 = 0x0200;
+pub const RD: u16 = 0x0100;
+pub const CD: u16 = 0x0010;
+
+pub const TYPE_A: u16 = 1;
+pub const TYPE_AAAA: u16 = 28;
+pub const TYPE_OPT: u16 = 41;
+pub const CLASS_IN: u16 = 1;
+
+/// UDP size without EDNS (RFC 1035 section 4.2.1), also the floor with EDNS (RFC 6891 6.2.5).
+pub const CLASSIC_UDP_SIZE: usize = 512;
+
+/// Largest name in wire format (RFC 1035 section 3.1).
+pub const MAX_NAME: usize = 255;
+/// Most labels a name of [`MAX_NAME`] bytes can have, the root included.
+const MAX_LABELS: usize = 128;
+
+/// The largest UDP response to a client: 512 without EDNS, else the smaller of the
+/// client's and our payload size, never below 512.
+pub fn udp_limit(client_payload: Option<u16>, ours: u16) -> usize {
+    match client_payload {
+        None => CLASSIC_UDP_SIZE,
+        Some(client) => usize::from(client.min(ours)).max(CLASSIC_UDP_SIZE),
+    }
+}
+
+pub fn u16_at(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
+}
+
+/// A name in lower-cased wire format with the offset of each label, on the stack.
+/// The snapshot's index is keyed by this form, so a lookup borrows, never allocates.
+#[derive(Clone)]
+pub struct QName {
+    wire: [u8; MAX_NAME],
+    len: usize,
+    /// Offset of each label in `wire`, the root excluded.
+    labels: [u8; MAX_LABELS],
+    count: usize,
+}
+
+impl QName {
+    fn empty() -> Self {
+        Self {
+            wire: [0; MAX_NAME],
+            len: 0,
+            labels: [0; MAX_LABELS],
+            count: 0,
+        }
+    }
+
+    /// Reads an uncompressed name at `at` in `msg`; returns it and the offset after
+    /// it. `None` for a compression pointer, an extended label type, a name longer
+    /// than 255 bytes, or a name cut off by the end of `msg`.
+    pub fn parse(msg: &[u8], mut at: usize) -> Option<(QName, usize)> {
+        let mut q = QName::empty();
+        loop {
+            let len = usize::from(*msg.get(at)?);
+            if len == 0 {
+                q.push_root();
+                return Some((q, at + 1));
+            }
+            if len > 63 {
+                return None;
+            }
+            q.push_label(msg.get(at + 1..at + 1 + len)?)?;
+            at += 1 + len;
+        }
+    }
+
+    /// The lower-cased wire form of `name` (absolute or not: it is read as absolute).
+    pub fn from_name(name: &Name) -> Option<QName> {
+        let mut q = QName::empty();
+        for label in name.iter() {
+            q.push_label(label)?;
+        }
+        q.push_root();
+        Some(q)
+    }
+
+    fn push_label(&mut self, label: &[u8]) -> Option<()> {
+        if label.is_empty() || label.len() > 63 || self.len + label.len() + 2 > MAX_NAME {
+            return None;
+        }
+        self.labels[self.count] = self.len as u8;
+        self.count += 1;
+        self.wire[self.len] = label.len() as u8;
+        for (dst, src) in self.wire[self.len + 1..].iter_mut().zip(label) {
+            *dst = src.to_ascii_lowercase();
+        }
+        self.len += 1 + label.len();
+        Some(())
+    }
+
+    fn push_root(&mut self) {
+        self.wire[self.len] = 0;
+        self.len += 1;
+    }
+
+    /// The whole name, lower-cased, in wire format.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.wire[..self.len]
+    }
+
+    /// Number of labels, the root excluded.
+    pub fn label_count(&self) -> usize {
+        self.count
+    }
+
+    /// Offset in [`Self::as_bytes`] where the name's `i`-th ancestor starts (0: the
+    /// name itself; `label_count()`: the root).
+    pub fn suffix_offset(&self, i: usize) -> usize {
+        if i < self.count {
+            usize::from(self.labels[i])
+        } else {
+            self.len - 1
+        }
+    }
+
+    /// The `i`-th ancestor in wire format (see [`Self::suffix_offset`]).
+    pub fn suffix(&self, i: usize) -> &[u8] {
+        &self.as_bytes()[self.suffix_offset(i)..]
+    }
+}
+
+impl std::fmt::Debug for QName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match Name::from_labels((0..self.count).map(|i| {
+            let at = self.suffix_offset(i);
+            &self.wire[at + 1..at + 1 + usize::from(self.wire[at])]
+        })) {
+            Ok(name) => write!(f, "QName({name}.)"),
+            Err(_) => write!(f, "QName({:?})", self.as_bytes()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_and_from_name_agree() {
+        let msg = b"\x03WwW\x07Example\x03cOm\x00rest";
+        let (q, end) = QName::parse(msg, 0).unwrap();
+        assert_eq!(end, 17);
+        assert_eq!(q.as_bytes(), b"\x03www\x07example\x03com\x00");
+        let n = QName::from_name(&Name::from_ascii("WWW.example.COM.").unwrap()).unwrap();
+        assert_eq!(n.as_bytes(), q.as_bytes());
+        assert_eq!(q.label_count(), 3);
+        assert_eq!(q.suffix(1), b"\x07example\x03com\x00");
+        assert_eq!(q.suffix(3), b"\x00");
+        let root = QName::from_name(&Name::root()).unwrap();
+        assert_eq!((root.as_bytes(), root.label_count()), (&b"\x00"[..], 0));
+    }
+
+    #[test]
+    fn parse_refuses_what_is_not_a_plain_name() {
+        for bad in [
+            &b"\xC0\x0C"[..], // compression pointer
+            b"\x41abc\x00",   // extended label type
+            b"\x03ab",        // cut off
+            b"\x03abc",       // no root
+            b"",              // nothing
+        ] {
+            assert!(QName::parse(bad, 0).is_none(), "{bad:?}");
+        }
+        // 255 bytes is the most a name may have; 257 is refused.
+        let mut long = Vec::new();
+        for _ in 0..63 {
+            long.extend_from_slice(b"\x03abc");
+        }
+        long.extend_from_slice(b"\x01a\x00"); // 63*4 + 3 = 255
+        assert!(QName::parse(&long, 0).is_some());
+        long.truncate(long.len() - 3);
+        long.extend_from_slice(b"\x03abc\x00");
+        assert!(QName::parse(&long, 0).is_none());
+    }
+
+    #[test]
+    fn udp_size_rule() {
+        assert_eq!(udp_limit(None, 1232), 512);
+        assert_eq!(udp_limit(Some(4096), 1232), 1232);
+        assert_eq!(udp_limit(Some(1000), 1232), 1000);
+        assert_eq!(udp_limit(Some(100), 1232), 512);
+    }
+}
