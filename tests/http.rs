@@ -70,6 +70,38 @@ async fn static_config_is_ready_at_once_and_counts_queries() {
     server.shutdown().await;
 }
 
+/// A reload that adds AWS-backed names whose first discovery fails is not ready: the
+/// new names have no data, whatever the static part of the config serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_adds_aws_without_data_is_not_ready() {
+    aws_env();
+    let base = "[server]\nlisten = [\"127.0.0.1:0\"]\n[http]\nlisten = \"127.0.0.1:0\"\n\
+                [[zone]]\norigin = \"example.com\"\n[[zone.record]]\nname = \"www\"\na = [\"192.0.2.1\"]\n";
+    let server = Server::start(&Config::from_toml(base, "t").unwrap())
+        .await
+        .unwrap();
+    let http = server.http_addr().unwrap();
+    assert_eq!(get(http, "/readyz").await.0, 200);
+
+    // Nothing listens on this port: every call fails as unreachable.
+    let port = support::free_port();
+    let with_aws = format!(
+        "{base}[aws]\nregion = \"ap-northeast-1\"\nendpoint-url = \"http://127.0.0.1:{port}\"\n\
+         refresh-interval = \"30s\"\ncall-timeout = \"2s\"\n\
+         [[zone.record]]\nname = \"api\"\nvpc-endpoint = \"vpce-0123456789abcdef0\"\n"
+    );
+    server
+        .reload(Config::from_toml(&with_aws, "t").unwrap())
+        .await;
+    let (status, body) = get(http, "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("region=ap-northeast-1"), "{body}");
+    let (_, m) = get(http, "/metrics").await;
+    assert_eq!(sample(&m, "privatelink_dns_ready"), 0.0);
+    assert!(!server.served().ready());
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_waits_for_the_first_discovery_and_metrics_follow_refreshes() {
     if !moto_available() {
