@@ -14,7 +14,7 @@ use hickory_proto::rr::{LowerName, Name};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::snapshot::{RecordData, Settings, SoaParams, ZoneData};
+use crate::snapshot::{Settings, SoaParams};
 
 /// The configuration served when no `--config` is given: static demo records on
 /// `127.0.0.1:5300`, so the daemon runs on a fresh machine with nothing else.
@@ -57,23 +57,32 @@ pub struct Config {
     pub server: ServerConfig,
     pub log: LogConfig,
     pub http: Option<HttpConfig>,
-    /// Configured zones. Records backed by AWS are here without addresses; see `bindings`.
-    pub zones: Vec<ZoneData>,
+    /// Configured zones.
+    pub zones: Vec<ZoneConfig>,
     /// AWS settings; present when `[aws]`, an AWS-backed record or `[[discover]]` is configured.
     pub aws: Option<AwsConfig>,
-    /// Records whose addresses come from VPC endpoints.
-    pub bindings: Vec<Binding>,
     /// Zero-config discovery blocks.
     pub discover: Vec<DiscoverConfig>,
 }
 
 impl Config {
+    /// The selectors of the records whose addresses come from VPC endpoints.
+    pub fn endpoint_selectors(&self) -> impl Iterator<Item = &Selector> {
+        self.zones
+            .iter()
+            .flat_map(|z| &z.records)
+            .filter_map(|r| match &r.addresses {
+                Addresses::Endpoint(selector) => Some(selector),
+                Addresses::Static { .. } => None,
+            })
+    }
+
     /// The (region, role) pairs discovery must query: the `[aws]` default for
     /// AWS-backed records, and each `[[discover]]` block's.
     pub fn targets(&self) -> Vec<Target> {
         let mut targets = Vec::new();
         if let Some(aws) = &self.aws
-            && !self.bindings.is_empty()
+            && self.endpoint_selectors().next().is_some()
         {
             targets.push(aws.default_target());
         }
@@ -119,10 +128,7 @@ impl Config {
         discover.sort();
         discover.dedup();
         let mut selectors: Vec<String> = if aws.default_target() == *target {
-            self.bindings
-                .iter()
-                .map(|b| b.selector.to_string())
-                .collect()
+            self.endpoint_selectors().map(Selector::to_string).collect()
         } else {
             Vec::new()
         };
@@ -141,7 +147,7 @@ impl Config {
     /// records, whose endpoints may be in any VPC.
     pub fn vpc_scope(&self, target: &Target) -> Option<BTreeSet<String>> {
         let aws = self.aws.as_ref()?;
-        if !self.bindings.is_empty() && aws.default_target() == *target {
+        if self.endpoint_selectors().next().is_some() && aws.default_target() == *target {
             return None;
         }
         Some(
@@ -240,12 +246,38 @@ impl std::fmt::Display for Selector {
     }
 }
 
-/// An AWS-backed record: `zones[zone].records[record]` gets the selected endpoints' addresses.
+/// A configured zone: like [`ZoneData`], with records that say where their
+/// addresses come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Binding {
-    pub zone: usize,
-    pub record: usize,
-    pub selector: Selector,
+pub struct ZoneConfig {
+    pub origin: Name,
+    /// NS names served at the apex (at least one).
+    pub ns: Vec<Name>,
+    /// TTL of the apex NS RRset.
+    pub ns_ttl: u32,
+    pub soa: SoaParams,
+    pub records: Vec<RecordConfig>,
+}
+
+/// A configured name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordConfig {
+    /// Absolute; may start with a `*` label (RFC 4592).
+    pub name: Name,
+    pub ttl: u32,
+    pub addresses: Addresses,
+}
+
+/// Where a configured name's addresses come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Addresses {
+    /// Written in the config (`a`, `aaaa`).
+    Static {
+        a: Vec<Ipv4Addr>,
+        aaaa: Vec<Ipv6Addr>,
+    },
+    /// The ENIs of the VPC endpoints the selector picks, in the `[aws]` default target.
+    Endpoint(Selector),
 }
 
 /// A `[[discover]]` block: serve the private DNS names of matching endpoints.
@@ -539,7 +571,71 @@ impl Config {
 }
 
 fn check(file: FileConfig, src: &Source<'_>) -> Result<Config, ConfigError> {
-    let s = file.server;
+    let server = check_server(src, file.server)?;
+    let http = file
+        .http
+        .as_ref()
+        .map(|h| check_http(src, h, &server.listen))
+        .transpose()?;
+    let zones = check_zones(src, &file.zone, &server.nameserver)?;
+    let aws_config = check_aws(src, file.aws.as_ref())?;
+    let discover = file
+        .discover
+        .iter()
+        .enumerate()
+        .map(|(i, d)| check_discover(src, i, d, &aws_config))
+        .collect::<Result<Vec<_>, _>>()?;
+    let endpoint_records = zones
+        .iter()
+        .flat_map(|z| &z.records)
+        .any(|r| matches!(r.addresses, Addresses::Endpoint(_)));
+    let aws =
+        (file.aws.is_some() || endpoint_records || !discover.is_empty()).then_some(aws_config);
+    Ok(Config {
+        source: src.path.to_string(),
+        server,
+        log: LogConfig {
+            level: check_level(src, file.log.level.as_ref())?,
+            format: file.log.format.unwrap_or_default(),
+            query_log_every: check_query_log(src, &file.log)?,
+        },
+        http,
+        zones,
+        aws,
+        discover,
+    })
+}
+
+/// A value that must lie in `range`; `default` when absent.
+fn in_range<T>(
+    src: &Source<'_>,
+    v: Option<&Spanned<T>>,
+    default: T,
+    range: std::ops::RangeInclusive<T>,
+    key: &str,
+    message: impl FnOnce() -> String,
+) -> Result<T, ConfigError>
+where
+    T: Copy + PartialOrd,
+{
+    match v {
+        None => Ok(default),
+        Some(v) if range.contains(v.get_ref()) => Ok(*v.get_ref()),
+        Some(v) => Err(src.error(v.span(), key, message())),
+    }
+}
+
+/// A duration such as "10s"; `default` when absent.
+fn duration_or(
+    src: &Source<'_>,
+    v: Option<&Spanned<String>>,
+    default: Duration,
+    key: &str,
+) -> Result<Duration, ConfigError> {
+    v.map_or(Ok(default), |v| parse_duration(src, v, key))
+}
+
+fn check_server(src: &Source<'_>, s: ServerFile) -> Result<ServerConfig, ConfigError> {
     let listen = match &s.listen {
         None => vec!["0.0.0.0:53".parse().unwrap(), "[::]:53".parse().unwrap()],
         Some(list) => list
@@ -547,138 +643,136 @@ fn check(file: FileConfig, src: &Source<'_>) -> Result<Config, ConfigError> {
             .iter()
             .map(|a| {
                 a.get_ref().parse::<SocketAddr>().map_err(|_| {
-                    src.error(
-                        a.span(),
-                        "server.listen",
-                        format!(
-                            "{:?} is not an address:port such as \"0.0.0.0:53\" or \"[::]:53\"",
-                            a.get_ref()
-                        ),
-                    )
+                    let message = format!(
+                        "{:?} is not an address:port such as \"0.0.0.0:53\" or \"[::]:53\"",
+                        a.get_ref()
+                    );
+                    src.error(a.span(), "server.listen", message)
                 })
             })
             .collect::<Result<Vec<_>, _>>()?,
     };
     check_listen(src, s.listen.as_ref(), &listen)?;
-    let udp_payload_size = match &s.udp_payload_size {
-        None => 1232,
-        Some(v) if (512..=4096).contains(v.get_ref()) => *v.get_ref(),
-        Some(v) => {
-            return Err(src.error(
-                v.span(),
-                "server.udp-payload-size",
-                "must be between 512 and 4096 (1232 avoids IP fragmentation)",
-            ));
-        }
-    };
-    let tcp_idle_timeout = match &s.tcp_idle_timeout {
-        None => Duration::from_secs(10),
-        Some(v) => parse_duration(src, v, "server.tcp-idle-timeout")?,
-    };
-    let max_tcp_connections = match &s.max_tcp_connections {
-        None => 1024,
-        Some(v) if (1..=MAX_TCP_CONNECTIONS).contains(v.get_ref()) => *v.get_ref(),
-        Some(v) => {
-            return Err(src.error(
-                v.span(),
-                "server.max-tcp-connections",
-                format!("must be between 1 and {MAX_TCP_CONNECTIONS}"),
-            ));
-        }
-    };
-    let shutdown_grace = match &s.shutdown_grace {
-        None => Duration::from_secs(5),
-        Some(v) => parse_duration(src, v, "server.shutdown-grace")?,
-    };
-    let udp_workers = match &s.udp_workers {
-        None => 0,
-        Some(v) if *v.get_ref() <= MAX_UDP_WORKERS => *v.get_ref(),
-        Some(v) => {
-            return Err(src.error(
-                v.span(),
-                "server.udp-workers",
-                format!("must be at most {MAX_UDP_WORKERS} (0: one per CPU)"),
-            ));
-        }
-    };
-    let udp_workers = if udp_workers == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    } else {
-        udp_workers
-    };
-    let http = match &file.http {
-        None => None,
-        Some(h) => {
-            let addr: SocketAddr = h.listen.get_ref().parse().map_err(|_| {
-                src.error(
-                    h.listen.span(),
-                    "http.listen",
-                    format!(
-                        "{:?} is not an address:port such as \"0.0.0.0:9153\"",
-                        h.listen.get_ref()
-                    ),
-                )
-            })?;
-            if let Some(dns) = listen.iter().find(|d| overlaps(**d, addr)) {
-                return Err(src.error(
-                    h.listen.span(),
-                    "http.listen",
-                    format!("{addr} is also a DNS address ({dns} in [server] listen)"),
-                ));
-            }
-            let max_connections = match &h.max_connections {
-                None => 32,
-                Some(v) if (1..=MAX_HTTP_CONNECTIONS).contains(v.get_ref()) => *v.get_ref(),
-                Some(v) => {
-                    return Err(src.error(
-                        v.span(),
-                        "http.max-connections",
-                        format!("must be between 1 and {MAX_HTTP_CONNECTIONS}"),
-                    ));
-                }
-            };
-            let header_timeout = match &h.header_timeout {
-                None => Duration::from_secs(5),
-                Some(v) => parse_duration(src, v, "http.header-timeout")?,
-            };
-            Some(HttpConfig {
-                listen: addr,
-                max_connections,
-                header_timeout,
-            })
-        }
-    };
-    let query_log_every = match (file.log.queries, &file.log.queries_sample_rate) {
-        (Some(true), None) => 1,
-        (Some(true), Some(r)) if *r.get_ref() > 0.0 && *r.get_ref() <= 1.0 => {
-            (1.0 / r.get_ref()).round() as u64
-        }
-        (_, Some(r)) if !(*r.get_ref() > 0.0 && *r.get_ref() <= 1.0) => {
-            return Err(src.error(
-                r.span(),
-                "log.queries-sample-rate",
-                "must be more than 0 and at most 1",
-            ));
-        }
-        _ => 0,
+    let udp_payload_size = in_range(
+        src,
+        s.udp_payload_size.as_ref(),
+        1232,
+        512..=4096,
+        "server.udp-payload-size",
+        || "must be between 512 and 4096 (1232 avoids IP fragmentation)".into(),
+    )?;
+    let max_tcp_connections = in_range(
+        src,
+        s.max_tcp_connections.as_ref(),
+        1024,
+        1..=MAX_TCP_CONNECTIONS,
+        "server.max-tcp-connections",
+        || format!("must be between 1 and {MAX_TCP_CONNECTIONS}"),
+    )?;
+    let udp_workers = match in_range(
+        src,
+        s.udp_workers.as_ref(),
+        0,
+        0..=MAX_UDP_WORKERS,
+        "server.udp-workers",
+        || format!("must be at most {MAX_UDP_WORKERS} (0: one per CPU)"),
+    )? {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
     };
     let nameserver = match &s.nameserver {
         None => Name::from_ascii("ns.privatelink-dns.invalid.").unwrap(),
         Some(v) => parse_fqdn(src, v, "server.nameserver")?,
     };
+    Ok(ServerConfig {
+        listen,
+        tcp_idle_timeout: duration_or(
+            src,
+            s.tcp_idle_timeout.as_ref(),
+            Duration::from_secs(10),
+            "server.tcp-idle-timeout",
+        )?,
+        max_tcp_connections,
+        nameserver,
+        shutdown_grace: duration_or(
+            src,
+            s.shutdown_grace.as_ref(),
+            Duration::from_secs(5),
+            "server.shutdown-grace",
+        )?,
+        udp_workers,
+        settings: Settings {
+            udp_payload_size,
+            identity: s.identity,
+            version: s.version,
+        },
+    })
+}
 
-    let mut zones = Vec::with_capacity(file.zone.len());
-    let mut bindings = Vec::new();
+fn check_http(
+    src: &Source<'_>,
+    h: &HttpFile,
+    dns: &[SocketAddr],
+) -> Result<HttpConfig, ConfigError> {
+    let addr: SocketAddr = h.listen.get_ref().parse().map_err(|_| {
+        let message = format!(
+            "{:?} is not an address:port such as \"0.0.0.0:9153\"",
+            h.listen.get_ref()
+        );
+        src.error(h.listen.span(), "http.listen", message)
+    })?;
+    if let Some(dns) = dns.iter().find(|d| overlaps(**d, addr)) {
+        return Err(src.error(
+            h.listen.span(),
+            "http.listen",
+            format!("{addr} is also a DNS address ({dns} in [server] listen)"),
+        ));
+    }
+    Ok(HttpConfig {
+        listen: addr,
+        max_connections: in_range(
+            src,
+            h.max_connections.as_ref(),
+            32,
+            1..=MAX_HTTP_CONNECTIONS,
+            "http.max-connections",
+            || format!("must be between 1 and {MAX_HTTP_CONNECTIONS}"),
+        )?,
+        header_timeout: duration_or(
+            src,
+            h.header_timeout.as_ref(),
+            Duration::from_secs(5),
+            "http.header-timeout",
+        )?,
+    })
+}
+
+/// `[log] queries` and `queries-sample-rate` as "one query in every N" (0: off).
+fn check_query_log(src: &Source<'_>, log: &LogFile) -> Result<u64, ConfigError> {
+    let rate = |r: &Spanned<f64>| *r.get_ref() > 0.0 && *r.get_ref() <= 1.0;
+    match (log.queries, &log.queries_sample_rate) {
+        (_, Some(r)) if !rate(r) => Err(src.error(
+            r.span(),
+            "log.queries-sample-rate",
+            "must be more than 0 and at most 1",
+        )),
+        (Some(true), None) => Ok(1),
+        (Some(true), Some(r)) => Ok((1.0 / r.get_ref()).round() as u64),
+        _ => Ok(0),
+    }
+}
+
+/// Every `[[zone]]`: each checked, no origin twice, no record hidden by another zone.
+fn check_zones(
+    src: &Source<'_>,
+    files: &[ZoneFile],
+    nameserver: &Name,
+) -> Result<Vec<ZoneConfig>, ConfigError> {
+    let mut zones = Vec::with_capacity(files.len());
     let mut seen_origins: HashMap<LowerName, usize> = HashMap::new();
-    for (zi, z) in file.zone.iter().enumerate() {
-        let (zone, zone_bindings) = check_zone(src, zi, z, &nameserver)?;
-        bindings.extend(zone_bindings.into_iter().map(|(record, selector)| Binding {
-            zone: zi,
-            record,
-            selector,
-        }));
-        let key = LowerName::new(&zone.origin);
-        if let Some(first) = seen_origins.insert(key, zi) {
+    for (zi, z) in files.iter().enumerate() {
+        let zone = check_zone(src, zi, z, nameserver)?;
+        if let Some(first) = seen_origins.insert(LowerName::new(&zone.origin), zi) {
             return Err(src.error(
                 z.origin.span(),
                 format!("zone[{zi}].origin"),
@@ -687,43 +781,8 @@ fn check(file: FileConfig, src: &Source<'_>) -> Result<Config, ConfigError> {
         }
         zones.push(zone);
     }
-    check_occlusion(src, &file.zone, &zones)?;
-    let aws_config = check_aws(src, file.aws.as_ref())?;
-    let discover = file
-        .discover
-        .iter()
-        .enumerate()
-        .map(|(i, d)| check_discover(src, i, d, &aws_config))
-        .collect::<Result<Vec<_>, _>>()?;
-    let aws =
-        (file.aws.is_some() || !bindings.is_empty() || !discover.is_empty()).then_some(aws_config);
-
-    Ok(Config {
-        source: src.path.to_string(),
-        server: ServerConfig {
-            listen,
-            tcp_idle_timeout,
-            max_tcp_connections,
-            nameserver,
-            shutdown_grace,
-            udp_workers,
-            settings: Settings {
-                udp_payload_size,
-                identity: s.identity,
-                version: s.version,
-            },
-        },
-        log: LogConfig {
-            level: check_level(src, file.log.level.as_ref())?,
-            format: file.log.format.unwrap_or_default(),
-            query_log_every,
-        },
-        http,
-        zones,
-        aws,
-        bindings,
-        discover,
-    })
+    check_occlusion(src, files, &zones)?;
+    Ok(zones)
 }
 
 fn check_zone(
@@ -731,8 +790,7 @@ fn check_zone(
     zi: usize,
     z: &ZoneFile,
     default_ns: &Name,
-) -> Result<(ZoneData, Vec<(usize, Selector)>), ConfigError> {
-    let mut bindings = Vec::new();
+) -> Result<ZoneConfig, ConfigError> {
     let origin = parse_fqdn(src, &z.origin, &format!("zone[{zi}].origin"))?;
     if origin.is_wildcard() {
         return Err(src.error(
@@ -742,131 +800,21 @@ fn check_zone(
         ));
     }
     let ttl = positive(src, z.ttl.as_ref(), 300, &format!("zone[{zi}].ttl"))?;
-    let ns = match &z.ns {
-        None => vec![default_ns.clone()],
-        Some(list) if list.get_ref().is_empty() => {
-            return Err(src.error(
-                list.span(),
-                format!("zone[{zi}].ns"),
-                "needs at least one name server name",
-            ));
-        }
-        Some(list) => list
-            .get_ref()
-            .iter()
-            .map(|n| parse_fqdn(src, n, &format!("zone[{zi}].ns")))
-            .collect::<Result<Vec<_>, _>>()?,
-    };
-    let soa_file = z.soa.as_ref();
-    let soa_key = |k: &str| format!("zone[{zi}].soa.{k}");
-    let soa_u32 = |v: Option<&Spanned<u32>>, def: u32, k: &str| positive(src, v, def, &soa_key(k));
-    let defaults = SoaParams::defaults(&origin, ns[0].clone());
-    let soa = SoaParams {
-        mname: match soa_file.and_then(|s| s.mname.as_ref()) {
-            Some(v) => parse_fqdn(src, v, &soa_key("mname"))?,
-            None => defaults.mname,
-        },
-        rname: match soa_file.and_then(|s| s.rname.as_ref()) {
-            Some(v) => parse_fqdn(src, v, &soa_key("rname"))?,
-            None => defaults.rname,
-        },
-        refresh: soa_u32(
-            soa_file.and_then(|s| s.refresh.as_ref()),
-            defaults.refresh,
-            "refresh",
-        )?,
-        retry: soa_u32(
-            soa_file.and_then(|s| s.retry.as_ref()),
-            defaults.retry,
-            "retry",
-        )?,
-        expire: soa_u32(
-            soa_file.and_then(|s| s.expire.as_ref()),
-            defaults.expire,
-            "expire",
-        )?,
-        minimum: soa_u32(
-            soa_file.and_then(|s| s.minimum.as_ref()),
-            defaults.minimum,
-            "minimum",
-        )?,
-        ttl: soa_u32(soa_file.and_then(|s| s.ttl.as_ref()), defaults.ttl, "ttl")?,
-    };
-
-    let mut records: Vec<RecordData> = Vec::with_capacity(z.record.len());
+    let ns = check_ns(src, zi, z, default_ns)?;
+    let soa = check_soa(src, zi, z.soa.as_ref(), &origin, &ns[0])?;
+    let mut records: Vec<RecordConfig> = Vec::with_capacity(z.record.len());
     let mut seen: HashMap<LowerName, usize> = HashMap::new();
     for (ri, r) in z.record.iter().enumerate() {
         let key = format!("zone[{zi}].record[{ri}]");
-        let name = relative_or_absolute(src, &r.name, &origin, &format!("{key}.name"))?;
-        if !origin.zone_of(&name) {
+        let record = check_record(src, &key, r, &origin, ttl)?;
+        if let Some(first) = seen.insert(LowerName::new(&record.name), ri) {
             return Err(src.error(
                 r.name.span(),
                 format!("{key}.name"),
-                format!("{name} is outside its zone {origin}"),
+                format!("{} is already defined by zone[{zi}].record[{first}]; list all its addresses there", record.name),
             ));
         }
-        if name.iter().skip(1).any(|l| l == b"*") {
-            return Err(src.error(
-                r.name.span(),
-                format!("{key}.name"),
-                "`*` is a wildcard only as the leftmost label (RFC 4592)",
-            ));
-        }
-        if let Some(first) = seen.insert(LowerName::new(&name), ri) {
-            return Err(src.error(
-                r.name.span(),
-                format!("{key}.name"),
-                format!("{name} is already defined by zone[{zi}].record[{first}]; list all its addresses there"),
-            ));
-        }
-        let a =
-            r.a.iter()
-                .map(|ip| {
-                    ip.get_ref().parse::<Ipv4Addr>().map_err(|_| {
-                        src.error(
-                            ip.span(),
-                            format!("{key}.a"),
-                            format!("{:?} is not an IPv4 address", ip.get_ref()),
-                        )
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-        let aaaa = r
-            .aaaa
-            .iter()
-            .map(|ip| {
-                ip.get_ref().parse::<Ipv6Addr>().map_err(|_| {
-                    src.error(
-                        ip.span(),
-                        format!("{key}.aaaa"),
-                        format!("{:?} is not an IPv6 address", ip.get_ref()),
-                    )
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let selector = check_selector(src, r, &key)?;
-        match (&selector, a.is_empty() && aaaa.is_empty()) {
-            (None, true) => {
-                return Err(src.error(
-                    r.name.span(),
-                    key.clone(),
-                    "a record needs at least one address in `a` or `aaaa`, or a `vpc-endpoint` or `vpc-endpoint-tags`",
-                ));
-            }
-            (Some(_), false) => {
-                return Err(src.error(
-                    r.name.span(),
-                    key.clone(),
-                    "a record takes its addresses from `a`/`aaaa` or from a VPC endpoint, not both",
-                ));
-            }
-            _ => {}
-        }
-        if let Some(selector) = selector {
-            bindings.push((records.len(), selector));
-        }
-        let ttl = positive(src, r.ttl.as_ref(), ttl, &format!("{key}.ttl"))?;
-        records.push(RecordData { name, ttl, a, aaaa });
+        records.push(record);
     }
     // An in-zone name server needs addresses to be reachable by a resolver that
     // follows the NS set (glue, RFC 9471).
@@ -880,16 +828,131 @@ fn check_zone(
             ));
         }
     }
-    Ok((
-        ZoneData {
-            origin,
-            ns,
-            ns_ttl: soa.ttl,
-            soa,
-            records,
-        },
-        bindings,
-    ))
+    Ok(ZoneConfig {
+        origin,
+        ns,
+        ns_ttl: soa.ttl,
+        soa,
+        records,
+    })
+}
+
+fn check_ns(
+    src: &Source<'_>,
+    zi: usize,
+    z: &ZoneFile,
+    default_ns: &Name,
+) -> Result<Vec<Name>, ConfigError> {
+    match &z.ns {
+        None => Ok(vec![default_ns.clone()]),
+        Some(list) if list.get_ref().is_empty() => Err(src.error(
+            list.span(),
+            format!("zone[{zi}].ns"),
+            "needs at least one name server name",
+        )),
+        Some(list) => list
+            .get_ref()
+            .iter()
+            .map(|n| parse_fqdn(src, n, &format!("zone[{zi}].ns")))
+            .collect(),
+    }
+}
+
+fn check_soa(
+    src: &Source<'_>,
+    zi: usize,
+    file: Option<&SoaFile>,
+    origin: &Name,
+    first_ns: &Name,
+) -> Result<SoaParams, ConfigError> {
+    let key = |k: &str| format!("zone[{zi}].soa.{k}");
+    let defaults = SoaParams::defaults(origin, first_ns.clone());
+    let Some(f) = file else {
+        return Ok(defaults);
+    };
+    let name = |v: Option<&Spanned<String>>, default: Name, k: &str| {
+        v.map_or(Ok(default), |v| parse_fqdn(src, v, &key(k)))
+    };
+    let number =
+        |v: Option<&Spanned<u32>>, default: u32, k: &str| positive(src, v, default, &key(k));
+    Ok(SoaParams {
+        mname: name(f.mname.as_ref(), defaults.mname, "mname")?,
+        rname: name(f.rname.as_ref(), defaults.rname, "rname")?,
+        refresh: number(f.refresh.as_ref(), defaults.refresh, "refresh")?,
+        retry: number(f.retry.as_ref(), defaults.retry, "retry")?,
+        expire: number(f.expire.as_ref(), defaults.expire, "expire")?,
+        minimum: number(f.minimum.as_ref(), defaults.minimum, "minimum")?,
+        ttl: number(f.ttl.as_ref(), defaults.ttl, "ttl")?,
+    })
+}
+
+/// One `[[zone.record]]`; `key` is its path, e.g. `zone[0].record[2]`.
+fn check_record(
+    src: &Source<'_>,
+    key: &str,
+    r: &RecordFile,
+    origin: &Name,
+    zone_ttl: u32,
+) -> Result<RecordConfig, ConfigError> {
+    let name = relative_or_absolute(src, &r.name, origin, &format!("{key}.name"))?;
+    if !origin.zone_of(&name) {
+        return Err(src.error(
+            r.name.span(),
+            format!("{key}.name"),
+            format!("{name} is outside its zone {origin}"),
+        ));
+    }
+    if name.iter().skip(1).any(|l| l == b"*") {
+        return Err(src.error(
+            r.name.span(),
+            format!("{key}.name"),
+            "`*` is a wildcard only as the leftmost label (RFC 4592)",
+        ));
+    }
+    let a = parse_addresses::<Ipv4Addr>(src, &r.a, &format!("{key}.a"), "IPv4")?;
+    let aaaa = parse_addresses::<Ipv6Addr>(src, &r.aaaa, &format!("{key}.aaaa"), "IPv6")?;
+    let addresses = match (
+        check_selector(src, r, key)?,
+        a.is_empty() && aaaa.is_empty(),
+    ) {
+        (None, true) => {
+            return Err(src.error(
+                r.name.span(),
+                key,
+                "a record needs at least one address in `a` or `aaaa`, or a `vpc-endpoint` or `vpc-endpoint-tags`",
+            ));
+        }
+        (Some(_), false) => {
+            return Err(src.error(
+                r.name.span(),
+                key,
+                "a record takes its addresses from `a`/`aaaa` or from a VPC endpoint, not both",
+            ));
+        }
+        (Some(selector), true) => Addresses::Endpoint(selector),
+        (None, false) => Addresses::Static { a, aaaa },
+    };
+    Ok(RecordConfig {
+        name,
+        ttl: positive(src, r.ttl.as_ref(), zone_ttl, &format!("{key}.ttl"))?,
+        addresses,
+    })
+}
+
+fn parse_addresses<T: std::str::FromStr>(
+    src: &Source<'_>,
+    list: &[Spanned<String>],
+    key: &str,
+    family: &str,
+) -> Result<Vec<T>, ConfigError> {
+    list.iter()
+        .map(|ip| {
+            ip.get_ref().parse::<T>().map_err(|_| {
+                let message = format!("{:?} is not an {family} address", ip.get_ref());
+                src.error(ip.span(), key, message)
+            })
+        })
+        .collect()
 }
 
 fn check_selector(
@@ -1061,7 +1124,7 @@ fn check_discover(
 fn check_occlusion(
     src: &Source<'_>,
     files: &[ZoneFile],
-    zones: &[ZoneData],
+    zones: &[ZoneConfig],
 ) -> Result<(), ConfigError> {
     let origins: HashSet<LowerName> = zones.iter().map(|z| LowerName::new(&z.origin)).collect();
     for (zi, zone) in zones.iter().enumerate() {
@@ -1324,12 +1387,16 @@ ttl = 30
         assert_eq!(aws.refresh_interval, Duration::from_secs(60));
         assert_eq!(aws.call_timeout, Duration::from_secs(10));
         assert_eq!(aws.page_size, 1000);
-        assert_eq!(c.bindings.len(), 2);
+        let addresses: Vec<_> = c.zones[0].records.iter().map(|r| &r.addresses).collect();
         assert_eq!(
-            c.bindings[0].selector,
-            Selector::Endpoint("vpce-0123456789abcdef0".into())
+            addresses,
+            [
+                &Addresses::Endpoint(Selector::Endpoint("vpce-0123456789abcdef0".into())),
+                &Addresses::Endpoint(Selector::Tags(
+                    [("privatelink-dns/name".to_string(), "api".to_string())].into()
+                )),
+            ]
         );
-        assert_eq!((c.bindings[1].zone, c.bindings[1].record), (0, 1));
         let targets = c.targets();
         assert_eq!(
             targets.len(),

@@ -13,7 +13,7 @@ use std::pin::Pin;
 use hickory_proto::rr::{LowerName, Name};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, Selector, Target};
+use crate::config::{Addresses, Config, Selector, Target, ZoneConfig};
 use crate::snapshot::{RecordData, SoaParams, ZoneData};
 
 /// Everything one discovery run found, per target (region and role).
@@ -243,6 +243,105 @@ pub struct Assembled {
     pub provenance: Vec<Provenance>,
 }
 
+/// The zones of `config` before any discovery: AWS-backed names without addresses.
+pub fn static_zones(config: &Config) -> Vec<ZoneData> {
+    assemble(config, None).zones
+}
+
+/// Merges the configured zones with an inventory. Without an inventory (no AWS, or no
+/// discovery yet), AWS-backed records exist without addresses and answer NODATA.
+pub fn assemble(config: &Config, inventory: Option<&Inventory>) -> Assembled {
+    let endpoints_of = |target: &Target| -> &[Endpoint] {
+        inventory
+            .and_then(|inv| inv.targets.iter().find(|t| &t.target == target))
+            .map_or(&[], |t| &t.endpoints)
+    };
+    let mut out = Assembled::default();
+    let default_endpoints = config
+        .aws
+        .as_ref()
+        .map_or(&[][..], |aws| endpoints_of(&aws.default_target()));
+    out.zones = config
+        .zones
+        .iter()
+        .map(|zone| resolve_zone(zone, default_endpoints, &mut out.provenance))
+        .collect();
+    let mut discovered = Discovered::default();
+    for block in &config.discover {
+        let matching = endpoints_of(&block.target).iter().filter(|ep| {
+            block.vpc_ids.contains(&ep.vpc_id)
+                && block.tags.iter().all(|(k, v)| ep.tags.get(k) == Some(v))
+        });
+        for ep in matching {
+            discovered.add(config, block.ttl, ep, &mut out);
+        }
+    }
+    let nameserver = &config.server.nameserver;
+    out.zones
+        .extend(discovered.zones.into_values().map(|z| z.build(nameserver)));
+    out.provenance.sort();
+    out.provenance.dedup();
+    out
+}
+
+/// A configured zone with the addresses of its AWS-backed records filled in from
+/// `endpoints` (those of the `[aws]` default target).
+fn resolve_zone(
+    zone: &ZoneConfig,
+    endpoints: &[Endpoint],
+    provenance: &mut Vec<Provenance>,
+) -> ZoneData {
+    let records = zone.records.iter().map(|record| {
+        let (a, aaaa) = match &record.addresses {
+            Addresses::Static { a, aaaa } => (a.clone(), aaaa.clone()),
+            Addresses::Endpoint(selector) => {
+                let (mut a, mut aaaa) = (BTreeSet::new(), BTreeSet::new());
+                for ep in endpoints.iter().filter(|ep| picks(selector, ep)) {
+                    for (eni, ip) in ep.served() {
+                        match ip {
+                            IpAddr::V4(v4) => a.insert(v4),
+                            IpAddr::V6(v6) => aaaa.insert(v6),
+                        };
+                        provenance.push(Provenance::of(&record.name, ip, ep, eni));
+                    }
+                }
+                (a.into_iter().collect(), aaaa.into_iter().collect())
+            }
+        };
+        RecordData {
+            name: record.name.clone(),
+            ttl: record.ttl,
+            a,
+            aaaa,
+        }
+    });
+    ZoneData {
+        origin: zone.origin.clone(),
+        ns: zone.ns.clone(),
+        ns_ttl: zone.ns_ttl,
+        soa: zone.soa.clone(),
+        records: records.collect(),
+    }
+}
+
+/// Whether `selector` picks `endpoint`.
+fn picks(selector: &Selector, endpoint: &Endpoint) -> bool {
+    match selector {
+        Selector::Endpoint(id) => endpoint.id == *id,
+        Selector::Tags(tags) => tags.iter().all(|(k, v)| endpoint.tags.get(k) == Some(v)),
+    }
+}
+
+/// Zones found by zero-config discovery: every private DNS name of a matching
+/// endpoint is a zone apex; a wildcard name "*.x" is zone "x" with a wildcard record.
+#[derive(Default)]
+struct Discovered {
+    /// Keyed by the lower-cased origin.
+    zones: BTreeMap<LowerName, DiscoveredZone>,
+    /// Origins already warned about (inside a configured zone).
+    warned: BTreeSet<Name>,
+}
+
 /// A zone found by zero-config discovery, keyed by lower-cased owner names.
 struct DiscoveredZone {
     origin: Name,
@@ -256,118 +355,84 @@ struct NameData {
     aaaa: BTreeSet<Ipv6Addr>,
 }
 
-/// The zones of `config` before any discovery: AWS-backed names without addresses.
-pub fn static_zones(config: &Config) -> Vec<ZoneData> {
-    assemble(config, None).zones
+impl Discovered {
+    /// Adds the private DNS names of `ep` with its addresses.
+    fn add(&mut self, config: &Config, ttl: u32, ep: &Endpoint, out: &mut Assembled) {
+        for dns_name in &ep.private_dns_names {
+            let Some((origin, owner)) = self.place(config, dns_name, ep, &mut out.warnings) else {
+                continue;
+            };
+            let zone = self
+                .zones
+                .entry(LowerName::new(&origin))
+                .or_insert_with(|| DiscoveredZone {
+                    origin,
+                    names: BTreeMap::new(),
+                });
+            let data = zone
+                .names
+                .entry(LowerName::new(&owner))
+                .or_insert_with(|| NameData {
+                    name: owner.clone(),
+                    ttl,
+                    a: BTreeSet::new(),
+                    aaaa: BTreeSet::new(),
+                });
+            for (eni, ip) in ep.served() {
+                match ip {
+                    IpAddr::V4(v4) => data.a.insert(v4),
+                    IpAddr::V6(v6) => data.aaaa.insert(v6),
+                };
+                out.provenance.push(Provenance::of(&owner, ip, ep, eni));
+            }
+        }
+    }
+
+    /// The (zone origin, owner name) a private DNS name is served as, or `None` (with
+    /// a warning) when it cannot be served.
+    fn place(
+        &mut self,
+        config: &Config,
+        dns_name: &str,
+        ep: &Endpoint,
+        warnings: &mut Vec<String>,
+    ) -> Option<(Name, Name)> {
+        let Ok(mut owner) = Name::from_ascii(dns_name.trim_end_matches('.')) else {
+            warnings.push(format!(
+                "endpoint {}: private DNS name {dns_name:?} is not a valid name; skipped",
+                ep.id
+            ));
+            return None;
+        };
+        owner.set_fqdn(true);
+        let owner = owner.to_lowercase();
+        let origin = if owner.is_wildcard() {
+            owner.base_name()
+        } else {
+            owner.clone()
+        };
+        let configured = config.zones.iter().map(|z| &z.origin);
+        if let Some(zone) = configured.clone().find(|z| z.zone_of(&origin)) {
+            if self.warned.insert(origin.clone()) {
+                warnings.push(format!(
+                    "discovered name {owner} (endpoint {}) is inside configured zone {zone}; the configured zone wins",
+                    ep.id
+                ));
+            }
+            return None;
+        }
+        Some((origin, owner))
+    }
 }
 
-/// Merges the configured zones with an inventory. Without an inventory (no AWS, or no
-/// discovery yet), AWS-backed records exist without addresses and answer NODATA.
-pub fn assemble(config: &Config, inventory: Option<&Inventory>) -> Assembled {
-    let mut out = Assembled {
-        zones: config.zones.clone(),
-        ..Assembled::default()
-    };
-    let empty = Vec::new();
-    let endpoints_of = |target: &Target| -> &Vec<Endpoint> {
-        inventory
-            .and_then(|inv| inv.targets.iter().find(|t| &t.target == target))
-            .map_or(&empty, |t| &t.endpoints)
-    };
-
-    // AWS-backed records in configured zones.
-    if let Some(aws) = &config.aws {
-        let endpoints = endpoints_of(&aws.default_target());
-        for b in &config.bindings {
-            let record = &mut out.zones[b.zone].records[b.record];
-            let selected = endpoints.iter().filter(|ep| match &b.selector {
-                Selector::Endpoint(id) => &ep.id == id,
-                Selector::Tags(tags) => tags.iter().all(|(k, v)| ep.tags.get(k) == Some(v)),
-            });
-            let (mut a, mut aaaa) = (BTreeSet::new(), BTreeSet::new());
-            for ep in selected {
-                for (eni, ip) in ep.served() {
-                    match ip {
-                        IpAddr::V4(v4) => a.insert(v4),
-                        IpAddr::V6(v6) => aaaa.insert(v6),
-                    };
-                    out.provenance
-                        .push(provenance(&record.name.to_string(), ip, ep, eni));
-                }
-            }
-            record.a = a.into_iter().collect();
-            record.aaaa = aaaa.into_iter().collect();
-        }
-    }
-
-    // Zero-config: every private DNS name of a matching endpoint is a zone apex; a
-    // wildcard name "*.x" is zone "x" with a wildcard record.
-    let configured: Vec<Name> = config.zones.iter().map(|z| z.origin.clone()).collect();
-    let mut discovered: BTreeMap<LowerName, DiscoveredZone> = BTreeMap::new();
-    let mut warned = BTreeSet::new();
-    for block in &config.discover {
-        let matching = endpoints_of(&block.target).iter().filter(|ep| {
-            block.vpc_ids.contains(&ep.vpc_id)
-                && block.tags.iter().all(|(k, v)| ep.tags.get(k) == Some(v))
-        });
-        for ep in matching {
-            for dns_name in &ep.private_dns_names {
-                let Ok(mut owner) = Name::from_ascii(dns_name.trim_end_matches('.')) else {
-                    out.warnings.push(format!(
-                        "endpoint {}: private DNS name {dns_name:?} is not a valid name; skipped",
-                        ep.id
-                    ));
-                    continue;
-                };
-                owner.set_fqdn(true);
-                let owner = owner.to_lowercase();
-                let origin = if owner.is_wildcard() {
-                    owner.base_name()
-                } else {
-                    owner.clone()
-                };
-                if let Some(zone) = configured.iter().find(|z| z.zone_of(&origin)) {
-                    if warned.insert(origin.clone()) {
-                        out.warnings.push(format!(
-                            "discovered name {owner} (endpoint {}) is inside configured zone {zone}; the configured zone wins",
-                            ep.id
-                        ));
-                    }
-                    continue;
-                }
-                let zone = discovered
-                    .entry(LowerName::new(&origin))
-                    .or_insert_with(|| DiscoveredZone {
-                        origin: origin.clone(),
-                        names: BTreeMap::new(),
-                    });
-                let data = zone
-                    .names
-                    .entry(LowerName::new(&owner))
-                    .or_insert_with(|| NameData {
-                        name: owner.clone(),
-                        ttl: block.ttl,
-                        a: BTreeSet::new(),
-                        aaaa: BTreeSet::new(),
-                    });
-                for (eni, ip) in ep.served() {
-                    match ip {
-                        IpAddr::V4(v4) => data.a.insert(v4),
-                        IpAddr::V6(v6) => data.aaaa.insert(v6),
-                    };
-                    out.provenance
-                        .push(provenance(&owner.to_string(), ip, ep, eni));
-                }
-            }
-        }
-    }
-    for DiscoveredZone { origin, names } in discovered.into_values() {
-        let ns = config.server.nameserver.clone();
-        out.zones.push(ZoneData {
-            soa: SoaParams::defaults(&origin, ns.clone()),
+impl DiscoveredZone {
+    fn build(self, nameserver: &Name) -> ZoneData {
+        ZoneData {
+            soa: SoaParams::defaults(&self.origin, nameserver.clone()),
             ns_ttl: 3600,
-            ns: vec![ns],
-            records: names
+            ns: vec![nameserver.clone()],
+            records: self
+                .names
                 .into_values()
                 .map(|d| RecordData {
                     name: d.name,
@@ -376,22 +441,21 @@ pub fn assemble(config: &Config, inventory: Option<&Inventory>) -> Assembled {
                     aaaa: d.aaaa.into_iter().collect(),
                 })
                 .collect(),
-            origin,
-        });
+            origin: self.origin,
+        }
     }
-    out.provenance.sort();
-    out.provenance.dedup();
-    out
 }
 
-fn provenance(name: &str, ip: IpAddr, ep: &Endpoint, eni: &Eni) -> Provenance {
-    Provenance {
-        name: name.to_string(),
-        rtype: if ip.is_ipv4() { "A" } else { "AAAA" },
-        address: ip,
-        endpoint: ep.id.clone(),
-        availability_zone: eni.availability_zone.clone(),
-        state: ep.state.clone(),
+impl Provenance {
+    fn of(name: &Name, ip: IpAddr, ep: &Endpoint, eni: &Eni) -> Provenance {
+        Provenance {
+            name: name.to_string(),
+            rtype: if ip.is_ipv4() { "A" } else { "AAAA" },
+            address: ip,
+            endpoint: ep.id.clone(),
+            availability_zone: eni.availability_zone.clone(),
+            state: ep.state.clone(),
+        }
     }
 }
 
