@@ -240,6 +240,8 @@ pub fn mass_removal<T: Ord>(old: &BTreeSet<T>, new: &BTreeSet<T>) -> Option<usiz
 pub struct Assembled {
     pub zones: Vec<ZoneData>,
     pub warnings: Vec<String>,
+    /// Private DNS names from the API refused as zones (see `warnings`).
+    pub rejected_names: usize,
     pub provenance: Vec<Provenance>,
 }
 
@@ -276,6 +278,7 @@ pub fn assemble(config: &Config, inventory: Option<&Inventory>) -> Assembled {
             discovered.add(config, block.ttl, ep, &mut out);
         }
     }
+    out.rejected_names = discovered.rejected;
     let nameserver = &config.server.nameserver;
     out.zones
         .extend(discovered.zones.into_values().map(|z| z.build(nameserver)));
@@ -340,6 +343,8 @@ struct Discovered {
     zones: BTreeMap<LowerName, DiscoveredZone>,
     /// Origins already warned about (inside a configured zone).
     warned: BTreeSet<Name>,
+    /// Private DNS names refused: the root, a single label, or above a configured zone.
+    rejected: usize,
 }
 
 /// A zone found by zero-config discovery, keyed by lower-cased owner names.
@@ -411,8 +416,26 @@ impl Discovered {
         } else {
             owner.clone()
         };
-        let configured = config.zones.iter().map(|z| &z.origin);
-        if let Some(zone) = configured.clone().find(|z| z.zone_of(&origin)) {
+        // A name from the API is data, not trust: "*" or "com" would make us answer
+        // authoritatively for every name under the root or a TLD, and a name above a
+        // configured zone would take over its parent.
+        let mut configured = config.zones.iter().map(|z| &z.origin);
+        let above = configured
+            .clone()
+            .find(|z| origin.zone_of(z) && origin != **z);
+        if origin.num_labels() < 2 || above.is_some() {
+            let why = match above {
+                Some(zone) => format!("would contain configured zone {zone}"),
+                None => format!("would make zone {origin} (the root or a top-level domain)"),
+            };
+            warnings.push(format!(
+                "endpoint {}: private DNS name {dns_name:?} {why}; rejected",
+                ep.id
+            ));
+            self.rejected += 1;
+            return None;
+        }
+        if let Some(zone) = configured.find(|z| z.zone_of(&origin)) {
             if self.warned.insert(origin.clone()) {
                 warnings.push(format!(
                     "discovered name {owner} (endpoint {}) is inside configured zone {zone}; the configured zone wins",
@@ -778,5 +801,30 @@ tags = { expose = "on-prem" }
                 .any(|z| z.origin.to_string() == "no.example.net.")
         );
         assert!(a.warnings.iter().any(|w| w.contains("bad..name")));
+    }
+
+    #[test]
+    fn zero_config_rejects_names_that_would_take_over_a_parent() {
+        let extra = r#"
+[[discover]]
+vpc-ids = ["vpc-1"]
+"#;
+        let names = ["*", "com", "*.com", "example.com", "*.example.com", "."];
+        let hostile = endpoint("vpce-0bad", "vpc-1", &names, &["10.0.1.8"]);
+        let fine = endpoint("vpce-0ok", "vpc-1", &["ok.example.net"], &["10.0.1.9"]);
+        let a = assemble(&config(extra), Some(&inventory(vec![hostile, fine])));
+        let origins: Vec<String> = a.zones.iter().map(|z| z.origin.to_string()).collect();
+        assert_eq!(origins, ["internal.example.com.", "ok.example.net."]);
+        assert_eq!(a.rejected_names, names.len(), "{:#?}", a.warnings);
+        for name in names {
+            assert!(
+                a.warnings
+                    .iter()
+                    .any(|w| w.contains(&format!("{name:?}")) && w.ends_with("rejected")),
+                "{name}: {:#?}",
+                a.warnings
+            );
+        }
+        assert!(a.provenance.iter().all(|p| p.endpoint == "vpce-0ok"));
     }
 }

@@ -474,6 +474,12 @@ impl Collector for RefreshCollector {
             "Served addresses the held discovery would remove",
             held as f64,
         )?;
+        gauge(
+            &mut e,
+            "discovery_names_rejected",
+            "Private DNS names from the API not served: the root, a single label, or above a configured zone",
+            s.rejected_names.load(Ordering::Relaxed) as f64,
+        )?;
         counter(
             &mut e,
             "cache_write_failures",
@@ -577,6 +583,7 @@ mod tests {
         let stats = Arc::new(RefreshStats::default());
         stats.record_failure(FailureReason::Throttled, "x");
         stats.removal_held.store(7, Ordering::Relaxed);
+        stats.rejected_names.store(2, Ordering::Relaxed);
         let m = Metrics::new(stats, store.clone());
         let mut q = hickory_proto::op::Message::query();
         q.add_query(hickory_proto::op::Query::query(
@@ -604,6 +611,7 @@ mod tests {
             "privatelink_dns_targets_without_data 1",
             "privatelink_dns_removal_held 1",
             "privatelink_dns_removal_held_addresses 7",
+            "privatelink_dns_discovery_names_rejected 2",
             "privatelink_dns_cache_write_failures_total 0",
             "privatelink_dns_log_lines_dropped_total ",
         ] {

@@ -78,6 +78,8 @@ pub struct RefreshStats {
     pub cache_write_failures: AtomicU64,
     /// While a mass removal is held: how many served addresses it would remove (0: none held).
     pub removal_held: AtomicU64,
+    /// Private DNS names from the API refused in the data being served.
+    pub rejected_names: AtomicU64,
     /// The last discovery error, for /readyz and logs.
     last_error: Mutex<Option<String>>,
 }
@@ -182,6 +184,8 @@ pub struct Refresher<D> {
     held: Option<Held>,
     /// Apply the next discovery even if it is a mass removal (a reload asked for it).
     apply_removals: bool,
+    /// The assembly warnings of the last publish, logged when they first appear.
+    warned: Mutex<BTreeSet<String>>,
 }
 
 impl<D: Discover> Refresher<D> {
@@ -202,6 +206,7 @@ impl<D: Discover> Refresher<D> {
             last: Arc::default(),
             held: None,
             apply_removals: false,
+            warned: Mutex::default(),
         }
     }
 
@@ -247,9 +252,20 @@ impl<D: Discover> Refresher<D> {
     /// Builds a snapshot from `assembled` and publishes it; `last` is what it was
     /// assembled from.
     fn publish(&self, assembled: &Assembled, last: Option<&LastGood>) {
+        // Each warning once while it lasts, not on every refresh.
+        let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
         for warning in &assembled.warnings {
-            warn!(%warning, "discovery");
+            if warned.contains(warning) {
+                debug!(%warning, "discovery");
+            } else {
+                warn!(%warning, "discovery");
+            }
         }
+        *warned = assembled.warnings.iter().cloned().collect();
+        drop(warned);
+        self.stats
+            .rejected_names
+            .store(assembled.rejected_names as u64, Ordering::Relaxed);
         let settings = &self.config.server.settings;
         let what = served(&self.config, last);
         self.store.update(|previous| {
