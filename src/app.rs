@@ -23,8 +23,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::aws::Ec2Discovery;
-use crate::config::Config;
-use crate::discovery::{self, Assembled, BoxedSource, Discover, DiscoveryError, Inventory};
+use crate::config::{Config, HttpConfig};
+use crate::discovery::{self, BoxedSource};
 use crate::http::{self, HttpLimits, HttpState};
 use crate::metrics::Metrics;
 use crate::refresh::{self, LastGood, RefreshStats, Refresher};
@@ -35,6 +35,12 @@ use crate::snapshot::{self, Served, Snapshot, SnapshotStore};
 pub enum AppError {
     #[error("cannot bind {proto} {addr}: {source}")]
     Bind {
+        proto: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("bound {proto} {addr}, but cannot read the socket's address: {source}")]
+    LocalAddr {
         proto: &'static str,
         addr: SocketAddr,
         source: std::io::Error,
@@ -105,7 +111,8 @@ impl Server {
     pub async fn start_with(config: &Config, sources: SourceFactory) -> Result<Self, AppError> {
         let mut sockets = Vec::with_capacity(config.server.listen.len());
         for addr in &config.server.listen {
-            sockets.push(bind_pair(*addr)?);
+            let (udp, tcp) = bind_pair(*addr)?;
+            sockets.push((*addr, udp, tcp));
         }
         let http_listener = match &config.http {
             Some(h) => Some(server::bind_tcp(h.listen).map_err(|source| AppError::Bind {
@@ -115,6 +122,27 @@ impl Server {
             })?),
             None => None,
         };
+        let mut server = Self::new(config, sources);
+        server.load(Arc::new(config.clone()), false).await;
+
+        let budget = FdBudget::for_config(config);
+        for (asked, udp, tcp) in sockets {
+            server.serve_dns(config, asked, udp, tcp, budget.dns_tcp)?;
+        }
+        if let (Some(listener), Some(http)) = (http_listener, &config.http) {
+            server.serve_http(http, listener, budget.http)?;
+        }
+        let snap = server.store.load();
+        info!(
+            zones = snap.zone_count(),
+            records = snap.record_count(),
+            "serving"
+        );
+        Ok(server)
+    }
+
+    /// A server with an empty snapshot, serving nothing yet.
+    fn new(config: &Config, sources: SourceFactory) -> Self {
         let store = Arc::new(SnapshotStore::default());
         let stats = Arc::new(RefreshStats::default());
         let metrics = Arc::new(Metrics::new(stats.clone(), store.clone()));
@@ -123,7 +151,7 @@ impl Server {
             metrics.clone(),
             config.log.query_log_every,
         ));
-        let mut server = Self {
+        Self {
             udp_addrs: Vec::new(),
             tcp_addrs: Vec::new(),
             http_addr: None,
@@ -138,74 +166,81 @@ impl Server {
             shutdown: CancellationToken::new(),
             crashed: CancellationToken::new(),
             tasks: TaskTracker::new(),
-        };
-        server.load(Arc::new(config.clone()), false).await;
+        }
+    }
 
-        let budget = FdBudget::for_config(config);
+    /// Serves DNS on one listen address (`asked`): `udp-workers` UDP threads, each on
+    /// its own SO_REUSEPORT socket, and the TCP accept loop.
+    fn serve_dns(
+        &mut self,
+        config: &Config,
+        asked: SocketAddr,
+        udp: std::net::UdpSocket,
+        tcp: TcpListener,
+        max_tcp_connections: usize,
+    ) -> Result<(), AppError> {
+        let u = bound_addr(udp.local_addr(), "udp", asked)?;
+        let t = bound_addr(tcp.local_addr(), "tcp", asked)?;
+        info!(udp = %u, tcp = %t, "listening");
+        self.udp_addrs.push(u);
+        self.tcp_addrs.push(t);
+        let mut workers = vec![udp];
+        for _ in 1..config.server.udp_workers {
+            let socket = server::bind_udp(u).map_err(|source| AppError::Bind {
+                proto: "udp",
+                addr: u,
+                source,
+            })?;
+            workers.push(socket);
+        }
+        for (i, socket) in workers.into_iter().enumerate() {
+            // Half the grace for draining: the rest is the margin within which every
+            // worker has returned when the shutdown stops waiting for them.
+            let drain_for = config.server.shutdown_grace / 2;
+            let fut = self.spawn_udp_worker(socket, u, i, drain_for)?;
+            self.supervise("udp", fut, self.shutdown.clone());
+        }
         let limits = TcpLimits {
             idle_timeout: config.server.tcp_idle_timeout,
-            max_connections: budget.dns_tcp,
+            max_connections: max_tcp_connections,
         };
-        for (udp, tcp) in sockets {
-            let (u, t) = (local_addr(&udp, "udp")?, tcp_local_addr(&tcp)?);
-            info!(udp = %u, tcp = %t, "listening");
-            server.udp_addrs.push(u);
-            server.tcp_addrs.push(t);
-            let mut workers = vec![udp];
-            for _ in 1..config.server.udp_workers {
-                let socket = server::bind_udp(u).map_err(|source| AppError::Bind {
-                    proto: "udp",
-                    addr: u,
-                    source,
-                })?;
-                workers.push(socket);
+        let span = info_span!("tcp", addr = %t);
+        let fut = server::serve_tcp(tcp, self.serve.clone(), limits, self.shutdown.clone());
+        self.supervise("tcp", fut.instrument(span), self.shutdown.clone());
+        Ok(())
+    }
+
+    /// Serves `/healthz`, `/readyz` and `/metrics`.
+    fn serve_http(
+        &mut self,
+        http: &HttpConfig,
+        listener: TcpListener,
+        max_connections: usize,
+    ) -> Result<(), AppError> {
+        let addr = bound_addr(listener.local_addr(), "http", http.listen)?;
+        info!(%addr, "http listening: /healthz /readyz /metrics");
+        self.http_addr = Some(addr);
+        let state = HttpState {
+            metrics: self.metrics.clone(),
+            stats: self.stats.clone(),
+            store: self.store.clone(),
+        };
+        let limits = HttpLimits {
+            max_connections,
+            header_timeout: http.header_timeout,
+        };
+        let fut = http::serve(listener, state, limits, self.shutdown.clone());
+        let fut = async move {
+            if let Err(error) = fut.await {
+                error!(%error, "http server failed");
             }
-            for (i, socket) in workers.into_iter().enumerate() {
-                // Half the grace for draining: the rest is the margin within which every
-                // worker has returned when the shutdown stops waiting for them.
-                let drain_for = config.server.shutdown_grace / 2;
-                let fut = server.spawn_udp_worker(socket, u, i, drain_for)?;
-                server.supervise("udp", fut, server.shutdown.clone());
-            }
-            let span = info_span!("tcp", addr = %t);
-            let fut = server::serve_tcp(tcp, server.serve.clone(), limits, server.shutdown.clone());
-            server.supervise("tcp", fut.instrument(span), server.shutdown.clone());
-        }
-        if let Some(listener) = http_listener {
-            let addr = tcp_local_addr(&listener)?;
-            info!(%addr, "http listening: /healthz /readyz /metrics");
-            server.http_addr = Some(addr);
-            let state = HttpState {
-                metrics: server.metrics.clone(),
-                stats: server.stats.clone(),
-                store: server.store.clone(),
-            };
-            let limits = HttpLimits {
-                max_connections: budget.http,
-                header_timeout: config
-                    .http
-                    .as_ref()
-                    .map_or(Duration::from_secs(5), |h| h.header_timeout),
-            };
-            let fut = http::serve(listener, state, limits, server.shutdown.clone());
-            server.supervise(
-                "http",
-                async move {
-                    if let Err(error) = fut.await {
-                        error!(%error, "http server failed");
-                    }
-                }
-                .instrument(info_span!("http")),
-                server.shutdown.clone(),
-            );
-        }
-        let snap = server.store.load();
-        info!(
-            zones = snap.zone_count(),
-            records = snap.record_count(),
-            "serving"
+        };
+        self.supervise(
+            "http",
+            fut.instrument(info_span!("http")),
+            self.shutdown.clone(),
         );
-        Ok(server)
+        Ok(())
     }
 
     /// Starts a UDP worker on a thread of its own (named `udp-ADDR-N`: they never
@@ -395,76 +430,6 @@ pub fn build_snapshot(config: &Config, previous: Option<&Snapshot>) -> Snapshot 
         .map_or(0, |d| d.as_secs());
     let zones = discovery::assemble(config, None).zones;
     snapshot::build(&zones, config.server.settings.clone(), previous, now)
-}
-
-pub async fn discover_once(config: &Config) -> Result<(Inventory, Assembled), DiscoveryError> {
-    let Some(source) = Ec2Discovery::for_config(config).await else {
-        return Ok((Inventory::default(), discovery::assemble(config, None)));
-    };
-    let inventory = source.discover().await?;
-    let assembled = discovery::assemble(config, Some(&inventory));
-    Ok((inventory, assembled))
-}
-
-/// Renders [`discover_once`]'s result as a table, or as JSON.
-pub fn render_discovery(inventory: &Inventory, assembled: &Assembled, json: bool) -> String {
-    if json {
-        let doc = serde_json::json!({
-            "records": assembled.provenance,
-            "endpoints": inventory.targets,
-            "warnings": assembled.warnings,
-        });
-        return serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n";
-    }
-    let mut rows = vec![[
-        "NAME".to_string(),
-        "TYPE".to_string(),
-        "ADDRESS".to_string(),
-        "ENDPOINT".to_string(),
-        "AZ".to_string(),
-    ]];
-    for p in &assembled.provenance {
-        rows.push([
-            p.name.clone(),
-            p.rtype.to_string(),
-            p.address.to_string(),
-            p.endpoint.clone(),
-            p.availability_zone.clone(),
-        ]);
-    }
-    let widths: Vec<usize> = (0..5)
-        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for row in &rows {
-        let line: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
-    let endpoints: usize = inventory.targets.iter().map(|t| t.endpoints.len()).sum();
-    let unavailable: Vec<String> = inventory
-        .targets
-        .iter()
-        .flat_map(|t| &t.endpoints)
-        .filter(|e| !e.is_available())
-        .map(|e| format!("{} ({})", e.id, e.state))
-        .collect();
-    out.push_str(&format!(
-        "{} addresses from {endpoints} interface endpoints",
-        assembled.provenance.len()
-    ));
-    if !unavailable.is_empty() {
-        out.push_str(&format!(
-            "; not served (not available): {}",
-            unavailable.join(", ")
-        ));
-    }
-    out.push('\n');
-    out
 }
 
 /// Runs the daemon until SIGINT or SIGTERM; SIGHUP reloads `config_path`.
@@ -664,7 +629,7 @@ fn bind_pair(addr: SocketAddr) -> Result<(std::net::UdpSocket, TcpListener), App
     let mut last = None;
     for _ in 0..20 {
         let udp = server::bind_udp(addr).map_err(udp_err)?;
-        let port = udp.local_addr().map_err(udp_err)?.port();
+        let port = bound_addr(udp.local_addr(), "udp", addr)?.port();
         match server::bind_tcp(SocketAddr::new(addr.ip(), port)) {
             Ok(tcp) => return Ok((udp, tcp)),
             Err(e) => last = Some(e),
@@ -675,18 +640,15 @@ fn bind_pair(addr: SocketAddr) -> Result<(std::net::UdpSocket, TcpListener), App
     ))
 }
 
-fn local_addr(udp: &std::net::UdpSocket, proto: &'static str) -> Result<SocketAddr, AppError> {
-    udp.local_addr().map_err(|source| AppError::Bind {
+/// The address a socket bound to `asked` has (its port, when 0 was asked).
+fn bound_addr(
+    found: std::io::Result<SocketAddr>,
+    proto: &'static str,
+    asked: SocketAddr,
+) -> Result<SocketAddr, AppError> {
+    found.map_err(|source| AppError::LocalAddr {
         proto,
-        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-        source,
-    })
-}
-
-fn tcp_local_addr(tcp: &TcpListener) -> Result<SocketAddr, AppError> {
-    tcp.local_addr().map_err(|source| AppError::Bind {
-        proto: "tcp",
-        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        addr: asked,
         source,
     })
 }
@@ -694,6 +656,17 @@ fn tcp_local_addr(tcp: &TcpListener) -> Result<SocketAddr, AppError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_socket_address_that_cannot_be_read_is_not_called_a_bind_failure() {
+        let asked: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let found = Err(std::io::Error::other("EBADF"));
+        let message = bound_addr(found, "udp", asked).unwrap_err().to_string();
+        assert_eq!(
+            message,
+            "bound udp 127.0.0.1:0, but cannot read the socket's address: EBADF"
+        );
+    }
 
     #[test]
     fn fd_budget_keeps_dns_and_http_apart() {

@@ -13,7 +13,9 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use crate::app;
+use crate::aws::Ec2Discovery;
 use crate::config::{Config, DEMO_NAME, LogFormat};
+use crate::discovery::{self, Assembled, Discover, DiscoveryError, Inventory};
 use crate::logging;
 
 /// A line on stderr that cannot panic (stderr may be closed).
@@ -170,7 +172,7 @@ fn discover(config: &Config, json: bool) -> ExitCode {
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    match rt.block_on(app::discover_once(config)) {
+    match rt.block_on(discover_once(config)) {
         Ok((inventory, assembled)) => {
             for w in &assembled.warnings {
                 say!("warning: {w}");
@@ -178,7 +180,7 @@ fn discover(config: &Config, json: bool) -> ExitCode {
             let _ = write!(
                 std::io::stdout(),
                 "{}",
-                app::render_discovery(&inventory, &assembled, json)
+                render_discovery(&inventory, &assembled, json)
             );
             ExitCode::SUCCESS
         }
@@ -187,6 +189,80 @@ fn discover(config: &Config, json: bool) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// One discovery for `discover`: what the config would serve now.
+async fn discover_once(config: &Config) -> Result<(Inventory, Assembled), DiscoveryError> {
+    let Some(source) = Ec2Discovery::for_config(config).await else {
+        return Ok((Inventory::default(), discovery::assemble(config, None)));
+    };
+    let inventory = source.discover().await?;
+    let assembled = discovery::assemble(config, Some(&inventory));
+    Ok((inventory, assembled))
+}
+
+/// Renders [`discover_once`]'s result as a table, or as JSON.
+fn render_discovery(inventory: &Inventory, assembled: &Assembled, json: bool) -> String {
+    if json {
+        let doc = serde_json::json!({
+            "records": assembled.provenance,
+            "endpoints": inventory.targets,
+            "warnings": assembled.warnings,
+        });
+        return match serde_json::to_string_pretty(&doc) {
+            Ok(text) => text + "\n",
+            Err(e) => format!("{{\"error\": \"cannot encode the discovery as JSON: {e}\"}}\n"),
+        };
+    }
+    let mut rows = vec![[
+        "NAME".to_string(),
+        "TYPE".to_string(),
+        "ADDRESS".to_string(),
+        "ENDPOINT".to_string(),
+        "AZ".to_string(),
+    ]];
+    for p in &assembled.provenance {
+        rows.push([
+            p.name.clone(),
+            p.rtype.to_string(),
+            p.address.to_string(),
+            p.endpoint.clone(),
+            p.availability_zone.clone(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..5)
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in &rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    let endpoints: usize = inventory.targets.iter().map(|t| t.endpoints.len()).sum();
+    let unavailable: Vec<String> = inventory
+        .targets
+        .iter()
+        .flat_map(|t| &t.endpoints)
+        .filter(|e| !e.is_available())
+        .map(|e| format!("{} ({})", e.id, e.state))
+        .collect();
+    out.push_str(&format!(
+        "{} addresses from {endpoints} interface endpoints",
+        assembled.provenance.len()
+    ));
+    if !unavailable.is_empty() {
+        out.push_str(&format!(
+            "; not served (not available): {}",
+            unavailable.join(", ")
+        ));
+    }
+    out.push('\n');
+    out
 }
 
 /// A minimal HTTP/1.0 GET: enough for our own /healthz and /readyz.

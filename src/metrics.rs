@@ -26,7 +26,7 @@ use prometheus_client::registry::Registry;
 use crate::answer::{Response, Transport};
 use crate::discovery::FailureReason;
 use crate::refresh::RefreshStats;
-use crate::snapshot::SnapshotStore;
+use crate::snapshot::{Served, SnapshotStore};
 
 /// What metrics need to know about an answer.
 #[derive(Debug, Clone, Copy)]
@@ -388,106 +388,120 @@ impl Collector for RefreshCollector {
         if served.targets.is_empty() {
             return Ok(());
         }
-        counter(
-            &mut e,
-            "refresh_attempts",
-            "Discovery attempts",
-            s.attempts.load(Ordering::Relaxed),
-        )?;
-        counter(
-            &mut e,
-            "refresh_successes",
-            "Successful discoveries",
-            s.successes.load(Ordering::Relaxed),
-        )?;
-        {
-            let c = ConstCounter::new(0u64);
-            let mut family = e.encode_descriptor(
-                "refresh_failures",
-                "Failed discoveries, by reason",
-                None,
-                c.metric_type(),
-            )?;
-            for reason in FailureReason::ALL {
-                let labels = [("reason", reason.as_str())];
-                ConstCounter::new(s.failures(reason)).encode(family.encode_family(&labels)?)?;
-            }
-        }
-        gauge(
-            &mut e,
-            "refresh_consecutive_failures",
-            "Failed discoveries since the last success",
-            s.consecutive_failures.load(Ordering::Relaxed) as f64,
-        )?;
-        gauge(
-            &mut e,
-            "refresh_duration_seconds",
-            "Duration of the last discovery attempt",
-            s.last_duration_ms.load(Ordering::Relaxed) as f64 / 1000.0,
-        )?;
-        let last = s.last_success_unix.load(Ordering::Relaxed);
-        gauge(
-            &mut e,
-            "refresh_last_success_timestamp_seconds",
-            "Unix time of the last successful discovery (0: never)",
-            last as f64,
-        )?;
-        if let Some(data) = served.oldest() {
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            gauge(
-                &mut e,
-                "snapshot_age_seconds",
-                "Age of the oldest discovered data being served",
-                now.saturating_sub(data) as f64,
-            )?;
-        }
-        gauge(
-            &mut e,
-            "endpoints_discovered",
-            "VPC endpoints in the data being served",
-            served.endpoints as f64,
-        )?;
-        gauge(
-            &mut e,
-            "serving_from_cache",
-            "1 while some of the data served came from the cache file",
-            f64::from(u8::from(served.from_cache())),
-        )?;
-        gauge(
-            &mut e,
-            "targets_without_data",
-            "Discovery targets with no data (their AWS-backed names answer NODATA)",
-            served.missing().len() as f64,
-        )?;
-        let held = s.removal_held.load(Ordering::Relaxed);
-        gauge(
-            &mut e,
-            "removal_held",
-            "1 while a discovery that would remove most AWS-backed addresses is held",
-            f64::from(u8::from(held > 0)),
-        )?;
-        gauge(
-            &mut e,
-            "removal_held_addresses",
-            "Served addresses the held discovery would remove",
-            held as f64,
-        )?;
-        gauge(
-            &mut e,
-            "discovery_names_rejected",
-            "Private DNS names from the API not served: the root, a single label, or above a configured zone",
-            s.rejected_names.load(Ordering::Relaxed) as f64,
-        )?;
-        counter(
-            &mut e,
-            "cache_write_failures",
-            "Cache file writes that failed (the file keeps its previous data)",
-            s.cache_write_failures.load(Ordering::Relaxed),
-        )?;
-        Ok(())
+        encode_refreshes(&mut e, s)?;
+        encode_served(&mut e, s, served)
     }
+}
+
+/// How discovery has gone: attempts, failures by reason, the last success.
+fn encode_refreshes(e: &mut DescriptorEncoder, s: &RefreshStats) -> Result<(), std::fmt::Error> {
+    counter(
+        e,
+        "refresh_attempts",
+        "Discovery attempts",
+        s.attempts.load(Ordering::Relaxed),
+    )?;
+    counter(
+        e,
+        "refresh_successes",
+        "Successful discoveries",
+        s.successes.load(Ordering::Relaxed),
+    )?;
+    {
+        let c = ConstCounter::new(0u64);
+        let mut family = e.encode_descriptor(
+            "refresh_failures",
+            "Failed discoveries, by reason",
+            None,
+            c.metric_type(),
+        )?;
+        for reason in FailureReason::ALL {
+            let labels = [("reason", reason.as_str())];
+            ConstCounter::new(s.failures(reason)).encode(family.encode_family(&labels)?)?;
+        }
+    }
+    gauge(
+        e,
+        "refresh_consecutive_failures",
+        "Failed discoveries since the last success",
+        s.consecutive_failures.load(Ordering::Relaxed) as f64,
+    )?;
+    gauge(
+        e,
+        "refresh_duration_seconds",
+        "Duration of the last discovery attempt",
+        s.last_duration_ms.load(Ordering::Relaxed) as f64 / 1000.0,
+    )?;
+    let last = s.last_success_unix.load(Ordering::Relaxed);
+    gauge(
+        e,
+        "refresh_last_success_timestamp_seconds",
+        "Unix time of the last successful discovery (0: never)",
+        last as f64,
+    )?;
+    counter(
+        e,
+        "cache_write_failures",
+        "Cache file writes that failed (the file keeps its previous data)",
+        s.cache_write_failures.load(Ordering::Relaxed),
+    )
+}
+
+/// The discovered data being served: its age, size and origin, and what was held
+/// back or refused.
+fn encode_served(
+    e: &mut DescriptorEncoder,
+    s: &RefreshStats,
+    served: &Served,
+) -> Result<(), std::fmt::Error> {
+    if let Some(data) = served.oldest() {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        gauge(
+            e,
+            "snapshot_age_seconds",
+            "Age of the oldest discovered data being served",
+            now.saturating_sub(data) as f64,
+        )?;
+    }
+    gauge(
+        e,
+        "endpoints_discovered",
+        "VPC endpoints in the data being served",
+        served.endpoints as f64,
+    )?;
+    gauge(
+        e,
+        "serving_from_cache",
+        "1 while some of the data served came from the cache file",
+        f64::from(u8::from(served.from_cache())),
+    )?;
+    gauge(
+        e,
+        "targets_without_data",
+        "Discovery targets with no data (their AWS-backed names answer NODATA)",
+        served.missing().len() as f64,
+    )?;
+    let held = s.removal_held.load(Ordering::Relaxed);
+    gauge(
+        e,
+        "removal_held",
+        "1 while a discovery that would remove most AWS-backed addresses is held",
+        f64::from(u8::from(held > 0)),
+    )?;
+    gauge(
+        e,
+        "removal_held_addresses",
+        "Served addresses the held discovery would remove",
+        held as f64,
+    )?;
+    gauge(
+        e,
+        "discovery_names_rejected",
+        "Private DNS names from the API not served: the root, a single label, or above a configured zone",
+        s.rejected_names.load(Ordering::Relaxed) as f64,
+    )
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use hickory_proto::rr::RecordType;
 
@@ -116,8 +116,18 @@ impl ServeContext {
             }
         }
         let response = self.handle(query, Transport::Udp, peer)?;
-        let len = response.bytes.len().min(out.len());
-        out[..len].copy_from_slice(&response.bytes[..len]);
+        let len = response.bytes.len();
+        let Some(out) = out.get_mut(..len) else {
+            // The core keeps UDP answers within the payload size, and the buffer holds
+            // the largest one: cut, this would go out as a malformed packet.
+            error!(
+                len,
+                buffer = out.len(),
+                "a UDP response is larger than the send buffer; not sent (a bug)"
+            );
+            return None;
+        };
+        out.copy_from_slice(&response.bytes);
         Some(len)
     }
 }
@@ -465,4 +475,39 @@ pub fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
     TcpListener::from_std(socket.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::refresh::RefreshStats;
+
+    #[test]
+    fn a_response_larger_than_the_buffer_is_not_cut() {
+        let config = Config::demo();
+        let store = Arc::new(SnapshotStore::new(crate::app::build_snapshot(
+            &config, None,
+        )));
+        let metrics = Arc::new(Metrics::new(
+            Arc::new(RefreshStats::default()),
+            store.clone(),
+        ));
+        let serve = ServeContext::new(store, metrics, 0);
+        let mut query = hickory_proto::op::Message::query();
+        query.add_query(hickory_proto::op::Query::query(
+            hickory_proto::rr::Name::from_ascii("internal.example.com.").unwrap(),
+            RecordType::A,
+        ));
+        let bytes = query.to_vec().unwrap();
+        let peer = SocketAddr::from(([127, 0, 0, 1], 5353));
+        let mut whole = [0u8; 512];
+        let len = serve
+            .handle_udp(&bytes, peer, &mut whole)
+            .expect("answered");
+        assert!(len > 40);
+        // Too small a buffer: nothing is sent rather than a cut, malformed packet.
+        let mut small = [0u8; 40];
+        assert_eq!(serve.handle_udp(&bytes, peer, &mut small), None);
+    }
 }

@@ -478,7 +478,9 @@ pub fn build(
     built.reserve(zones.len());
     for data in zones {
         let Some(key) = QName::from_name(&data.origin) else {
-            continue; // a Name is at most 255 bytes: cannot happen
+            // A Name is at most 255 bytes, so this cannot happen; if it does, say so.
+            tracing::error!(origin = %data.origin, "zone name cannot be indexed; not served");
+            continue;
         };
         let prev = previous.and_then(|p| p.zones.get(key.as_bytes()));
         let serial = match prev {
@@ -543,6 +545,7 @@ fn build_nodes(origin: &Name, records: &[RecordData]) -> FxHashMap<Box<[u8]>, No
     for rec in records {
         let owner = rec.name.to_lowercase();
         let Some(owner_key) = key(&owner) else {
+            tracing::error!(name = %owner, "record name cannot be indexed; not served");
             continue;
         };
         let node = nodes.entry(owner_key).or_default();
