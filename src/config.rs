@@ -14,7 +14,7 @@ use hickory_proto::rr::{LowerName, Name};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::snapshot::{Settings, SoaParams};
+use crate::snapshot::{Settings, SoaParams, ZoneData};
 
 /// The configuration served when no `--config` is given: static demo records on
 /// `127.0.0.1:5300`, so the daemon runs on a fresh machine with nothing else.
@@ -246,18 +246,8 @@ impl std::fmt::Display for Selector {
     }
 }
 
-/// A configured zone: like [`ZoneData`], with records that say where their
-/// addresses come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ZoneConfig {
-    pub origin: Name,
-    /// NS names served at the apex (at least one).
-    pub ns: Vec<Name>,
-    /// TTL of the apex NS RRset.
-    pub ns_ttl: u32,
-    pub soa: SoaParams,
-    pub records: Vec<RecordConfig>,
-}
+/// A configured zone: records that say where their addresses come from.
+pub type ZoneConfig = ZoneData<RecordConfig>;
 
 /// A configured name.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -542,7 +542,8 @@ a = ["192.0.2.1"]
         Config::from_toml(&text, "t").unwrap()
     }
 
-    fn inventory(endpoints: Vec<Endpoint>) -> Inventory {
+    /// These endpoints in the ap-northeast-1 target.
+    pub(crate) fn inventory(endpoints: Vec<Endpoint>) -> Inventory {
         Inventory {
             targets: vec![TargetInventory {
                 target: Target {

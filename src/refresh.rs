@@ -511,8 +511,6 @@ mod tests {
     use hickory_proto::rr::Name;
 
     use super::*;
-    use crate::config::Target;
-    use crate::discovery::TargetInventory;
     use crate::discovery::tests::endpoint;
 
     #[test]
@@ -572,17 +570,9 @@ mod tests {
         }
     }
 
+    /// One endpoint, vpce-0aaa, with these addresses.
     pub(super) fn inventory(ips: &[&str]) -> Inventory {
-        Inventory {
-            targets: vec![TargetInventory {
-                target: Target {
-                    region: Some("ap-northeast-1".into()),
-                    role_arn: None,
-                },
-                account: None,
-                endpoints: vec![endpoint("vpce-0aaa", "vpc-1", &[], ips)],
-            }],
-        }
+        discovery::tests::inventory(vec![endpoint("vpce-0aaa", "vpc-1", &[], ips)])
     }
 
     /// Without the removal guard: these tests replace one address with another,

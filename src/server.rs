@@ -440,17 +440,23 @@ async fn serve_connection(
     }
 }
 
-/// Binds a UDP socket; IPv6 sockets are IPv6-only so `0.0.0.0:53` and `[::]:53`
-/// coexist; SO_REUSEPORT so that several workers share the address.
-pub fn bind_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::DGRAM,
-        Some(socket2::Protocol::UDP),
-    )?;
+/// A socket of `addr`'s family; IPv6-only for an IPv6 address.
+fn socket_for(
+    addr: SocketAddr,
+    ty: socket2::Type,
+    protocol: socket2::Protocol,
+) -> std::io::Result<socket2::Socket> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), ty, Some(protocol))?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
+    Ok(socket)
+}
+
+/// Binds a UDP socket; IPv6 sockets are IPv6-only so `0.0.0.0:53` and `[::]:53`
+/// coexist; SO_REUSEPORT so that several workers share the address.
+pub fn bind_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    let socket = socket_for(addr, socket2::Type::DGRAM, socket2::Protocol::UDP)?;
     socket.set_reuse_port(true)?;
     // Room for bursts: the kernel drops what does not fit while a worker is busy.
     // (Capped by net.core.rmem_max / wmem_max; a smaller buffer is not an error.)
@@ -462,14 +468,7 @@ pub fn bind_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
 
 /// Binds a TCP listener (SO_REUSEADDR, IPv6-only for IPv6 addresses).
 pub fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::STREAM,
-        Some(socket2::Protocol::TCP),
-    )?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
+    let socket = socket_for(addr, socket2::Type::STREAM, socket2::Protocol::TCP)?;
     socket.set_reuse_address(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;

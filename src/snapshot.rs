@@ -64,16 +64,17 @@ pub struct RecordData {
     pub aaaa: Vec<Ipv6Addr>,
 }
 
-/// One zone, as a source produces it.
+/// One zone, as a source produces it. The config's zones are the same shape with
+/// records that say where their addresses come from ([`crate::config::ZoneConfig`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ZoneData {
+pub struct ZoneData<R = RecordData> {
     pub origin: Name,
     /// NS names served at the apex (at least one).
     pub ns: Vec<Name>,
     /// TTL of the apex NS RRset.
     pub ns_ttl: u32,
     pub soa: SoaParams,
-    pub records: Vec<RecordData>,
+    pub records: Vec<R>,
 }
 
 /// Server-wide answering settings that travel with the snapshot, so a reload swaps
@@ -549,22 +550,10 @@ fn build_nodes(origin: &Name, records: &[RecordData]) -> FxHashMap<Box<[u8]>, No
             continue;
         };
         let node = nodes.entry(owner_key).or_default();
-        let mut seen4 = HashSet::new();
-        let a = rec.a.iter().filter(|ip| seen4.insert(**ip));
-        node.a = encode_rrset(
-            &node.a,
-            RecordType::A,
-            rec.ttl,
-            a.map(|ip| ip.octets().to_vec()),
-        );
-        let mut seen6 = HashSet::new();
-        let aaaa = rec.aaaa.iter().filter(|ip| seen6.insert(**ip));
-        node.aaaa = encode_rrset(
-            &node.aaaa,
-            RecordType::AAAA,
-            rec.ttl,
-            aaaa.map(|ip| ip.octets().to_vec()),
-        );
+        let a = distinct(&rec.a).map(|ip| ip.octets().to_vec());
+        node.a = encode_rrset(&node.a, RecordType::A, rec.ttl, a);
+        let aaaa = distinct(&rec.aaaa).map(|ip| ip.octets().to_vec());
+        node.aaaa = encode_rrset(&node.aaaa, RecordType::AAAA, rec.ttl, aaaa);
         let mut parent = owner.base_name();
         while origin.zone_of(&parent) && parent.num_labels() > origin.num_labels() {
             if let Some(k) = key(&parent) {
@@ -574,6 +563,12 @@ fn build_nodes(origin: &Name, records: &[RecordData]) -> FxHashMap<Box<[u8]>, No
         }
     }
     nodes
+}
+
+/// `items` without repeats, in their order.
+fn distinct<T: Copy + Eq + std::hash::Hash>(items: &[T]) -> impl Iterator<Item = T> + '_ {
+    let mut seen = HashSet::with_capacity(items.len());
+    items.iter().copied().filter(move |item| seen.insert(*item))
 }
 
 /// `existing` followed by one RR per RDATA, each owned by a pointer to the question.
