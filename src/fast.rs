@@ -56,15 +56,11 @@ fn try_answer(query: &[u8], snap: &Snapshot, out: &mut [u8]) -> Option<Fast> {
             (ResponseCode::NoError, zone, apex, node.rrset(q.qtype))
         }
     };
-    let negative = count == 0;
+    // Only a negative answer needs the SOA (compressed against this question).
+    let negative = (count == 0).then(|| zone.negative(&q.name, apex));
 
     // Size: what fits the client, by the rule the general core uses.
-    let negative_soa = zone.negative(&q.name, apex);
-    let body_len = if negative {
-        negative_soa.wire_len()
-    } else {
-        block.len()
-    };
+    let body_len = negative.as_ref().map_or(block.len(), |soa| soa.wire_len());
     let total = HEADER_LEN + q.len + body_len + if q.edns.is_some() { 11 } else { 0 };
     let limit = udp_limit(q.edns.map(|(size, _)| size), snap.settings.udp_payload_size);
     if total > limit || total > out.len() {
@@ -77,12 +73,12 @@ fn try_answer(query: &[u8], snap: &Snapshot, out: &mut [u8]) -> Option<Fast> {
     out[2..4].copy_from_slice(&rflags.to_be_bytes());
     out[4..6].copy_from_slice(&1u16.to_be_bytes());
     out[6..8].copy_from_slice(&count.to_be_bytes());
-    out[8..10].copy_from_slice(&u16::from(negative).to_be_bytes());
+    out[8..10].copy_from_slice(&u16::from(negative.is_some()).to_be_bytes());
     out[10..12].copy_from_slice(&u16::from(q.edns.is_some()).to_be_bytes());
     let mut w = HEADER_LEN + q.len;
     out[HEADER_LEN..w].copy_from_slice(&query[HEADER_LEN..w]);
-    if negative {
-        w += negative_soa.write(&mut out[w..])?;
+    if let Some(soa) = &negative {
+        w += soa.write(&mut out[w..])?;
     } else {
         out[w..w + block.len()].copy_from_slice(block);
         w += block.len();

@@ -6,24 +6,35 @@
 //! Data flows one way:
 //!
 //! ```text
-//! sources: config, and aws::Ec2Discovery (→ plain discovery::Inventory)
-//!   → discovery::assemble (pure: config + inventory → zones)
-//!   → snapshot::build   (pure: zones, names, record sets, SOA serials)
-//!   → SnapshotStore     (arc-swap: readers never lock, writers publish whole snapshots)
-//!   → answer::answer    (pure: query bytes + snapshot → response bytes)
-//!   → server            (UDP/TCP shells that move bytes)
+//! sources: config (zones whose records say where their addresses come from),
+//!          aws::Ec2Discovery (→ plain discovery::Inventory), cache (the last one, on disk)
+//!   → discovery::assemble  (pure: config + inventory → zones with addresses)
+//!   → snapshot::build      (pure: one index of lower-cased wire names, pre-encoded RRsets)
+//!   → SnapshotStore::update (the one writer; readers never lock)
+//!   → Snapshot::lookup     (the one lookup) → answer::answer | fast::answer_udp
+//!                          (two encoders of the same result: same bytes)
+//!   → server, http         (UDP/TCP/HTTP shells that move bytes)
 //! ```
 //!
 //! - [`config`]: file types and their check into a runtime config (errors name file, line, key).
 //! - [`aws`]: EC2 API calls; the only module that sees aws-sdk types.
-//! - [`discovery`]: the plain inventory and its assembly with the config into zones.
-//! - [`refresh`]: the loop that keeps the snapshot in sync; backoff, stale-on-error.
+//! - [`discovery`]: the plain inventory, and its assembly with the config into zones.
+//! - [`refresh`]: the loop that keeps the snapshot in sync; backoff, stale-on-error,
+//!   the mass-removal hold; the only caller of [`snapshot::SnapshotStore::update`]
+//!   besides a reload of a config without AWS.
 //! - [`cache`]: the last good inventory on disk, for cold starts.
-//! - [`snapshot`]: the immutable table and its builder.
+//! - [`snapshot`]: the immutable table (with what it serves and where that came from),
+//!   its builder and its lookup.
+//! - [`wire`]: header constants, the UDP size rule and the question name both encoders share.
 //! - [`answer`]: every protocol decision; no I/O.
+//! - [`fast`]: the allocation-free UDP encoder for plain A/AAAA queries.
 //! - [`server`]: sockets, TCP framing, limits.
-//! - [`app`]: wiring, binding, shutdown.
+//! - [`http`]: `/healthz`, `/readyz`, `/metrics` on its own accept loop.
+//! - [`metrics`]: query and refresh metrics (OpenMetrics).
+//! - [`app`]: wiring, binding, reload, shutdown.
+//! - [`cli`]: the command line: `run`, `check-config`, `discover`, `probe`.
 //! - [`logging`]: stderr through a bounded queue; a lost line is counted, never a panic.
+//! - [`zonefile`]: a built zone as an RFC 1035 master file.
 
 pub mod answer;
 pub mod app;
