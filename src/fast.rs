@@ -37,9 +37,9 @@ pub fn answer_udp(query: &[u8], snap: &Snapshot, out: &mut [u8]) -> Fast {
 }
 
 /// A query the fast path handles: one IN A or AAAA question, at most a plain OPT.
+/// (The name is read into the caller's [`QName`].)
 struct Question {
     id_flags: u16,
-    name: QName,
     qtype: u16,
     /// Length of the question section.
     len: usize,
@@ -48,8 +48,9 @@ struct Question {
 }
 
 fn try_answer(query: &[u8], snap: &Snapshot, out: &mut [u8]) -> Option<Fast> {
-    let q = parse(query)?;
-    let (rcode, zone, apex, (block, count)) = match snap.lookup(&q.name) {
+    let mut name = QName::empty();
+    let q = parse(query, &mut name)?;
+    let (rcode, zone, apex, (block, count)) = match snap.lookup(&name) {
         Lookup::NotOurs => return None,
         Lookup::NxDomain { zone, apex } => (ResponseCode::NXDomain, zone, apex, (&[][..], 0)),
         Lookup::Found { zone, node, apex } => {
@@ -57,7 +58,7 @@ fn try_answer(query: &[u8], snap: &Snapshot, out: &mut [u8]) -> Option<Fast> {
         }
     };
     // Only a negative answer needs the SOA (compressed against this question).
-    let negative = (count == 0).then(|| zone.negative(&q.name, apex));
+    let negative = (count == 0).then(|| zone.negative(&name, apex));
 
     // Size: what fits the client, by the rule the general core uses.
     let body_len = negative.as_ref().map_or(block.len(), |soa| soa.wire_len());
@@ -96,7 +97,7 @@ fn try_answer(query: &[u8], snap: &Snapshot, out: &mut [u8]) -> Option<Fast> {
 }
 
 /// The header and question, and the OPT if any; `None` for any other shape.
-fn parse(query: &[u8]) -> Option<Question> {
+fn parse(query: &[u8], name: &mut QName) -> Option<Question> {
     let flags = u16_at(query, 2)?;
     // QR=0 and opcode QUERY; one question, nothing else but at most one OPT.
     if flags & 0xF800 != 0
@@ -110,7 +111,7 @@ fn parse(query: &[u8]) -> Option<Question> {
     if arcount > 1 {
         return None;
     }
-    let (name, mut pos) = QName::parse(query, HEADER_LEN)?;
+    let mut pos = name.read(query, HEADER_LEN)?;
     let qtype = u16_at(query, pos)?;
     if u16_at(query, pos + 2)? != CLASS_IN || (qtype != TYPE_A && qtype != TYPE_AAAA) {
         return None;
@@ -126,7 +127,6 @@ fn parse(query: &[u8]) -> Option<Question> {
     };
     (pos == query.len()).then_some(Question {
         id_flags: flags,
-        name,
         qtype,
         len,
         edns,

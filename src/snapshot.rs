@@ -189,6 +189,7 @@ impl Node {
 
     /// The pre-encoded RRset of `qtype` (A or AAAA) and its RR count; empty for
     /// other types or when the name has none.
+    #[inline]
     pub fn rrset(&self, qtype: u16) -> (&[u8], u16) {
         match qtype {
             TYPE_A => (&self.a, (self.a.len() / A_RR_LEN) as u16),
@@ -258,6 +259,7 @@ struct Compressed {
 
 impl Compressed {
     /// The longest suffix of `name` (not the root alone) that is a suffix of `qname`.
+    #[inline]
     fn against(name: &[u8], qname: &QName) -> Self {
         let mut at = 0;
         while let Some(&len) = name.get(at).filter(|len| **len != 0) {
@@ -294,11 +296,13 @@ pub struct Negative<'z> {
 }
 
 impl Negative<'_> {
+    #[inline]
     pub fn wire_len(&self) -> usize {
         2 + 10 + self.names[0].len() + self.names[1].len() + 20
     }
 
     /// Writes the RR at the start of `out`; returns its length, `None` if `out` is short.
+    #[inline]
     pub fn write(&self, out: &mut [u8]) -> Option<usize> {
         let len = self.wire_len();
         let out = out.get_mut(..len)?;
@@ -362,6 +366,7 @@ impl Zone {
 
     /// The SOA RR for a negative answer to `qname`, whose apex starts at `apex`
     /// within it (see [`Lookup`]).
+    #[inline]
     pub fn negative(&self, qname: &QName, apex: usize) -> Negative<'_> {
         let soa = &self.negative;
         Negative {
@@ -404,6 +409,7 @@ pub struct Snapshot {
 impl Snapshot {
     /// Finds `name`: the most specific zone that contains it, then the name or the
     /// wildcard at its closest encloser (RFC 4592). The one lookup both encoders use.
+    #[inline]
     pub fn lookup(&self, name: &QName) -> Lookup<'_> {
         let labels = name.label_count();
         let Some((zone, apex_label)) =
@@ -453,6 +459,7 @@ impl Snapshot {
 
 /// RFC 4592: the `*` child of the closest encloser, for a name that does not exist.
 /// The encloser is the longest existing ancestor between the name and the apex.
+#[inline]
 fn wildcard<'z>(zone: &'z Zone, name: &QName, apex_label: usize) -> Option<&'z Node> {
     let encloser = (1..=apex_label)
         .map(|i| name.suffix(i))

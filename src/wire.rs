@@ -26,6 +26,7 @@ const MAX_LABELS: usize = 128;
 
 /// The largest UDP response to a client: 512 without EDNS, else the smaller of the
 /// client's and our payload size, never below 512.
+#[inline]
 pub fn udp_limit(client_payload: Option<u16>, ours: u16) -> usize {
     match client_payload {
         None => CLASSIC_UDP_SIZE,
@@ -33,6 +34,7 @@ pub fn udp_limit(client_payload: Option<u16>, ours: u16) -> usize {
     }
 }
 
+#[inline]
 pub fn u16_at(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
 }
@@ -49,7 +51,9 @@ pub struct QName {
 }
 
 impl QName {
-    fn empty() -> Self {
+    /// The empty name, to [`Self::read`] into.
+    #[inline]
+    pub fn empty() -> Self {
         Self {
             wire: [0; MAX_NAME],
             len: 0,
@@ -61,18 +65,28 @@ impl QName {
     /// Reads an uncompressed name at `at` in `msg`; returns it and the offset after
     /// it. `None` for a compression pointer, an extended label type, a name longer
     /// than 255 bytes, or a name cut off by the end of `msg`.
-    pub fn parse(msg: &[u8], mut at: usize) -> Option<(QName, usize)> {
+    pub fn parse(msg: &[u8], at: usize) -> Option<(QName, usize)> {
         let mut q = QName::empty();
+        let end = q.read(msg, at)?;
+        Some((q, end))
+    }
+
+    /// [`Self::parse`] into `self` (what it held is replaced): no copy of the name
+    /// on the fast path.
+    #[inline]
+    pub fn read(&mut self, msg: &[u8], mut at: usize) -> Option<usize> {
+        self.len = 0;
+        self.count = 0;
         loop {
             let len = usize::from(*msg.get(at)?);
             if len == 0 {
-                q.push_root();
-                return Some((q, at + 1));
+                self.push_root();
+                return Some(at + 1);
             }
             if len > 63 {
                 return None;
             }
-            q.push_label(msg.get(at + 1..at + 1 + len)?)?;
+            self.push_label(msg.get(at + 1..at + 1 + len)?)?;
             at += 1 + len;
         }
     }
@@ -87,6 +101,7 @@ impl QName {
         Some(q)
     }
 
+    #[inline]
     fn push_label(&mut self, label: &[u8]) -> Option<()> {
         if label.is_empty() || label.len() > 63 || self.len + label.len() + 2 > MAX_NAME {
             return None;
@@ -101,23 +116,27 @@ impl QName {
         Some(())
     }
 
+    #[inline]
     fn push_root(&mut self) {
         self.wire[self.len] = 0;
         self.len += 1;
     }
 
     /// The whole name, lower-cased, in wire format.
+    #[inline]
     pub fn as_bytes(&self) -> &[u8] {
         &self.wire[..self.len]
     }
 
     /// Number of labels, the root excluded.
+    #[inline]
     pub fn label_count(&self) -> usize {
         self.count
     }
 
     /// Offset in [`Self::as_bytes`] where the name's `i`-th ancestor starts (0: the
     /// name itself; `label_count()`: the root).
+    #[inline]
     pub fn suffix_offset(&self, i: usize) -> usize {
         if i < self.count {
             usize::from(self.labels[i])
@@ -127,6 +146,7 @@ impl QName {
     }
 
     /// The `i`-th ancestor in wire format (see [`Self::suffix_offset`]).
+    #[inline]
     pub fn suffix(&self, i: usize) -> &[u8] {
         &self.as_bytes()[self.suffix_offset(i)..]
     }
