@@ -9,6 +9,7 @@ use hickory_proto::op::Message;
 use libfuzzer_sys::fuzz_target;
 use privatelink_dns::answer::{Transport, answer};
 use privatelink_dns::config::Config;
+use privatelink_dns::discovery;
 use privatelink_dns::fast::{Fast, answer_udp};
 use privatelink_dns::snapshot::{self, Snapshot};
 
@@ -17,7 +18,12 @@ fn snap() -> &'static Snapshot {
     SNAP.get_or_init(|| {
         let text = include_str!("../../tests/data/example-zones.toml");
         let config = Config::from_toml(text, "example-zones.toml").expect("valid zones");
-        snapshot::build(&privatelink_dns::discovery::static_zones(&config), config.server.settings, None, 1_700_000_000)
+        snapshot::build(
+            &discovery::static_zones(&config),
+            config.server.settings,
+            None,
+            1_700_000_000,
+        )
     })
 }
 
