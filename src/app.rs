@@ -109,6 +109,15 @@ impl Server {
 
     /// [`Server::start`] with another discovery source (unit tests use fakes).
     pub async fn start_with(config: &Config, sources: SourceFactory) -> Result<Self, AppError> {
+        Self::start_shared(Arc::new(config.clone()), sources).await
+    }
+
+    /// [`Server::start_with`] on a config the caller gives away: the server keeps this
+    /// one copy (a config of 100,000 names is tens of MB).
+    pub async fn start_shared(
+        config: Arc<Config>,
+        sources: SourceFactory,
+    ) -> Result<Self, AppError> {
         let mut sockets = Vec::with_capacity(config.server.listen.len());
         for addr in &config.server.listen {
             let (udp, tcp) = bind_pair(*addr)?;
@@ -122,12 +131,12 @@ impl Server {
             })?),
             None => None,
         };
-        let mut server = Self::new(config, sources);
-        server.load(Arc::new(config.clone()), false).await;
+        let mut server = Self::new(config.clone(), sources);
+        server.load(config.clone(), false).await;
 
-        let budget = FdBudget::for_config(config);
+        let budget = FdBudget::for_config(&config);
         for (asked, udp, tcp) in sockets {
-            server.serve_dns(config, asked, udp, tcp, budget.dns_tcp)?;
+            server.serve_dns(&config, asked, udp, tcp, budget.dns_tcp)?;
         }
         if let (Some(listener), Some(http)) = (http_listener, &config.http) {
             server.serve_http(http, listener, budget.http)?;
@@ -142,7 +151,7 @@ impl Server {
     }
 
     /// A server with an empty snapshot, serving nothing yet.
-    fn new(config: &Config, sources: SourceFactory) -> Self {
+    fn new(config: Arc<Config>, sources: SourceFactory) -> Self {
         let store = Arc::new(SnapshotStore::default());
         let stats = Arc::new(RefreshStats::default());
         let metrics = Arc::new(Metrics::new(stats.clone(), store.clone()));
@@ -159,7 +168,7 @@ impl Server {
             stats,
             metrics,
             serve,
-            config: Mutex::new(Arc::new(config.clone())),
+            config: Mutex::new(config),
             sources,
             last_inventory: Arc::default(),
             refresh: Mutex::new(None),
@@ -449,7 +458,7 @@ pub async fn run_with(
     let mut hup = signal(SignalKind::hangup()).map_err(AppError::Signal)?;
     // The first discovery may stall on the API: a stop request during it wins.
     let server = tokio::select! {
-        server = Server::start_with(&config, sources) => server?,
+        server = Server::start_shared(Arc::new(config), sources) => server?,
         _ = tokio::signal::ctrl_c() => return Ok(()),
         _ = term.recv() => {
             info!("SIGTERM received while starting; stopping");

@@ -176,7 +176,7 @@ const AAAA_RR_LEN: usize = 28;
 /// The record sets at one owner name, pre-encoded for an answer section whose owner
 /// is the question name (compression pointer 0xC00C): built once, copied per query.
 /// An empty node is an empty non-terminal.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Node {
     a: Box<[u8]>,
     aaaa: Box<[u8]>,
@@ -336,8 +336,6 @@ pub struct Zone {
     pub ns: Vec<Record>,
     nodes: FxHashMap<Box<[u8]>, Node>,
     negative: NegativeSoa,
-    /// The source data the zone was built from; compared on rebuild to keep the serial.
-    pub data: ZoneData,
 }
 
 impl Zone {
@@ -346,6 +344,31 @@ impl Zone {
             RData::SOA(soa) => soa.serial,
             _ => 0,
         }
+    }
+
+    fn set_serial(&mut self, serial: u32) {
+        if let RData::SOA(soa) = &mut self.soa.data {
+            soa.serial = serial;
+        }
+        self.negative.tail[..4].copy_from_slice(&serial.to_be_bytes());
+    }
+
+    /// The same answers but for the SOA serial: a rebuild of unchanged data keeps
+    /// its serial. (The built zone is compared, not the source data: no copy of the
+    /// source is kept.)
+    fn same_content(&self, other: &Zone) -> bool {
+        let timers = |z: &Zone| match &z.soa.data {
+            RData::SOA(s) => Some((s.refresh, s.retry, s.expire, s.minimum)),
+            _ => None,
+        };
+        self.origin == other.origin
+            && self.soa.ttl == other.soa.ttl
+            && timers(self) == timers(other)
+            && self.negative.head == other.negative.head
+            && self.negative.names == other.negative.names
+            && self.ns == other.ns // (Record's == leaves out the TTL)
+            && self.ns.iter().map(|r| r.ttl).eq(other.ns.iter().map(|r| r.ttl))
+            && self.nodes == other.nodes
     }
 
     /// The node at exactly `name` (no wildcard), if it exists.
@@ -490,13 +513,15 @@ pub fn build(
             tracing::error!(origin = %data.origin, "zone name cannot be indexed; not served");
             continue;
         };
+        let mut zone = build_zone(data);
         let prev = previous.and_then(|p| p.zones.get(key.as_bytes()));
         let serial = match prev {
-            Some(prev) if prev.data == *data => prev.serial(),
+            Some(prev) if prev.same_content(&zone) => prev.serial(),
             Some(prev) => next_serial(prev.serial(), now_unix),
             None => now_unix as u32,
         };
-        built.insert(key.as_bytes().into(), build_zone(data, serial));
+        zone.set_serial(serial);
+        built.insert(key.as_bytes().into(), zone);
     }
     Snapshot {
         zones: built,
@@ -516,12 +541,13 @@ fn next_serial(previous: u32, now_unix: u64) -> u32 {
     }
 }
 
-fn build_zone(data: &ZoneData, serial: u32) -> Zone {
+/// The zone with serial 0; [`Zone::set_serial`] gives it its own.
+fn build_zone(data: &ZoneData) -> Zone {
     let origin = data.origin.to_lowercase();
     let soa = SOA::new(
         data.soa.mname.clone(),
         data.soa.rname.clone(),
-        serial,
+        0,
         data.soa.refresh as i32,
         data.soa.retry as i32,
         data.soa.expire as i32,
@@ -541,7 +567,6 @@ fn build_zone(data: &ZoneData, serial: u32) -> Zone {
         negative_ttl,
         negative,
         ns,
-        data: data.clone(),
     }
 }
 
@@ -792,6 +817,44 @@ mod tests {
         assert_eq!(serial(&again), 5001);
         // Wrap-around per RFC 1982.
         assert_eq!(next_serial(u32::MAX, 5), 5);
+    }
+
+    #[test]
+    fn every_change_of_content_and_nothing_else_changes_the_serial() {
+        let base = || zone(vec![rec("w.example.com.", &["192.0.2.1"])]);
+        let first = build(&[base()], Settings::default(), None, 1000);
+        let serial = |data: ZoneData| {
+            let next = build(&[data], Settings::default(), Some(&first), 2000);
+            next.zone(&name("example.com.")).unwrap().serial()
+        };
+        assert_eq!(serial(base()), 1000, "unchanged");
+        type Change = Box<dyn Fn(&mut ZoneData)>;
+        let changes: Vec<(&str, Change)> = vec![
+            (
+                "address",
+                Box::new(|z| z.records[0].a[0] = "192.0.2.9".parse().unwrap()),
+            ),
+            ("record TTL", Box::new(|z| z.records[0].ttl = 61)),
+            (
+                "new name",
+                Box::new(|z| z.records.push(rec("v.example.com.", &[]))),
+            ),
+            ("NS", Box::new(|z| z.ns.push(name("ns2.example.net.")))),
+            ("NS TTL", Box::new(|z| z.ns_ttl = 7)),
+            ("SOA minimum", Box::new(|z| z.soa.minimum = 30)),
+            ("SOA refresh", Box::new(|z| z.soa.refresh = 60)),
+            ("SOA TTL", Box::new(|z| z.soa.ttl = 60)),
+            (
+                "MNAME",
+                Box::new(|z| z.soa.mname = name("ns9.example.com.")),
+            ),
+            ("RNAME", Box::new(|z| z.soa.rname = name("h.example.com."))),
+        ];
+        for (what, change) in changes {
+            let mut data = base();
+            change(&mut data);
+            assert_eq!(serial(data), 2000, "{what}");
+        }
     }
 
     #[test]
