@@ -364,6 +364,9 @@ impl Server {
             .store(new.log.query_log_every, Ordering::Relaxed);
         let new = Arc::new(new);
         *self.config.lock().await = new.clone();
+        // The old config is freed before the new snapshot is published, so the memory
+        // it held goes back to the OS with the old snapshot's (see SnapshotStore::update).
+        drop(old);
         self.load(new, true).await;
         report
     }
