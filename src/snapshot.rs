@@ -686,8 +686,10 @@ impl SnapshotStore {
     }
 
     /// Publishes `next(current)`: the one way to change what is served. Writers are
-    /// serialized; readers keep the snapshot they loaded until they drop it.
-    pub fn update(&self, next: impl FnOnce(&Snapshot) -> Snapshot) {
+    /// serialized; readers keep the snapshot they loaded until they drop it. Private to
+    /// the crate: the refresh loop and a reload call it; `Server::store()` hands out a
+    /// store that others can only read.
+    pub(crate) fn update(&self, next: impl FnOnce(&Snapshot) -> Snapshot) {
         let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let previous = self.current.load_full();
         let snapshot = next(&previous);
