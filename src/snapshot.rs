@@ -9,15 +9,17 @@
 //! whole new snapshot inside [`SnapshotStore::update`], the one way to publish;
 //! readers never lock. This module does no I/O and knows nothing about sockets.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
+use std::hash::BuildHasher;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
+use hashbrown::HashTable;
 use hickory_proto::rr::rdata::{A, AAAA, NS, SOA};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::BinDecodable;
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxBuildHasher, FxHashMap};
 
 use crate::wire::{HEADER_LEN, MAX_NAME, QName, TYPE_A, TYPE_AAAA};
 
@@ -175,14 +177,14 @@ const AAAA_RR_LEN: usize = 28;
 
 /// The record sets at one owner name, pre-encoded for an answer section whose owner
 /// is the question name (compression pointer 0xC00C): built once, copied per query.
-/// An empty node is an empty non-terminal.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Node {
-    a: Box<[u8]>,
-    aaaa: Box<[u8]>,
+/// A view into its zone's [`Names`]. An empty node is an empty non-terminal.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Node<'z> {
+    a: &'z [u8],
+    aaaa: &'z [u8],
 }
 
-impl Node {
+impl<'z> Node<'z> {
     pub fn is_empty(&self) -> bool {
         self.a.is_empty() && self.aaaa.is_empty()
     }
@@ -190,24 +192,24 @@ impl Node {
     /// The pre-encoded RRset of `qtype` (A or AAAA) and its RR count; empty for
     /// other types or when the name has none.
     #[inline]
-    pub fn rrset(&self, qtype: u16) -> (&[u8], u16) {
+    pub fn rrset(&self, qtype: u16) -> (&'z [u8], u16) {
         match qtype {
-            TYPE_A => (&self.a, (self.a.len() / A_RR_LEN) as u16),
-            TYPE_AAAA => (&self.aaaa, (self.aaaa.len() / AAAA_RR_LEN) as u16),
+            TYPE_A => (self.a, (self.a.len() / A_RR_LEN) as u16),
+            TYPE_AAAA => (self.aaaa, (self.aaaa.len() / AAAA_RR_LEN) as u16),
             _ => (&[], 0),
         }
     }
 
     /// The A records, owned by `owner`.
     pub fn a_records(&self, owner: &Name) -> Vec<Record> {
-        decode(&self.a, A_RR_LEN, owner, |rdata| {
+        decode(self.a, A_RR_LEN, owner, |rdata| {
             <[u8; 4]>::try_from(rdata).map(|b| RData::A(A(Ipv4Addr::from(b))))
         })
     }
 
     /// The AAAA records, owned by `owner`.
     pub fn aaaa_records(&self, owner: &Name) -> Vec<Record> {
-        decode(&self.aaaa, AAAA_RR_LEN, owner, |rdata| {
+        decode(self.aaaa, AAAA_RR_LEN, owner, |rdata| {
             <[u8; 16]>::try_from(rdata).map(|b| RData::AAAA(AAAA(Ipv6Addr::from(b))))
         })
     }
@@ -215,6 +217,133 @@ impl Node {
     fn count(&self) -> usize {
         self.a.len() / A_RR_LEN + self.aaaa.len() / AAAA_RR_LEN
     }
+}
+
+/// Names being built: lower-cased wire name to (A RRset, AAAA RRset), in name order.
+type Entries = BTreeMap<Box<[u8]>, (Vec<u8>, Vec<u8>)>;
+
+/// Every name of a zone with its RRsets, in one buffer found through a table of
+/// offsets: one allocation per zone, not three per name (issue #15).
+#[derive(Clone, Default)]
+struct Names {
+    /// Entries back to back, sorted by name: the lower-cased wire name after its
+    /// length (one byte), then the A RRset and the AAAA RRset, each after its length
+    /// (four bytes).
+    arena: Box<[u8]>,
+    /// Offsets of the entries in `arena`, hashed by name.
+    table: HashTable<u32>,
+}
+
+impl Names {
+    /// From (lower-cased wire name, A RRset, AAAA RRset), in name order.
+    fn build(entries: Entries) -> Names {
+        let size: usize = entries
+            .iter()
+            .map(|(name, (a, aaaa))| 1 + name.len() + 8 + a.len() + aaaa.len())
+            .sum();
+        let mut arena = Vec::with_capacity(size);
+        let mut offsets = Vec::with_capacity(entries.len());
+        for (name, (a, aaaa)) in &entries {
+            let Ok(at) = u32::try_from(arena.len()) else {
+                tracing::error!("a zone of more than 4 GB cannot be indexed; names left out");
+                break;
+            };
+            offsets.push(at);
+            arena.push(name.len() as u8);
+            arena.extend_from_slice(name);
+            for rrset in [a, aaaa] {
+                arena.extend_from_slice(&(rrset.len() as u32).to_be_bytes());
+                arena.extend_from_slice(rrset);
+            }
+        }
+        let mut names = Names {
+            arena: arena.into_boxed_slice(),
+            table: HashTable::with_capacity(offsets.len()),
+        };
+        for at in offsets {
+            let hash = hash(names.name_at(at));
+            let (arena, table) = (&names.arena, &mut names.table);
+            table.insert_unique(hash, at, |&other| hash_at(arena, other));
+        }
+        names
+    }
+
+    fn name_at(&self, at: u32) -> &[u8] {
+        name_at(&self.arena, at)
+    }
+
+    /// The node of the entry at `at`, and where the next entry starts.
+    fn entry_at(&self, at: u32) -> (&[u8], Node<'_>, usize) {
+        let name = self.name_at(at);
+        let mut pos = at as usize + 1 + name.len();
+        let mut rrset = || {
+            let len = u32::from_be_bytes(self.arena[pos..pos + 4].try_into().unwrap_or([0; 4]));
+            let bytes = &self.arena[pos + 4..pos + 4 + len as usize];
+            pos += 4 + len as usize;
+            bytes
+        };
+        let (a, aaaa) = (rrset(), rrset());
+        (name, Node { a, aaaa }, pos)
+    }
+
+    #[inline]
+    fn get(&self, name: &[u8]) -> Option<Node<'_>> {
+        let at = *self
+            .table
+            .find(hash(name), |&at| self.name_at(at) == name)?;
+        Some(self.entry_at(at).1)
+    }
+
+    fn contains(&self, name: &[u8]) -> bool {
+        self.table
+            .find(hash(name), |&at| self.name_at(at) == name)
+            .is_some()
+    }
+
+    /// Every (wire name, node), in name order.
+    fn iter(&self) -> impl Iterator<Item = (&[u8], Node<'_>)> {
+        let mut at = 0;
+        std::iter::from_fn(move || {
+            if at >= self.arena.len() {
+                return None;
+            }
+            let (name, node, next) = self.entry_at(at as u32);
+            at = next;
+            Some((name, node))
+        })
+    }
+}
+
+impl PartialEq for Names {
+    fn eq(&self, other: &Self) -> bool {
+        self.arena == other.arena // entries are in name order: the same names, the same bytes
+    }
+}
+
+impl std::fmt::Debug for Names {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Names({} names, {} bytes)",
+            self.table.len(),
+            self.arena.len()
+        )
+    }
+}
+
+fn name_at(arena: &[u8], at: u32) -> &[u8] {
+    let at = at as usize;
+    let len = usize::from(arena[at]);
+    &arena[at + 1..at + 1 + len]
+}
+
+#[inline]
+fn hash(name: &[u8]) -> u64 {
+    FxBuildHasher.hash_one(name)
+}
+
+fn hash_at(arena: &[u8], at: u32) -> u64 {
+    hash(name_at(arena, at))
 }
 
 /// Records back from a pre-encoded RRset (fixed-size RRs, TTL at byte 6, RDATA at 12).
@@ -334,7 +463,7 @@ pub struct Zone {
     /// TTL for the SOA in negative answers: min(SOA TTL, SOA minimum) (RFC 2308 section 3).
     pub negative_ttl: u32,
     pub ns: Vec<Record>,
-    nodes: FxHashMap<Box<[u8]>, Node>,
+    nodes: Names,
     negative: NegativeSoa,
 }
 
@@ -372,12 +501,12 @@ impl Zone {
     }
 
     /// The node at exactly `name` (no wildcard), if it exists.
-    pub fn node(&self, name: &Name) -> Option<&Node> {
+    pub fn node(&self, name: &Name) -> Option<Node<'_>> {
         self.nodes.get(QName::from_name(name)?.as_bytes())
     }
 
     /// Every name with its node, sorted (DNSSEC canonical order).
-    pub fn names(&self) -> Vec<(Name, &Node)> {
+    pub fn names(&self) -> Vec<(Name, Node<'_>)> {
         let mut names: Vec<_> = self
             .nodes
             .iter()
@@ -415,7 +544,7 @@ pub enum Lookup<'s> {
     /// when the name is the apex.
     Found {
         zone: &'s Zone,
-        node: &'s Node,
+        node: Node<'s>,
         apex: usize,
     },
 }
@@ -468,8 +597,8 @@ impl Snapshot {
     pub fn record_count(&self) -> usize {
         self.zones
             .values()
-            .flat_map(|z| z.nodes.values())
-            .map(Node::count)
+            .flat_map(|z| z.nodes.iter())
+            .map(|(_, node)| node.count())
             .sum()
     }
 
@@ -483,10 +612,10 @@ impl Snapshot {
 /// RFC 4592: the `*` child of the closest encloser, for a name that does not exist.
 /// The encloser is the longest existing ancestor between the name and the apex.
 #[inline]
-fn wildcard<'z>(zone: &'z Zone, name: &QName, apex_label: usize) -> Option<&'z Node> {
+fn wildcard<'z>(zone: &'z Zone, name: &QName, apex_label: usize) -> Option<Node<'z>> {
     let encloser = (1..=apex_label)
         .map(|i| name.suffix(i))
-        .find(|suffix| zone.nodes.contains_key(*suffix))?;
+        .find(|suffix| zone.nodes.contains(suffix))?;
     let mut key = [0u8; MAX_NAME + 2];
     key[..2].copy_from_slice(b"\x01*");
     key[2..2 + encloser.len()].copy_from_slice(encloser);
@@ -571,21 +700,21 @@ fn build_zone(data: &ZoneData) -> Zone {
 }
 
 /// Every name of the zone, and every empty non-terminal above one (RFC 8020).
-fn build_nodes(origin: &Name, records: &[RecordData]) -> FxHashMap<Box<[u8]>, Node> {
+fn build_nodes(origin: &Name, records: &[RecordData]) -> Names {
     let key = |name: &Name| QName::from_name(name).map(|q| Box::<[u8]>::from(q.as_bytes()));
-    let mut nodes: FxHashMap<Box<[u8]>, Node> = FxHashMap::default();
-    nodes.extend(key(origin).map(|k| (k, Node::default())));
+    let mut nodes = Entries::new();
+    nodes.extend(key(origin).map(|k| (k, Default::default())));
     for rec in records {
         let owner = rec.name.to_lowercase();
         let Some(owner_key) = key(&owner) else {
             tracing::error!(name = %owner, "record name cannot be indexed; not served");
             continue;
         };
-        let node = nodes.entry(owner_key).or_default();
-        let a = distinct(&rec.a).map(|ip| ip.octets().to_vec());
-        node.a = encode_rrset(&node.a, RecordType::A, rec.ttl, a);
-        let aaaa = distinct(&rec.aaaa).map(|ip| ip.octets().to_vec());
-        node.aaaa = encode_rrset(&node.aaaa, RecordType::AAAA, rec.ttl, aaaa);
+        let (a, aaaa) = nodes.entry(owner_key).or_default();
+        let v4 = distinct(&rec.a).map(|ip| ip.octets().to_vec());
+        encode_rrset(a, RecordType::A, rec.ttl, v4);
+        let v6 = distinct(&rec.aaaa).map(|ip| ip.octets().to_vec());
+        encode_rrset(aaaa, RecordType::AAAA, rec.ttl, v6);
         let mut parent = owner.base_name();
         while origin.zone_of(&parent) && parent.num_labels() > origin.num_labels() {
             if let Some(k) = key(&parent) {
@@ -594,7 +723,7 @@ fn build_nodes(origin: &Name, records: &[RecordData]) -> FxHashMap<Box<[u8]>, No
             parent = parent.base_name();
         }
     }
-    nodes
+    Names::build(nodes)
 }
 
 /// `items` without repeats, in their order.
@@ -603,14 +732,13 @@ fn distinct<T: Copy + Eq + std::hash::Hash>(items: &[T]) -> impl Iterator<Item =
     items.iter().copied().filter(move |item| seen.insert(*item))
 }
 
-/// `existing` followed by one RR per RDATA, each owned by a pointer to the question.
+/// Appends one RR per RDATA to `out`, each owned by a pointer to the question.
 fn encode_rrset(
-    existing: &[u8],
+    out: &mut Vec<u8>,
     rtype: RecordType,
     ttl: u32,
     rdatas: impl Iterator<Item = Vec<u8>>,
-) -> Box<[u8]> {
-    let mut out = existing.to_vec();
+) {
     for rdata in rdatas {
         out.extend_from_slice(&[0xC0, 0x0C]);
         out.extend_from_slice(&u16::from(rtype).to_be_bytes());
@@ -619,7 +747,6 @@ fn encode_rrset(
         out.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
         out.extend_from_slice(&rdata);
     }
-    out.into_boxed_slice()
 }
 
 /// The parts of the negative SOA RR that do not depend on the question.
@@ -845,6 +972,25 @@ mod tests {
             next.zone(&name("example.com.")).unwrap().serial()
         };
         assert_eq!(serial(base()), 1000, "unchanged");
+        let two = |names: [&str; 2]| zone(names.iter().map(|n| rec(n, &["192.0.2.1"])).collect());
+        let first = build(
+            &[two(["a.example.com.", "b.c.example.com."])],
+            Settings::default(),
+            None,
+            1000,
+        );
+        let reordered = build(
+            &[two(["b.c.example.com.", "a.example.com."])],
+            Settings::default(),
+            Some(&first),
+            2000,
+        );
+        let origin = name("example.com.");
+        assert_eq!(
+            reordered.zone(&origin).unwrap().serial(),
+            1000,
+            "names in another order"
+        );
         type Change = Box<dyn Fn(&mut ZoneData)>;
         let changes: Vec<(&str, Change)> = vec![
             (
