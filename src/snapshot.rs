@@ -286,18 +286,20 @@ impl Names {
         (name, Node { a, aaaa }, pos)
     }
 
+    /// The offset of `name`'s entry.
+    #[inline]
+    fn find(&self, name: &[u8]) -> Option<u32> {
+        let found = self.table.find(hash(name), |&at| self.name_at(at) == name);
+        found.copied()
+    }
+
     #[inline]
     fn get(&self, name: &[u8]) -> Option<Node<'_>> {
-        let at = *self
-            .table
-            .find(hash(name), |&at| self.name_at(at) == name)?;
-        Some(self.entry_at(at).1)
+        Some(self.entry_at(self.find(name)?).1)
     }
 
     fn contains(&self, name: &[u8]) -> bool {
-        self.table
-            .find(hash(name), |&at| self.name_at(at) == name)
-            .is_some()
+        self.find(name).is_some()
     }
 
     /// Every (wire name, node), in name order.

@@ -62,17 +62,10 @@ impl QName {
         }
     }
 
-    /// Reads an uncompressed name at `at` in `msg`; returns it and the offset after
-    /// it. `None` for a compression pointer, an extended label type, a name longer
-    /// than 255 bytes, or a name cut off by the end of `msg`.
-    pub fn parse(msg: &[u8], at: usize) -> Option<(QName, usize)> {
-        let mut q = QName::empty();
-        let end = q.read(msg, at)?;
-        Some((q, end))
-    }
-
-    /// [`Self::parse`] into `self` (what it held is replaced): no copy of the name
-    /// on the fast path.
+    /// Reads an uncompressed name at `at` in `msg` into `self` (what it held is
+    /// replaced) and returns the offset after it. `None` for a compression pointer, an
+    /// extended label type, a name longer than 255 bytes, or a name cut off by the end
+    /// of `msg`. In place: the fast path never copies the name.
     #[inline]
     pub fn read(&mut self, msg: &[u8], mut at: usize) -> Option<usize> {
         self.len = 0;
@@ -168,10 +161,16 @@ impl std::fmt::Debug for QName {
 mod tests {
     use super::*;
 
+    fn parse(msg: &[u8], at: usize) -> Option<(QName, usize)> {
+        let mut q = QName::empty();
+        let end = q.read(msg, at)?;
+        Some((q, end))
+    }
+
     #[test]
     fn parse_and_from_name_agree() {
         let msg = b"\x03WwW\x07Example\x03cOm\x00rest";
-        let (q, end) = QName::parse(msg, 0).unwrap();
+        let (q, end) = parse(msg, 0).unwrap();
         assert_eq!(end, 17);
         assert_eq!(q.as_bytes(), b"\x03www\x07example\x03com\x00");
         let n = QName::from_name(&Name::from_ascii("WWW.example.COM.").unwrap()).unwrap();
@@ -192,7 +191,7 @@ mod tests {
             b"\x03abc",       // no root
             b"",              // nothing
         ] {
-            assert!(QName::parse(bad, 0).is_none(), "{bad:?}");
+            assert!(parse(bad, 0).is_none(), "{bad:?}");
         }
         // 255 bytes is the most a name may have; 257 is refused.
         let mut long = Vec::new();
@@ -200,10 +199,10 @@ mod tests {
             long.extend_from_slice(b"\x03abc");
         }
         long.extend_from_slice(b"\x01a\x00"); // 63*4 + 3 = 255
-        assert!(QName::parse(&long, 0).is_some());
+        assert!(parse(&long, 0).is_some());
         long.truncate(long.len() - 3);
         long.extend_from_slice(b"\x03abc\x00");
-        assert!(QName::parse(&long, 0).is_none());
+        assert!(parse(&long, 0).is_none());
     }
 
     #[test]
