@@ -356,6 +356,8 @@ fn endpoint(
         state,
         tags: tags(ep.tags()),
         private_dns_names: dns_names.get(&service_name).cloned().unwrap_or_default(),
+        // AWS lists it for every interface endpoint; absent, AWS would not answer the names.
+        private_dns_enabled: ep.private_dns_enabled().unwrap_or(false),
         dns_record_ip_type: ep
             .dns_options()
             .and_then(|d| d.dns_record_ip_type())

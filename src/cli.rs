@@ -206,6 +206,7 @@ fn render_discovery(inventory: &Inventory, assembled: &Assembled, json: bool) ->
     if json {
         let doc = serde_json::json!({
             "records": assembled.provenance,
+            "skipped": assembled.skipped,
             "endpoints": inventory.targets,
             "warnings": assembled.warnings,
         });
@@ -244,24 +245,13 @@ fn render_discovery(inventory: &Inventory, assembled: &Assembled, json: bool) ->
         out.push('\n');
     }
     let endpoints: usize = inventory.targets.iter().map(|t| t.endpoints.len()).sum();
-    let unavailable: Vec<String> = inventory
-        .targets
-        .iter()
-        .flat_map(|t| &t.endpoints)
-        .filter(|e| !e.is_available())
-        .map(|e| format!("{} ({})", e.id, e.state))
-        .collect();
     out.push_str(&format!(
-        "{} addresses from {endpoints} interface endpoints",
+        "{} addresses from {endpoints} interface endpoints\n",
         assembled.provenance.len()
     ));
-    if !unavailable.is_empty() {
-        out.push_str(&format!(
-            "; not served (not available): {}",
-            unavailable.join(", ")
-        ));
+    for s in &assembled.skipped {
+        out.push_str(&format!("skipped: {} ({})\n", s.endpoint, s.reason));
     }
-    out.push('\n');
     out
 }
 

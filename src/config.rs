@@ -277,6 +277,19 @@ pub struct DiscoverConfig {
     pub vpc_ids: Vec<String>,
     pub tags: BTreeMap<String, String>,
     pub ttl: u32,
+    pub private_dns: PrivateDns,
+}
+
+/// Which endpoints a `[[discover]]` block serves names for (`private-dns`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PrivateDns {
+    /// Only endpoints with private DNS enabled: the names AWS itself answers in the VPC.
+    #[default]
+    Enabled,
+    /// Every endpoint, private DNS enabled or not (hub and spoke: the VPC does not
+    /// answer the name, on-prem should).
+    Any,
 }
 
 #[derive(Debug, Clone)]
@@ -385,6 +398,9 @@ struct DiscoverFile {
     role_arn: Option<Spanned<String>>,
     /// TTL of the discovered records. Default 60.
     ttl: Option<Spanned<u32>>,
+    /// "enabled" (default): only endpoints with private DNS enabled; "any": all.
+    #[serde(default)]
+    private_dns: PrivateDns,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1107,6 +1123,7 @@ fn check_discover(
         vpc_ids: d.vpc_ids.get_ref().clone(),
         tags: d.tags.clone(),
         ttl: positive(src, d.ttl.as_ref(), 60, &key("ttl"))?,
+        private_dns: d.private_dns,
     })
 }
 
@@ -1369,6 +1386,7 @@ vpc-ids = ["vpc-0def"]
 region = "us-east-1"
 role-arn = "arn:aws:iam::111122223333:role/privatelink-dns"
 ttl = 30
+private-dns = "any"
 "#,
             "t",
         )
@@ -1396,6 +1414,8 @@ ttl = 30
         assert_eq!(targets[1].region.as_deref(), Some("us-east-1"));
         assert_eq!(c.discover[1].ttl, 30);
         assert_eq!(c.discover[0].ttl, 60);
+        assert_eq!(c.discover[0].private_dns, PrivateDns::Enabled);
+        assert_eq!(c.discover[1].private_dns, PrivateDns::Any);
         // AWS is off without AWS sources; on with them even without [aws].
         assert!(Config::demo().aws.is_none());
         let implicit = Config::from_toml("[[discover]]\nvpc-ids = [\"vpc-1\"]\n", "t").unwrap();
@@ -1809,6 +1829,12 @@ a = ["192.0.2.3"]
                 2,
                 "log.format",
                 "unknown variant",
+            ),
+            (
+                "[[discover]]\nvpc-ids = [\"vpc-1\"]\nprivate-dns = \"disabled\"\n".into(),
+                3,
+                "discover.private-dns",
+                "unknown variant `disabled`, expected `enabled` or `any`",
             ),
         ];
         for (text, line, key, words) in rows {

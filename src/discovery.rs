@@ -13,7 +13,7 @@ use std::pin::Pin;
 use hickory_proto::rr::{LowerName, Name};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Addresses, Config, Selector, Target, ZoneConfig};
+use crate::config::{Addresses, Config, PrivateDns, Selector, Target, ZoneConfig};
 use crate::snapshot::{RecordData, SoaParams, ZoneData};
 
 /// Everything one discovery run found, per target (region and role).
@@ -45,6 +45,11 @@ pub struct Endpoint {
     /// or "*.s3.ap-northeast-1.amazonaws.com".
     #[serde(default)]
     pub private_dns_names: Vec<String>,
+    /// `PrivateDnsEnabled`: whether AWS answers the private DNS names in the VPC.
+    /// Caches written before this field existed load as `true`: the versions that
+    /// wrote them served every endpoint, and the next refresh applies the rule.
+    #[serde(default = "private_dns_default")]
+    pub private_dns_enabled: bool,
     /// `DnsOptions.DnsRecordIpType`: ipv4, ipv6, dualstack, service-defined.
     pub dns_record_ip_type: Option<String>,
     /// `IpAddressType`: ipv4, ipv6, dualstack.
@@ -65,10 +70,20 @@ pub struct Eni {
     pub ipv6: Vec<Ipv6Addr>,
 }
 
+fn private_dns_default() -> bool {
+    true
+}
+
 impl Endpoint {
     /// Only endpoints in state `available` are served.
     pub fn is_available(&self) -> bool {
         self.state.eq_ignore_ascii_case("available")
+    }
+
+    fn not_available(&self) -> SkipReason {
+        SkipReason::NotAvailable {
+            state: self.state.clone(),
+        }
     }
 
     /// Which record types the endpoint's DNS options ask for: (A, AAAA).
@@ -243,6 +258,35 @@ pub struct Assembled {
     /// Private DNS names from the API refused as zones (see `warnings`).
     pub rejected_names: usize,
     pub provenance: Vec<Provenance>,
+    /// Endpoints a record or `[[discover]]` block selects whose addresses are not
+    /// served, with the reason, sorted by endpoint id.
+    pub skipped: Vec<Skipped>,
+}
+
+/// An endpoint selected but not served, for `privatelink-dns discover`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Skipped {
+    pub endpoint: String,
+    pub reason: SkipReason,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "reason")]
+pub enum SkipReason {
+    /// Its state is not `available` (the state is given).
+    NotAvailable { state: String },
+    /// `PrivateDnsEnabled` is false and the `[[discover]]` block says
+    /// `private-dns = "enabled"`.
+    PrivateDnsDisabled,
+}
+
+impl std::fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotAvailable { state } => write!(f, "not available: {state}"),
+            Self::PrivateDnsDisabled => f.write_str("private DNS disabled"),
+        }
+    }
 }
 
 /// The zones of `config` before any discovery: AWS-backed names without addresses.
@@ -266,7 +310,7 @@ pub fn assemble(config: &Config, inventory: Option<&Inventory>) -> Assembled {
     out.zones = config
         .zones
         .iter()
-        .map(|zone| resolve_zone(zone, default_endpoints, &mut out.provenance))
+        .map(|zone| resolve_zone(zone, default_endpoints, &mut out))
         .collect();
     let mut discovered = Discovered::default();
     for block in &config.discover {
@@ -275,6 +319,12 @@ pub fn assemble(config: &Config, inventory: Option<&Inventory>) -> Assembled {
                 && block.tags.iter().all(|(k, v)| ep.tags.get(k) == Some(v))
         });
         for ep in matching {
+            // AWS answers a service's private DNS names in the VPC only from endpoints
+            // with private DNS enabled; so do we, unless told otherwise.
+            if !ep.private_dns_enabled && block.private_dns == PrivateDns::Enabled {
+                out.skip(ep, SkipReason::PrivateDnsDisabled);
+                continue;
+            }
             discovered.add(config, block.ttl, ep, &mut out);
         }
     }
@@ -284,28 +334,39 @@ pub fn assemble(config: &Config, inventory: Option<&Inventory>) -> Assembled {
         .extend(discovered.zones.into_values().map(|z| z.build(nameserver)));
     out.provenance.sort();
     out.provenance.dedup();
+    out.skipped.sort();
+    out.skipped.dedup();
     out
+}
+
+impl Assembled {
+    fn skip(&mut self, ep: &Endpoint, reason: SkipReason) {
+        self.skipped.push(Skipped {
+            endpoint: ep.id.clone(),
+            reason,
+        });
+    }
 }
 
 /// A configured zone with the addresses of its AWS-backed records filled in from
 /// `endpoints` (those of the `[aws]` default target).
-fn resolve_zone(
-    zone: &ZoneConfig,
-    endpoints: &[Endpoint],
-    provenance: &mut Vec<Provenance>,
-) -> ZoneData {
+fn resolve_zone(zone: &ZoneConfig, endpoints: &[Endpoint], out: &mut Assembled) -> ZoneData {
     let records = zone.records.iter().map(|record| {
         let (a, aaaa) = match &record.addresses {
             Addresses::Static { a, aaaa } => (a.clone(), aaaa.clone()),
             Addresses::Endpoint(selector) => {
                 let (mut a, mut aaaa) = (BTreeSet::new(), BTreeSet::new());
                 for ep in endpoints.iter().filter(|ep| picks(selector, ep)) {
+                    if !ep.is_available() {
+                        out.skip(ep, ep.not_available());
+                    }
                     for (eni, ip) in ep.served() {
                         match ip {
                             IpAddr::V4(v4) => a.insert(v4),
                             IpAddr::V6(v6) => aaaa.insert(v6),
                         };
-                        provenance.push(Provenance::of(&record.name, ip, ep, eni));
+                        out.provenance
+                            .push(Provenance::of(&record.name, ip, ep, eni));
                     }
                 }
                 (a.into_iter().collect(), aaaa.into_iter().collect())
@@ -363,6 +424,9 @@ struct NameData {
 impl Discovered {
     /// Adds the private DNS names of `ep` with its addresses.
     fn add(&mut self, config: &Config, ttl: u32, ep: &Endpoint, out: &mut Assembled) {
+        if !ep.is_available() {
+            out.skip(ep, ep.not_available());
+        }
         for dns_name in &ep.private_dns_names {
             let Some((origin, owner)) = self.place(config, dns_name, ep, &mut out.warnings) else {
                 continue;
@@ -494,6 +558,7 @@ pub(crate) mod tests {
             state: "available".to_string(),
             tags: BTreeMap::new(),
             private_dns_names: names.iter().map(|s| s.to_string()).collect(),
+            private_dns_enabled: true,
             dns_record_ip_type: None,
             ip_address_type: None,
             enis: ips
@@ -773,6 +838,55 @@ ttl = 30
         assert_eq!(s3z.ns[0].to_string(), "ns.privatelink-dns.invalid.");
         assert_eq!(a.warnings.len(), 1, "{:?}", a.warnings);
         assert!(a.warnings[0].contains("configured zone wins"));
+    }
+
+    #[test]
+    fn zero_config_skips_endpoints_without_private_dns_unless_any() {
+        let on = endpoint(
+            "vpce-0on",
+            "vpc-1",
+            &["ssm.ap-northeast-1.amazonaws.com"],
+            &["10.0.1.8"],
+        );
+        let mut off = endpoint(
+            "vpce-0off",
+            "vpc-1",
+            &["ssm.ap-northeast-1.amazonaws.com"],
+            &["10.0.2.8"],
+        );
+        off.private_dns_enabled = false;
+        let mut pending = endpoint(
+            "vpce-0pending",
+            "vpc-1",
+            &["ec2.ap-northeast-1.amazonaws.com"],
+            &["10.0.3.8"],
+        );
+        pending.state = "pending".into();
+        let inv = inventory(vec![on, off, pending]);
+        let ssm = |a: &Assembled| {
+            let z = zone(a, "ssm.ap-northeast-1.amazonaws.com.");
+            record(z, "ssm.ap-northeast-1.amazonaws.com.").a.clone()
+        };
+
+        let a = assemble(&config("[[discover]]\nvpc-ids = [\"vpc-1\"]\n"), Some(&inv));
+        assert_eq!(ssm(&a), ["10.0.1.8".parse::<Ipv4Addr>().unwrap()]);
+        let skipped: Vec<String> = a
+            .skipped
+            .iter()
+            .map(|s| format!("{} {}", s.endpoint, s.reason))
+            .collect();
+        assert_eq!(
+            skipped,
+            [
+                "vpce-0off private DNS disabled",
+                "vpce-0pending not available: pending"
+            ]
+        );
+
+        let any = "[[discover]]\nvpc-ids = [\"vpc-1\"]\nprivate-dns = \"any\"\n";
+        let a = assemble(&config(any), Some(&inv));
+        assert_eq!(ssm(&a).len(), 2);
+        assert_eq!(a.skipped.len(), 1, "{:?}", a.skipped);
     }
 
     #[test]

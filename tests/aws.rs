@@ -371,7 +371,7 @@ async fn discover_command_prints_what_would_be_served() {
         assert!(table.contains(want), "{want} in\n{table}");
     }
     assert!(
-        table.contains(&format!("{pending} (pending)")),
+        table.contains(&format!("skipped: {pending} (not available: pending)")),
         "unavailable endpoints are named:\n{table}"
     );
     assert!(
@@ -555,5 +555,89 @@ async fn ipv6_endpoints_and_dns_record_ip_types() {
     );
     let (a, aaaa, _) = both("v6.internal.example.com.").await;
     assert_eq!((a, aaaa), (0, 1), "DnsRecordIpType ipv6: AAAA only");
+    server.shutdown().await;
+}
+
+/// Zero-config follows AWS: a service's private DNS name is answered from endpoints with
+/// private DNS enabled only, unless the block says `private-dns = "any"`. Records that
+/// name an endpoint are served whatever its setting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_config_serves_private_dns_enabled_endpoints_only() {
+    if !moto_available() {
+        return;
+    }
+    aws_env();
+    let moto = Moto::start();
+    let vpc = Vpc::create(moto.client()).await;
+    let on = vpc.endpoint(SSM, &[0], &[]).await; // 10.0.1.4
+    let off = vpc.endpoint_without_private_dns(SSM, &[1]).await; // 10.0.2.4
+    let ec2 = "com.amazonaws.ap-northeast-1.ec2";
+    let ec2_off = vpc.endpoint_without_private_dns(ec2, &[2]).await; // 10.0.3.4
+    let records = format!("[[zone.record]]\nname = \"named\"\nvpc-endpoint = \"{off}\"\n");
+    let text = config_text(&moto.url(), &vpc.id, &records, "");
+    let cfg = Config::from_toml(&text, "aws-test.toml").unwrap();
+    let server = Server::start(&cfg).await.unwrap();
+    let dns = server.udp_addrs()[0];
+
+    assert_eq!(
+        a(dns, "ssm.ap-northeast-1.amazonaws.com.").await,
+        ["10.0.1.4"]
+    );
+    let r = ask(dns, "ec2.ap-northeast-1.amazonaws.com.", RecordType::A).await;
+    assert_eq!(
+        r.metadata.response_code,
+        ResponseCode::Refused,
+        "no zone from an endpoint without private DNS: {r:?}"
+    );
+    assert_eq!(
+        a(dns, "named.internal.example.com.").await,
+        ["10.0.2.4"],
+        "a record that names the endpoint is served"
+    );
+
+    // `discover` says which endpoints it skipped and why.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, &text).unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_privatelink-dns"));
+    let out = support::aws_env_for(&mut cmd)
+        .args(["discover", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{table}");
+    for id in [&off, &ec2_off] {
+        assert!(
+            table.contains(&format!("skipped: {id} (private DNS disabled)")),
+            "{id} in\n{table}"
+        );
+    }
+    assert!(!table.contains(&format!("skipped: {on}")), "{table}");
+
+    // Turning private DNS off and on in AWS moves the name with it.
+    vpc.set_private_dns(&on, false).await;
+    vpc.set_private_dns(&off, true).await;
+    eventually(
+        Duration::from_secs(15),
+        "ssm follows PrivateDnsEnabled",
+        || async { a(dns, "ssm.ap-northeast-1.amazonaws.com.").await == ["10.0.2.4"] },
+    )
+    .await;
+    server.shutdown().await;
+
+    // private-dns = "any": every endpoint in the VPC, as before.
+    let any = text + "private-dns = \"any\"\n";
+    let cfg = Config::from_toml(&any, "aws-test.toml").unwrap();
+    let server = Server::start(&cfg).await.unwrap();
+    let dns = server.udp_addrs()[0];
+    assert_eq!(
+        a(dns, "ssm.ap-northeast-1.amazonaws.com.").await,
+        ["10.0.1.4", "10.0.2.4"]
+    );
+    assert_eq!(
+        a(dns, "ec2.ap-northeast-1.amazonaws.com.").await,
+        ["10.0.3.4"]
+    );
     server.shutdown().await;
 }

@@ -341,6 +341,7 @@ fn inventory(region: &str, vpc: &str) -> Inventory {
                 state: "available".into(),
                 tags: [("privatelink-dns/name".to_string(), "api".to_string())].into(),
                 private_dns_names: vec!["ssm.ap-northeast-1.amazonaws.com".into()],
+                private_dns_enabled: true,
                 dns_record_ip_type: None,
                 ip_address_type: None,
                 enis: vec![Eni {

@@ -8,7 +8,8 @@ Patches applied to moto (tested with moto 5.2.5) before the server starts:
     InterfaceType "vpc_endpoint", RequesterManaged true, and the endpoint's security groups
     (stock moto: random 10.x.y.z not inside the subnet, type "interface", no description).
   * modify_vpc_endpoint: AddSubnetIds / RemoveSubnetIds create / delete ENIs,
-    Add/RemoveSecurityGroupIds update the ENIs' groups (stock moto: ENIs unchanged).
+    Add/RemoveSecurityGroupIds update the ENIs' groups (stock moto: ENIs unchanged),
+    PrivateDnsEnabled is applied (stock moto: ignored).
   * DnsEntries like AWS: regional "<vpce-id>-<rand>.<svc>.<region>.vpce.amazonaws.com", one
     "<vpce-id>-<rand>-<az>.<...>" per AZ, and (PrivateDnsEnabled) the private DNS name
     ("ssm.<region>.amazonaws.com", or the endpoint service's PrivateDnsName).
@@ -218,6 +219,22 @@ def create_vpc_endpoint_response(self):
 
 
 VPCs.create_vpc_endpoint = create_vpc_endpoint_response
+
+_orig_modify_response = VPCs.modify_vpc_endpoint
+
+
+def modify_vpc_endpoint_response(self):
+    """ModifyVpcEndpoint PrivateDnsEnabled, which stock moto ignores."""
+    resp = _orig_modify_response(self)
+    enabled = self._get_bool_param("PrivateDnsEnabled")
+    if enabled is not None:
+        ep = self.ec2_backend.vpc_end_points[self._get_param("VpcEndpointId")]
+        ep.private_dns_enabled = enabled
+        ep.dns_entries = _dns_entries(self.ec2_backend, ep)
+    return resp
+
+
+VPCs.modify_vpc_endpoint = modify_vpc_endpoint_response
 VPCBackend.modify_vpc_endpoint = modify_vpc_endpoint
 VPCBackend.delete_vpc_endpoints = delete_vpc_endpoints
 

@@ -414,6 +414,26 @@ impl Vpc {
         created(req).await
     }
 
+    /// An interface endpoint with private DNS disabled, in the given subnets (indexes).
+    pub async fn endpoint_without_private_dns(&self, service: &str, subnets: &[usize]) -> String {
+        created(
+            self.endpoint_request(service, subnets)
+                .private_dns_enabled(false),
+        )
+        .await
+    }
+
+    /// Turns an endpoint's private DNS on or off (ModifyVpcEndpoint).
+    pub async fn set_private_dns(&self, endpoint: &str, enabled: bool) {
+        self.ec2
+            .modify_vpc_endpoint()
+            .vpc_endpoint_id(endpoint)
+            .private_dns_enabled(enabled)
+            .send()
+            .await
+            .unwrap();
+    }
+
     /// An interface endpoint request with private DNS, in the given subnets (indexes).
     fn endpoint_request(
         &self,
