@@ -41,6 +41,7 @@ fn zone(records: usize) -> ZoneData {
         ns_ttl: 3600,
         origin,
         records: recs,
+        transfer: Default::default(),
     }
 }
 

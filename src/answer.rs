@@ -10,11 +10,15 @@
 
 use hickory_proto::op::{Edns, Message, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::opt::EdnsOption;
-use hickory_proto::rr::rdata::{TSIG, TXT, tsig::TsigError};
+use std::net::{IpAddr, Ipv6Addr};
+
+use hickory_proto::rr::rdata::TXT;
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 
 use crate::snapshot::{Lookup, Negative, Snapshot, Zone};
+use crate::transfer::{self, Plan};
+use crate::tsig::{self, Signed, Verdict};
 use crate::wire::{AA, CD, CLASSIC_UDP_SIZE, HEADER_LEN, MAX_NAME, QName, QR, RD, TC, udp_limit};
 
 /// The transport a query arrived on; it decides the size limit and ANY handling.
@@ -25,13 +29,78 @@ pub enum Transport {
 }
 
 /// A response to send, with what metrics and logs want to know about it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Response {
+    /// Empty when `transfer` is set: the transport streams the transfer instead.
     pub bytes: Vec<u8>,
     pub rcode: ResponseCode,
     pub truncated: bool,
     /// The question, when the query had exactly one that parsed (for logs and metrics).
     pub question: Option<Query>,
+    /// A zone transfer to stream (TCP only), see [`crate::transfer`].
+    pub transfer: Option<Plan>,
+    /// Why the request was refused, for metrics: see [`Refusal`].
+    pub refusal: Option<Refusal>,
+}
+
+/// Why a request was refused or failed authentication.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Refusal {
+    /// The source is not in `allow-query`.
+    QueryAcl,
+    /// A transfer from a source not in the zone's transfer `allow`.
+    TransferAcl,
+    /// A transfer not signed with the zone's `tsig-key`.
+    TransferKey,
+    /// A TSIG that failed: BADKEY, BADSIG or BADTIME.
+    Tsig(u16),
+}
+
+impl Refusal {
+    pub const LABELS: [&'static str; 6] = [
+        "query_acl",
+        "transfer_acl",
+        "transfer_tsig",
+        "tsig_badkey",
+        "tsig_badsig",
+        "tsig_badtime",
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::QueryAcl => "query_acl",
+            Self::TransferAcl => "transfer_acl",
+            Self::TransferKey => "transfer_tsig",
+            Self::Tsig(17) => "tsig_badkey",
+            Self::Tsig(16) => "tsig_badsig",
+            _ => "tsig_badtime",
+        }
+    }
+}
+
+/// Who asked, and when: what the access checks and TSIG need.
+#[derive(Debug, Clone, Copy)]
+pub struct Client {
+    pub source: IpAddr,
+    /// Unix seconds.
+    pub now: u64,
+}
+
+impl Client {
+    /// A client on the loopback address, now.
+    pub fn local() -> Self {
+        Self {
+            source: IpAddr::V6(Ipv6Addr::LOCALHOST),
+            now: unix_now(),
+        }
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The largest negative SOA RR: owner pointer, fixed fields, two 255-byte names.
@@ -39,10 +108,21 @@ const NEGATIVE_SOA_MAX: usize = 2 + 10 + 2 * MAX_NAME + 20;
 /// EDNS option code of Extended DNS Errors (RFC 8914).
 const EDE_OPTION_CODE: u16 = 15;
 
-/// Answers one DNS message. `None` means: send nothing (not a query, or no header).
+/// Answers one DNS message as from a loopback client now: [`respond`].
+pub fn answer(query: &[u8], snapshot: &Snapshot, transport: Transport) -> Option<Response> {
+    respond(query, snapshot, transport, &Client::local())
+}
+
+/// Answers one DNS message from `client`. `None` means: send nothing (not a query,
+/// or no header).
 ///
 /// Never panics, whatever the input.
-pub fn answer(query: &[u8], snapshot: &Snapshot, transport: Transport) -> Option<Response> {
+pub fn respond(
+    query: &[u8],
+    snapshot: &Snapshot,
+    transport: Transport,
+    client: &Client,
+) -> Option<Response> {
     if query.len() < HEADER_LEN {
         return None;
     }
@@ -76,6 +156,16 @@ pub fn answer(query: &[u8], snapshot: &Snapshot, transport: Transport) -> Option
     if msg.queries.len() == 1 {
         reply.question = Some(msg.queries[0].clone());
     }
+    if let Some(acl) = &snapshot.settings.allow_query
+        && !acl.allows(client.source)
+    {
+        return Some(reply.refuse(Refusal::QueryAcl, transport, limit));
+    }
+    if msg.metadata.op_code == OpCode::Notify {
+        // What Knot DNS answers as a primary: we take NOTIFY from no one.
+        reply.flags_copied = 0;
+        return Some(reply.finish(ResponseCode::NotAuth, transport, limit));
+    }
     if msg.metadata.op_code != OpCode::Query {
         reply.flags_copied = 0; // NOTIMP does not echo RD or CD
         return Some(reply.finish(ResponseCode::NotImp, transport, limit));
@@ -90,37 +180,128 @@ pub fn answer(query: &[u8], snapshot: &Snapshot, transport: Transport) -> Option
         .additionals
         .iter()
         .position(|r| r.record_type() == RecordType::TSIG)
+        && pos + 1 != msg.additionals.len()
     {
-        if pos + 1 != msg.additionals.len() {
-            // TSIG must be the last record (RFC 8945 section 5.1).
-            return Some(reply.finish(ResponseCode::FormErr, transport, limit));
-        }
-        // We hold no keys: every signed query gets BADKEY, unsigned (RFC 8945 5.2.2).
-        if let RData::TSIG(t) = &msg.additionals[pos].data {
-            let rdata = TSIG::new(
-                t.algorithm.clone(),
-                t.time,
-                t.fudge,
-                Vec::new(),
-                id,
-                Some(TsigError::BadKey),
-                Vec::new(),
-            );
-            let mut rr =
-                Record::from_rdata(msg.additionals[pos].name.clone(), 0, RData::TSIG(rdata));
-            rr.dns_class = DNSClass::ANY;
-            reply.tsig = Some(rr);
-        }
-        return Some(reply.finish(ResponseCode::NotAuth, transport, limit));
+        // TSIG must be the last record (RFC 8945 section 5.1).
+        return Some(reply.finish(ResponseCode::FormErr, transport, limit));
     }
+    let signed = match tsig::verify(query, &msg, &snapshot.settings.keys, client.now) {
+        Verdict::Unsigned => None,
+        Verdict::Signed(signed) => Some(signed),
+        Verdict::Error {
+            error,
+            unsigned,
+            signed,
+        } => {
+            // RFC 8945 5.2: NOTAUTH, with a TSIG carrying the error; signed only
+            // for BADTIME, where the request's MAC was good.
+            reply.tsig = unsigned.map(|r| *r);
+            reply.refusal = Some(Refusal::Tsig(u16::from(error)));
+            let mut response = reply.finish(ResponseCode::NotAuth, transport, limit);
+            if let Some(signed) = signed {
+                tsig::sign_response(&mut response.bytes, &signed, client.now, Some(error));
+            }
+            return Some(response);
+        }
+    };
+    // Room for our TSIG in a signed UDP answer.
+    let limit = match (&signed, transport) {
+        (Some(s), Transport::Udp) => limit.saturating_sub(tsig_room(s)).max(HEADER_LEN),
+        _ => limit,
+    };
 
     let q = &msg.queries[0];
     let rcode = match q.query_class() {
+        DNSClass::IN if matches!(q.query_type(), RecordType::AXFR | RecordType::IXFR) => {
+            match transfer_request(
+                &mut reply, query, &msg, snapshot, transport, client, &signed,
+            ) {
+                Ok(plan) => return Some(reply.stream(plan)),
+                Err(rcode) => rcode,
+            }
+        }
         DNSClass::IN => answer_in(&mut reply, q, snapshot, transport),
         DNSClass::CH => answer_chaos(&mut reply, q, snapshot),
         _ => ResponseCode::Refused,
     };
-    Some(reply.finish(rcode, transport, limit))
+    let mut response = reply.finish(rcode, transport, limit);
+    if let Some(signed) = &signed {
+        tsig::sign_response(&mut response.bytes, signed, client.now, None);
+    }
+    Some(response)
+}
+
+/// Room our TSIG record takes in a signed answer: the key name, the RR header,
+/// the algorithm name (at most 13 bytes, "hmac-sha512."), the fixed fields and a
+/// MAC of at most 64 bytes.
+fn tsig_room(signed: &Signed) -> usize {
+    signed.key.len() + 1 + 10 + 13 + 16 + 64
+}
+
+/// An AXFR or IXFR request: a [`Plan`] to stream, or the rcode to answer with
+/// (the IXFR answers that are a single SOA are put in `reply`).
+fn transfer_request(
+    reply: &mut Reply<'_>,
+    query: &[u8],
+    msg: &Message,
+    snapshot: &Snapshot,
+    transport: Transport,
+    client: &Client,
+    signed: &Option<Signed>,
+) -> Result<Plan, ResponseCode> {
+    let q = &msg.queries[0];
+    let is_ixfr = q.query_type() == RecordType::IXFR;
+    if transport == Transport::Udp && !is_ixfr {
+        return Err(ResponseCode::NotImp); // AXFR is TCP only (RFC 5936 4.2), as Knot
+    }
+    let Some(zone) = snapshot.zone(q.name()) else {
+        return Err(ResponseCode::NotAuth); // not a zone of ours, as Knot
+    };
+    let policy = zone.transfer();
+    if !policy.allow.allows(client.source) {
+        reply.refusal = Some(Refusal::TransferAcl);
+        reply.prohibited();
+        return Err(ResponseCode::Refused);
+    }
+    if let Some(key) = &policy.key
+        && signed.as_ref().is_none_or(|s| &s.key != key)
+    {
+        reply.refusal = Some(Refusal::TransferKey);
+        reply.prohibited();
+        return Err(ResponseCode::Refused);
+    }
+    let mut client_serial = None;
+    if is_ixfr {
+        let Some(theirs) = msg.authorities.iter().find_map(|r| match &r.data {
+            RData::SOA(soa) => Some(soa.serial),
+            _ => None,
+        }) else {
+            return Err(ResponseCode::FormErr); // IXFR carries the client's SOA
+        };
+        client_serial = Some(theirs);
+        // Up to date (or ahead), or over UDP: our SOA alone. Over UDP an older
+        // client then retries over TCP (RFC 1995 section 2).
+        if !serial_lt(theirs, zone.serial()) || transport == Transport::Udp {
+            reply.authoritative = true;
+            reply.answers.push(owned(&zone.soa, q.name()));
+            return Err(ResponseCode::NoError);
+        }
+    }
+    Ok(Plan {
+        origin: zone.origin.clone(),
+        qtype: q.query_type(),
+        id: msg.metadata.id,
+        flags_copied: reply.flags_copied,
+        question: query[HEADER_LEN..transfer::question_end(query).ok_or(ResponseCode::FormErr)?]
+            .to_vec(),
+        signed: signed.clone(),
+        client_serial,
+    })
+}
+
+/// `a < b` in serial number arithmetic (RFC 1982 section 3.2).
+pub fn serial_lt(a: u32, b: u32) -> bool {
+    a != b && b.wrapping_sub(a) < 1 << 31
 }
 
 fn answer_in<'s>(
@@ -130,9 +311,6 @@ fn answer_in<'s>(
     transport: Transport,
 ) -> ResponseCode {
     let qtype = q.query_type();
-    if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
-        return ResponseCode::Refused;
-    }
     let Some(qname) = QName::from_name(q.name()) else {
         return ResponseCode::FormErr; // a parsed name is at most 255 bytes: cannot happen
     };
@@ -250,6 +428,8 @@ struct OptReply {
 
 /// RFC 8914 info-code 20: the server is not authoritative for the name.
 const EDE_NOT_AUTHORITATIVE: u16 = 20;
+/// Extended DNS Error 18: Prohibited (an access list said no).
+const EDE_PROHIBITED: u16 = 18;
 
 /// A response under construction.
 struct Reply<'s> {
@@ -268,6 +448,7 @@ struct Reply<'s> {
     answer_wire: Option<(&'s [u8], u16)>,
     /// The SOA of a negative answer, for the authority section.
     negative: Option<Negative<'s>>,
+    refusal: Option<Refusal>,
 }
 
 impl<'s> Reply<'s> {
@@ -285,6 +466,33 @@ impl<'s> Reply<'s> {
             tsig: None,
             answer_wire: None,
             negative: None,
+            refusal: None,
+        }
+    }
+
+    /// Marks the reply with EDE 18 "Prohibited" (RFC 8914), when it has OPT.
+    fn prohibited(&mut self) {
+        if let Some(opt) = &mut self.opt {
+            opt.ede = Some(EDE_PROHIBITED);
+        }
+    }
+
+    /// REFUSED with EDE 18, for `why`.
+    fn refuse(mut self, why: Refusal, transport: Transport, limit: usize) -> Response {
+        self.prohibited();
+        self.refusal = Some(why);
+        self.finish(ResponseCode::Refused, transport, limit)
+    }
+
+    /// A transfer to stream: no bytes here, the transport sends the messages.
+    fn stream(self, plan: Plan) -> Response {
+        Response {
+            bytes: Vec::new(),
+            rcode: ResponseCode::NoError,
+            truncated: false,
+            question: self.question,
+            transfer: Some(plan),
+            refusal: None,
         }
     }
 
@@ -297,6 +505,8 @@ impl<'s> Reply<'s> {
                 rcode,
                 truncated: false,
                 question: self.question,
+                transfer: None,
+                refusal: self.refusal,
             };
         }
         self.answers.clear();
@@ -322,6 +532,8 @@ impl<'s> Reply<'s> {
             rcode,
             truncated: tc,
             question,
+            transfer: None,
+            refusal: self.refusal,
         }
     }
 
@@ -402,8 +614,9 @@ mod tests {
     use std::str::FromStr;
 
     use hickory_proto::op::{Message, MessageType};
+    use hickory_proto::rr::rdata::TSIG;
     use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
-    use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
+    use hickory_proto::rr::rdata::tsig::{TsigAlgorithm, TsigError};
 
     use super::*;
     use crate::config::Config;
@@ -1029,11 +1242,14 @@ version = "test-version"
             let mut bytes = q("www.example.com.", RecordType::A).bytes();
             bytes[2] = (bytes[2] & 0x87) | (opcode << 3);
             let m = ask_bytes(&bytes, Transport::Udp);
-            assert_eq!(
-                m.metadata.response_code,
-                ResponseCode::NotImp,
-                "opcode {opcode}"
-            );
+            // NOTIFY (4): NOTAUTH, as Knot DNS answers it for a zone it is primary for.
+            let want = if opcode == 4 {
+                ResponseCode::NotAuth
+            } else {
+                ResponseCode::NotImp
+            };
+            assert_eq!(m.metadata.response_code, want, "opcode {opcode}");
+            assert!(!m.metadata.authoritative, "opcode {opcode}");
             assert!(!m.metadata.recursion_desired, "RD not echoed");
             assert_eq!(u8::from(m.metadata.op_code), opcode);
             assert!(m.answers.is_empty());
@@ -1099,10 +1315,8 @@ version = "test-version"
         let r = ask_bytes(&m.to_vec().unwrap(), Transport::Udp);
         assert_eq!(r.metadata.response_code, ResponseCode::NotAuth);
         assert!(r.answers.is_empty());
-        let last = r.additionals.last().expect("TSIG in the response");
-        let RData::TSIG(t) = &last.data else {
-            panic!("not TSIG: {last:?}")
-        };
+        let last = r.signature.as_deref().expect("TSIG in the response");
+        let t = &last.data;
         assert_eq!(t.error, Some(TsigError::BadKey));
         assert!(t.mac.is_empty(), "unsigned");
         assert_eq!(last.name.to_string(), "key.example.");

@@ -155,11 +155,10 @@ impl Server {
         let store = Arc::new(SnapshotStore::default());
         let stats = Arc::new(RefreshStats::default());
         let metrics = Arc::new(Metrics::new(stats.clone(), store.clone()));
-        let serve = Arc::new(ServeContext::new(
-            store.clone(),
-            metrics.clone(),
-            config.log.query_log_every,
-        ));
+        let serve = Arc::new(
+            ServeContext::new(store.clone(), metrics.clone(), config.log.query_log_every)
+                .with_max_transfers(config.server.max_transfers),
+        );
         Self {
             udp_addrs: Vec::new(),
             tcp_addrs: Vec::new(),

@@ -8,12 +8,14 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_proto::rr::{LowerName, Name};
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::access::{ALGORITHMS, Acl, TransferPolicy, TsigKey};
 use crate::snapshot::{Settings, SoaParams, ZoneData};
 
 /// The configuration served when no `--config` is given: static demo records on
@@ -278,6 +280,8 @@ pub struct DiscoverConfig {
     pub tags: BTreeMap<String, String>,
     pub ttl: u32,
     pub private_dns: PrivateDns,
+    /// Transfer policy of the zones this block discovers.
+    pub transfer: Arc<TransferPolicy>,
 }
 
 /// Which endpoints a `[[discover]]` block serves names for (`private-dns`).
@@ -303,6 +307,8 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// UDP worker threads per listen address.
     pub udp_workers: usize,
+    /// Most zone transfers served at once.
+    pub max_transfers: usize,
     pub settings: Settings,
 }
 
@@ -347,6 +353,35 @@ struct FileConfig {
     /// Zero-config discovery of endpoints' private DNS names.
     #[serde(default)]
     discover: Vec<DiscoverFile>,
+    /// TSIG keys, for signed requests and transfers.
+    #[serde(default)]
+    tsig_key: Vec<TsigKeyFile>,
+    /// Zone transfer defaults for every zone.
+    transfer: Option<TransferFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct TsigKeyFile {
+    /// The key's name, a DNS name both sides use.
+    name: Spanned<String>,
+    /// hmac-sha256 (default) | hmac-sha384 | hmac-sha512 | hmac-sha224 | hmac-sha1.
+    algorithm: Option<Spanned<String>>,
+    /// The secret, base64.
+    secret: Option<Spanned<String>>,
+    /// A file holding the secret, base64 (exactly one of `secret` and `secret-file`).
+    secret_file: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct TransferFile {
+    /// Sources that may AXFR/IXFR. Default: none.
+    allow: Option<Spanned<Vec<Spanned<String>>>>,
+    /// When set, a transfer must also be signed with this `[[tsig-key]]`.
+    tsig_key: Option<Spanned<String>>,
+    /// NOTIFY targets ("10.1.2.3" or "10.1.2.3:5353") on every serial change.
+    notify: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -401,6 +436,8 @@ struct DiscoverFile {
     /// "enabled" (default): only endpoints with private DNS enabled; "any": all.
     #[serde(default)]
     private_dns: PrivateDns,
+    /// Replaces `[transfer]` for the zones this block discovers.
+    transfer: Option<TransferFile>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -408,6 +445,10 @@ struct DiscoverFile {
 struct ServerFile {
     /// Addresses to serve UDP and TCP on. Default `["0.0.0.0:53", "[::]:53"]`.
     listen: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Sources allowed to query at all. Default: everyone.
+    allow_query: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Most zone transfers served at once, 1..=1024. Default 16.
+    max_transfers: Option<Spanned<usize>>,
     /// Largest UDP response and advertised EDNS payload size, 512..=4096. Default 1232.
     udp_payload_size: Option<Spanned<u16>>,
     /// Close a TCP connection idle this long. Default "10s".
@@ -453,6 +494,8 @@ struct ZoneFile {
     /// Records of the zone.
     #[serde(default)]
     record: Vec<RecordFile>,
+    /// Replaces `[transfer]` for this zone.
+    transfer: Option<TransferFile>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -577,20 +620,49 @@ impl Config {
 }
 
 fn check(file: FileConfig, src: &Source<'_>) -> Result<Config, ConfigError> {
-    let server = check_server(src, file.server)?;
+    let mut server = check_server(src, file.server)?;
+    let keys = check_keys(src, &file.tsig_key)?;
+    let default_transfer = match &file.transfer {
+        Some(t) => Arc::new(check_transfer(src, t, "transfer", &keys)?),
+        None => Arc::new(TransferPolicy::default()),
+    };
+    server.settings.keys = keys;
     let http = file
         .http
         .as_ref()
         .map(|h| check_http(src, h, &server.listen))
         .transpose()?;
-    let zones = check_zones(src, &file.zone, &server.nameserver)?;
+    let mut zones = check_zones(src, &file.zone, &server.nameserver)?;
+    for (zi, (zone, z)) in zones.iter_mut().zip(&file.zone).enumerate() {
+        zone.transfer = match &z.transfer {
+            Some(t) => Arc::new(check_transfer(
+                src,
+                t,
+                &format!("zone[{zi}].transfer"),
+                &server.settings.keys,
+            )?),
+            None => default_transfer.clone(),
+        };
+    }
     let aws_config = check_aws(src, file.aws.as_ref())?;
     let discover = file
         .discover
         .iter()
         .enumerate()
-        .map(|(i, d)| check_discover(src, i, d, &aws_config))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|(i, d)| {
+            let mut block = check_discover(src, i, d, &aws_config)?;
+            block.transfer = match &d.transfer {
+                Some(t) => Arc::new(check_transfer(
+                    src,
+                    t,
+                    &format!("discover[{i}].transfer"),
+                    &server.settings.keys,
+                )?),
+                None => default_transfer.clone(),
+            };
+            Ok(block)
+        })
+        .collect::<Result<Vec<_>, ConfigError>>()?;
     let endpoint_records = zones
         .iter()
         .flat_map(|z| &z.records)
@@ -707,12 +779,162 @@ fn check_server(src: &Source<'_>, s: ServerFile) -> Result<ServerConfig, ConfigE
             "server.shutdown-grace",
         )?,
         udp_workers,
+        max_transfers: in_range(
+            src,
+            s.max_transfers.as_ref(),
+            16,
+            1..=1024,
+            "server.max-transfers",
+            || "must be between 1 and 1024".into(),
+        )?,
         settings: Settings {
             udp_payload_size,
             identity: s.identity,
             version: s.version,
+            allow_query: s
+                .allow_query
+                .as_ref()
+                .map(|list| check_acl(src, list, "server.allow-query"))
+                .transpose()?,
+            keys: Vec::new(),
         },
     })
+}
+
+/// A list of networks such as `["10.0.0.0/8", "192.0.2.1"]`.
+fn check_acl(
+    src: &Source<'_>,
+    list: &Spanned<Vec<Spanned<String>>>,
+    key: &str,
+) -> Result<Acl, ConfigError> {
+    let nets = list
+        .get_ref()
+        .iter()
+        .map(|n| {
+            Acl::parse_net(n.get_ref().trim()).ok_or_else(|| {
+                let message = format!(
+                    "{:?} is not a network such as \"10.0.0.0/8\" or an address such as \"192.0.2.1\"",
+                    n.get_ref()
+                );
+                src.error(n.span(), key, message)
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Acl::new(nets))
+}
+
+/// Every `[[tsig-key]]`: a name used once, a known algorithm, exactly one of `secret`
+/// and `secret-file`, base64 inside. Error messages never quote a secret.
+fn check_keys(src: &Source<'_>, files: &[TsigKeyFile]) -> Result<Vec<TsigKey>, ConfigError> {
+    use base64::Engine as _;
+    let mut keys: Vec<TsigKey> = Vec::with_capacity(files.len());
+    for (i, k) in files.iter().enumerate() {
+        let key = |f: &str| format!("tsig-key[{i}].{f}");
+        let name = parse_fqdn(src, &k.name, &key("name"))?;
+        if keys.iter().any(|other| other.name == name) {
+            return Err(src.error(
+                k.name.span(),
+                key("name"),
+                format!("key {name} is defined twice"),
+            ));
+        }
+        let algorithm = match &k.algorithm {
+            None => ALGORITHMS[0].1.clone(),
+            Some(a) => ALGORITHMS
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(a.get_ref().trim()))
+                .map(|(_, alg)| alg.clone())
+                .ok_or_else(|| {
+                    let names: Vec<&str> = ALGORITHMS.iter().map(|(n, _)| *n).collect();
+                    src.error(
+                        a.span(),
+                        key("algorithm"),
+                        format!("{:?} is not one of {}", a.get_ref(), names.join(", ")),
+                    )
+                })?,
+        };
+        let (text, span, field) = match (&k.secret, &k.secret_file) {
+            (Some(s), None) => (s.get_ref().clone(), s.span(), "secret"),
+            (None, Some(f)) => {
+                let text = std::fs::read_to_string(f.get_ref()).map_err(|e| {
+                    src.error(
+                        f.span(),
+                        key("secret-file"),
+                        format!("cannot read {:?}: {e}", f.get_ref()),
+                    )
+                })?;
+                (text, f.span(), "secret-file")
+            }
+            _ => {
+                return Err(src.error(
+                    k.name.span(),
+                    key("secret"),
+                    "give exactly one of secret and secret-file",
+                ));
+            }
+        };
+        let secret = base64::engine::general_purpose::STANDARD
+            .decode(text.trim())
+            .ok()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| {
+                src.error(
+                    span,
+                    key(field),
+                    "is not a base64 secret (the value is not shown)",
+                )
+            })?;
+        keys.push(TsigKey {
+            name,
+            algorithm,
+            secret,
+        });
+    }
+    Ok(keys)
+}
+
+/// A `[transfer]` table (or a zone's or discover block's `transfer`).
+fn check_transfer(
+    src: &Source<'_>,
+    t: &TransferFile,
+    at: &str,
+    keys: &[TsigKey],
+) -> Result<TransferPolicy, ConfigError> {
+    let allow = match &t.allow {
+        Some(list) => check_acl(src, list, &format!("{at}.allow"))?,
+        None => Acl::default(),
+    };
+    let key = match &t.tsig_key {
+        None => None,
+        Some(k) => {
+            let name = parse_fqdn(src, k, &format!("{at}.tsig-key"))?;
+            if !keys.iter().any(|key| key.name == name) {
+                return Err(src.error(
+                    k.span(),
+                    format!("{at}.tsig-key"),
+                    format!("no [[tsig-key]] is named {name}"),
+                ));
+            }
+            Some(name)
+        }
+    };
+    let notify = match &t.notify {
+        None => Vec::new(),
+        Some(list) => list
+            .get_ref()
+            .iter()
+            .map(|n| {
+                let text = n.get_ref().trim();
+                text.parse::<SocketAddr>()
+                    .or_else(|_| text.parse::<std::net::IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+                    .map_err(|_| {
+                        let message = format!("{text:?} is not an IP address, or address:port such as \"10.1.2.4:5353\"");
+                        src.error(n.span(), format!("{at}.notify"), message)
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    Ok(TransferPolicy { allow, key, notify })
 }
 
 fn check_http(
@@ -840,6 +1062,7 @@ fn check_zone(
         ns_ttl: soa.ttl,
         soa,
         records,
+        transfer: Arc::default(),
     })
 }
 
@@ -1124,6 +1347,7 @@ fn check_discover(
         tags: d.tags.clone(),
         ttl: positive(src, d.ttl.as_ref(), 60, &key("ttl"))?,
         private_dns: d.private_dns,
+        transfer: Arc::default(),
     })
 }
 

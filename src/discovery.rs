@@ -13,7 +13,10 @@ use std::pin::Pin;
 use hickory_proto::rr::{LowerName, Name};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Addresses, Config, PrivateDns, Selector, Target, ZoneConfig};
+use std::sync::Arc;
+
+use crate::access::TransferPolicy;
+use crate::config::{Addresses, Config, DiscoverConfig, PrivateDns, Selector, Target, ZoneConfig};
 use crate::snapshot::{RecordData, SoaParams, ZoneData};
 
 /// Everything one discovery run found, per target (region and role).
@@ -325,7 +328,7 @@ pub fn assemble(config: &Config, inventory: Option<&Inventory>) -> Assembled {
                 out.skip(ep, SkipReason::PrivateDnsDisabled);
                 continue;
             }
-            discovered.add(config, block.ttl, ep, &mut out);
+            discovered.add(config, block, ep, &mut out);
         }
     }
     out.rejected_names = discovered.rejected;
@@ -385,6 +388,7 @@ fn resolve_zone(zone: &ZoneConfig, endpoints: &[Endpoint], out: &mut Assembled) 
         ns_ttl: zone.ns_ttl,
         soa: zone.soa.clone(),
         records: records.collect(),
+        transfer: zone.transfer.clone(),
     }
 }
 
@@ -412,6 +416,7 @@ struct Discovered {
 struct DiscoveredZone {
     origin: Name,
     names: BTreeMap<LowerName, NameData>,
+    transfer: Arc<TransferPolicy>,
 }
 
 struct NameData {
@@ -423,7 +428,8 @@ struct NameData {
 
 impl Discovered {
     /// Adds the private DNS names of `ep` with its addresses.
-    fn add(&mut self, config: &Config, ttl: u32, ep: &Endpoint, out: &mut Assembled) {
+    fn add(&mut self, config: &Config, block: &DiscoverConfig, ep: &Endpoint, out: &mut Assembled) {
+        let ttl = block.ttl;
         if !ep.is_available() {
             out.skip(ep, ep.not_available());
         }
@@ -437,6 +443,8 @@ impl Discovered {
                 .or_insert_with(|| DiscoveredZone {
                     origin,
                     names: BTreeMap::new(),
+                    // The first block that finds a zone decides its transfers.
+                    transfer: block.transfer.clone(),
                 });
             let data = zone
                 .names
@@ -529,6 +537,7 @@ impl DiscoveredZone {
                 })
                 .collect(),
             origin: self.origin,
+            transfer: self.transfer,
         }
     }
 }

@@ -36,6 +36,7 @@
 //! - [`logging`]: stderr through a bounded queue; a lost line is counted, never a panic.
 //! - [`zonefile`]: a built zone as an RFC 1035 master file.
 
+pub mod access;
 pub mod answer;
 pub mod app;
 pub mod aws;
@@ -50,5 +51,7 @@ pub mod metrics;
 pub mod refresh;
 pub mod server;
 pub mod snapshot;
+pub mod transfer;
+pub mod tsig;
 pub mod wire;
 pub mod zonefile;

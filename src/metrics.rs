@@ -48,6 +48,42 @@ struct TransportLabels {
     transport: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TransferLabels {
+    r#type: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NotifyLabels {
+    zone: String,
+    result: &'static str,
+}
+
+/// How a zone transfer ended, for `privatelink_dns_transfers`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferOutcome {
+    /// Every message sent.
+    Complete,
+    /// The peer stopped reading (timeout) or the connection failed.
+    Failed,
+    /// More than `max-transfers` at once: refused.
+    Busy,
+}
+
+/// What became of one NOTIFY, for `privatelink_dns_notify`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotifyResult {
+    Sent,
+    Acknowledged,
+    GivenUp,
+}
+
 /// All metrics of one server.
 #[derive(Debug)]
 pub struct Metrics {
@@ -63,6 +99,9 @@ pub struct Metrics {
     latency: Arc<Latency>,
     tcp_open: Gauge,
     tcp_rejected: Counter,
+    refusals: Family<ReasonLabels, Counter>,
+    transfers: Family<TransferLabels, Counter>,
+    notify: Family<NotifyLabels, Counter>,
 }
 
 /// Every qtype label value ("other" last).
@@ -167,6 +206,27 @@ impl Metrics {
             "TCP connections closed on accept at max-tcp-connections",
             tcp_rejected.clone(),
         );
+        let refusals = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "refusals",
+            "Requests refused or failing TSIG, by reason: query_acl, transfer_acl, transfer_tsig, tsig_badkey, tsig_badsig, tsig_badtime",
+            refusals.clone(),
+        );
+        for reason in crate::answer::Refusal::LABELS {
+            let _ = refusals.get_or_create(&ReasonLabels { reason });
+        }
+        let transfers = Family::<TransferLabels, Counter>::default();
+        registry.register(
+            "transfers",
+            "Zone transfers served, by type (AXFR, IXFR) and outcome (complete, failed, busy)",
+            transfers.clone(),
+        );
+        let notify = Family::<NotifyLabels, Counter>::default();
+        registry.register(
+            "notify",
+            "NOTIFY messages per zone: sent (each try), acknowledged, given_up",
+            notify.clone(),
+        );
         registry.register(
             "build",
             "Build information",
@@ -185,7 +245,51 @@ impl Metrics {
             latency,
             tcp_open,
             tcp_rejected,
+            refusals,
+            transfers,
+            notify,
         }
+    }
+
+    /// Counts a refusal or TSIG failure.
+    pub fn refused(&self, why: crate::answer::Refusal) {
+        self.refusals
+            .get_or_create(&ReasonLabels {
+                reason: why.label(),
+            })
+            .inc();
+    }
+
+    /// Counts one zone transfer.
+    pub fn transfer(&self, qtype: RecordType, outcome: TransferOutcome) {
+        let labels = TransferLabels {
+            r#type: if qtype == RecordType::IXFR {
+                "IXFR"
+            } else {
+                "AXFR"
+            },
+            outcome: match outcome {
+                TransferOutcome::Complete => "complete",
+                TransferOutcome::Failed => "failed",
+                TransferOutcome::Busy => "busy",
+            },
+        };
+        self.transfers.get_or_create(&labels).inc();
+    }
+
+    /// Counts one NOTIFY event for `zone`.
+    pub fn notify(&self, zone: &str, result: NotifyResult) {
+        let result = match result {
+            NotifyResult::Sent => "sent",
+            NotifyResult::Acknowledged => "acknowledged",
+            NotifyResult::GivenUp => "given_up",
+        };
+        self.notify
+            .get_or_create(&NotifyLabels {
+                zone: zone.to_string(),
+                result,
+            })
+            .inc();
     }
 
     /// Counts one packet and its answer (or the lack of one).

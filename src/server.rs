@@ -28,10 +28,12 @@ use tracing::{debug, error, info, warn};
 
 use hickory_proto::rr::RecordType;
 
-use crate::answer::{Response, Transport, answer};
+use crate::answer::{Client, Response, Transport, respond, unix_now};
 use crate::fast::{self, Fast};
+use crate::metrics::TransferOutcome;
 use crate::metrics::{Metrics, Outcome};
 use crate::snapshot::SnapshotStore;
+use crate::transfer::{self, Plan};
 
 /// Largest UDP datagram we read; anything longer is cut and then fails to parse.
 const UDP_RECV_BUFFER: usize = 4096;
@@ -44,6 +46,8 @@ pub struct ServeContext {
     /// Log one query in every this many (0: off). A reload may change it.
     pub query_log_every: AtomicU64,
     seen: AtomicU64,
+    /// One permit per zone transfer in progress (`max-transfers`).
+    transfers: Arc<Semaphore>,
 }
 
 impl ServeContext {
@@ -53,15 +57,29 @@ impl ServeContext {
             metrics,
             query_log_every: AtomicU64::new(query_log_every),
             seen: AtomicU64::new(0),
+            transfers: Arc::new(Semaphore::new(16)),
         }
+    }
+
+    /// At most `n` zone transfers at once.
+    pub fn with_max_transfers(mut self, n: usize) -> Self {
+        self.transfers = Arc::new(Semaphore::new(n));
+        self
     }
 
     /// Answers one message, and counts and logs it.
     fn handle(&self, query: &[u8], transport: Transport, peer: SocketAddr) -> Option<Response> {
         let started = Instant::now();
-        let response = answer(query, &self.store.load(), transport);
+        let client = Client {
+            source: peer.ip(),
+            now: unix_now(),
+        };
+        let response = respond(query, &self.store.load(), transport, &client);
         let elapsed = started.elapsed();
         self.metrics.observe(transport, response.as_ref(), elapsed);
+        if let Some(why) = response.as_ref().and_then(|r| r.refusal) {
+            self.metrics.refused(why);
+        }
         let every = self.query_log_every.load(Ordering::Relaxed);
         if every > 0
             && self
@@ -97,9 +115,16 @@ impl ServeContext {
         let started = Instant::now();
         let every = self.query_log_every.load(Ordering::Relaxed);
         let logged = every > 0 && self.seen.load(Ordering::Relaxed).is_multiple_of(every);
+        let snapshot = self.store.load();
+        // allow-query holds on every path: a source it refuses goes to the core.
+        let allowed = snapshot
+            .settings
+            .allow_query
+            .as_ref()
+            .is_none_or(|acl| acl.allows(peer.ip()));
         if !logged
-            && let Fast::Answered { len, rcode, qtype } =
-                fast::answer_udp(query, &self.store.load(), out)
+            && allowed
+            && let Fast::Answered { len, rcode, qtype } = fast::answer_udp(query, &snapshot, out)
         {
             {
                 let outcome = Outcome {
@@ -115,6 +140,7 @@ impl ServeContext {
                 return Some(len);
             }
         }
+        drop(snapshot);
         let response = self.handle(query, Transport::Udp, peer)?;
         let len = response.bytes.len();
         let Some(out) = out.get_mut(..len) else {
@@ -421,23 +447,104 @@ async fn serve_connection(
         let Some(response) = cx.handle(&query, Transport::Tcp, peer) else {
             continue;
         };
-        let mut framed = Vec::with_capacity(response.bytes.len() + 2);
-        framed.extend_from_slice(&(response.bytes.len() as u16).to_be_bytes());
-        framed.extend_from_slice(&response.bytes);
-        // A peer that does not read (its window closed, our send buffer full) must not
-        // hold its slot: the write gets the idle timeout, and shutdown ends it.
-        tokio::select! {
-            biased;
-            () = shutdown.cancelled() => return Ok(()),
-            r = tokio::time::timeout(idle, stream.write_all(&framed)) => match r {
-                Err(_elapsed) => {
-                    debug!(%peer, "tcp peer does not read its answers; closing");
-                    return Ok(());
-                }
-                Ok(r) => r?,
-            },
+        if let Some(plan) = response.transfer {
+            if !serve_transfer(&mut stream, peer, cx, &plan, idle, shutdown).await? {
+                return Ok(());
+            }
+            continue;
+        }
+        if !send(&mut stream, peer, &response.bytes, idle, shutdown).await? {
+            return Ok(());
         }
     }
+}
+
+/// Writes one length-prefixed message. `Ok(false)`: the connection is to end (the
+/// peer does not read, or shutdown).
+async fn send(
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    message: &[u8],
+    idle: Duration,
+    shutdown: &CancellationToken,
+) -> std::io::Result<bool> {
+    let mut framed = Vec::with_capacity(message.len() + 2);
+    framed.extend_from_slice(&(message.len() as u16).to_be_bytes());
+    framed.extend_from_slice(message);
+    // A peer that does not read (its window closed, our send buffer full) must not
+    // hold its slot: the write gets the idle timeout, and shutdown ends it.
+    tokio::select! {
+        biased;
+        () = shutdown.cancelled() => Ok(false),
+        r = tokio::time::timeout(idle, stream.write_all(&framed)) => match r {
+            Err(_elapsed) => {
+                debug!(%peer, "tcp peer does not read its answers; closing");
+                Ok(false)
+            }
+            Ok(r) => r.map(|()| true),
+        },
+    }
+}
+
+/// Streams a zone transfer, message by message, from the snapshot current when it
+/// starts (a refresh during the transfer does not mix versions). At most
+/// `max-transfers` at once; a peer that stops reading is cut after the idle timeout.
+/// One log line per transfer.
+async fn serve_transfer(
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    cx: &ServeContext,
+    plan: &Plan,
+    idle: Duration,
+    shutdown: &CancellationToken,
+) -> std::io::Result<bool> {
+    let started = Instant::now();
+    let Ok(_permit) = cx.transfers.clone().try_acquire_owned() else {
+        cx.metrics.transfer(plan.qtype, TransferOutcome::Busy);
+        warn!(client = %peer, zone = %plan.origin, "transfer refused: max-transfers reached");
+        return send(stream, peer, &transfer::refused(plan), idle, shutdown).await;
+    };
+    let snapshot = cx.store.load_full();
+    let Some(zone) = snapshot.zone(&plan.origin) else {
+        // The zone went between the decision and now.
+        return send(stream, peer, &transfer::refused(plan), idle, shutdown).await;
+    };
+    let mut messages = transfer::Messages::new(zone, plan, unix_now());
+    let (mut bytes, mut sent) = (0usize, 0usize);
+    let mut complete = true;
+    for message in messages.by_ref() {
+        bytes += message.len();
+        sent += 1;
+        match send(stream, peer, &message, idle, shutdown).await {
+            Ok(true) => {}
+            Ok(false) | Err(_) => {
+                complete = false;
+                break;
+            }
+        }
+    }
+    let outcome = if complete {
+        TransferOutcome::Complete
+    } else {
+        TransferOutcome::Failed
+    };
+    cx.metrics.transfer(plan.qtype, outcome);
+    info!(
+        target: "privatelink_dns::transfer",
+        client = %peer,
+        zone = %plan.origin,
+        r#type = %plan.qtype,
+        serial = zone.serial(),
+        client_serial = plan.client_serial,
+        records = messages.records,
+        messages = sent,
+        bytes,
+        millis = started.elapsed().as_millis() as u64,
+        key = plan.signed.as_ref().map(|s| s.key.to_string()),
+        complete,
+        "transfer"
+    );
+    Ok(complete)
 }
 
 /// A socket of `addr`'s family; IPv6-only for an IPv6 address.

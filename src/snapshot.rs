@@ -21,6 +21,7 @@ use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::BinDecodable;
 use rustc_hash::{FxBuildHasher, FxHashMap};
 
+use crate::access::{Acl, TransferPolicy, TsigKey};
 use crate::wire::{HEADER_LEN, MAX_NAME, QName, TYPE_A, TYPE_AAAA};
 
 /// SOA timers of a zone (RFC 1035 3.3.13). The serial is not here: the builder owns it.
@@ -77,6 +78,8 @@ pub struct ZoneData<R = RecordData> {
     pub ns_ttl: u32,
     pub soa: SoaParams,
     pub records: Vec<R>,
+    /// Who may transfer the zone, and whom to NOTIFY.
+    pub transfer: Arc<TransferPolicy>,
 }
 
 /// Server-wide answering settings that travel with the snapshot, so a reload swaps
@@ -89,6 +92,10 @@ pub struct Settings {
     pub identity: Option<String>,
     /// Answer for CH TXT `version.bind` / `version.server`, if set.
     pub version: Option<String>,
+    /// Sources allowed to query; `None`: everyone.
+    pub allow_query: Option<Acl>,
+    /// TSIG keys, sorted as configured.
+    pub keys: Vec<TsigKey>,
 }
 
 impl Default for Settings {
@@ -97,6 +104,8 @@ impl Default for Settings {
             udp_payload_size: 1232,
             identity: None,
             version: None,
+            allow_query: None,
+            keys: Vec::new(),
         }
     }
 }
@@ -467,6 +476,7 @@ pub struct Zone {
     pub ns: Vec<Record>,
     nodes: Names,
     negative: NegativeSoa,
+    transfer: Arc<TransferPolicy>,
 }
 
 impl Zone {
@@ -516,6 +526,22 @@ impl Zone {
             .collect();
         names.sort_by(|a, b| a.0.cmp(&b.0));
         names
+    }
+
+    /// Every A and AAAA RR of the zone, as (owner in lower-cased wire form, the RR
+    /// after its owner: type, class, TTL, RDLENGTH, RDATA), name by name.
+    pub fn rrs(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.nodes.iter().flat_map(|(name, node)| {
+            node.a
+                .chunks_exact(A_RR_LEN)
+                .chain(node.aaaa.chunks_exact(AAAA_RR_LEN))
+                .map(move |rr| (name, &rr[2..]))
+        })
+    }
+
+    /// Who may transfer this zone, and whom to NOTIFY.
+    pub fn transfer(&self) -> &Arc<TransferPolicy> {
+        &self.transfer
     }
 
     /// The SOA RR for a negative answer to `qname`, whose apex starts at `apex`
@@ -698,6 +724,7 @@ fn build_zone(data: &ZoneData) -> Zone {
         negative_ttl,
         negative,
         ns,
+        transfer: data.transfer.clone(),
     }
 }
 
@@ -865,6 +892,7 @@ mod tests {
                 ttl: 3600,
             },
             records,
+            transfer: Default::default(),
         }
     }
 

@@ -1,0 +1,190 @@
+//! Zone transfers out (AXFR, RFC 5936; IXFR in AXFR form, RFC 1995): a zone of a
+//! snapshot as a sequence of response messages, made one at a time while the
+//! connection takes them, so a transfer never holds more than one message beyond
+//! the snapshot it reads. The decision whether to transfer is [`crate::answer`]'s.
+
+use hickory_proto::rr::{Name, RecordType};
+use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
+
+use crate::snapshot::Zone;
+use crate::tsig::{self, Signed};
+use crate::wire::{AA, HEADER_LEN, QR};
+
+/// Messages are closed once they pass this size: well below the 64 KiB limit even
+/// with a TSIG record, and every name offset stays below 0x4000, where a
+/// compression pointer can reach it.
+pub const MESSAGE_TARGET: usize = 16 * 1024;
+
+/// What [`crate::answer`] decided to stream: the zone, and how to frame and sign it.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The zone's origin, lower-cased (looked up again in the snapshot streamed).
+    pub origin: Name,
+    /// AXFR, or IXFR answered in AXFR form.
+    pub qtype: RecordType,
+    pub id: u16,
+    /// RD and CD as the request had them.
+    pub flags_copied: u16,
+    /// The question section of the request, as received.
+    pub question: Vec<u8>,
+    /// The request's verified TSIG: every message is signed.
+    pub signed: Option<Signed>,
+    /// The serial an IXFR request had, for the log.
+    pub client_serial: Option<u32>,
+}
+
+/// One record of the transfer, in order.
+enum Item<'z> {
+    Soa,
+    Ns(usize),
+    /// (owner in wire form, the RR after its owner)
+    Rr(&'z [u8], &'z [u8]),
+    SoaLast,
+}
+
+/// The messages of a transfer of `zone` per `plan`, signed at `now` when the
+/// request was. Each message is at most [`MESSAGE_TARGET`] bytes plus one record
+/// and its TSIG.
+pub struct Messages<'z> {
+    zone: &'z Zone,
+    plan: &'z Plan,
+    now: u64,
+    items: std::iter::Peekable<Box<dyn Iterator<Item = Item<'z>> + Send + 'z>>,
+    first: bool,
+    previous_mac: Option<Vec<u8>>,
+    /// Records sent, for the log line.
+    pub records: usize,
+}
+
+impl<'z> Messages<'z> {
+    pub fn new(zone: &'z Zone, plan: &'z Plan, now: u64) -> Self {
+        let items: Box<dyn Iterator<Item = Item<'z>> + Send + 'z> = Box::new(
+            std::iter::once(Item::Soa)
+                .chain((0..zone.ns.len()).map(Item::Ns))
+                .chain(zone.rrs().map(|(owner, rr)| Item::Rr(owner, rr)))
+                .chain(std::iter::once(Item::SoaLast)),
+        );
+        Self {
+            zone,
+            plan,
+            now,
+            items: items.peekable(),
+            first: true,
+            previous_mac: None,
+            records: 0,
+        }
+    }
+
+    /// Appends one item; `false` (and nothing written) if it cannot be encoded.
+    fn push(&self, buf: &mut Vec<u8>, item: &Item<'_>, last_owner: Option<(&[u8], u16)>) -> bool {
+        let start = buf.len();
+        let ok = match item {
+            Item::Soa | Item::SoaLast => emit_at_end(buf, &self.zone.soa),
+            Item::Ns(i) => emit_at_end(buf, &self.zone.ns[*i]),
+            Item::Rr(owner, rr) => {
+                match last_owner {
+                    Some((name, at)) if name == *owner => {
+                        buf.extend_from_slice(&(0xC000 | at).to_be_bytes())
+                    }
+                    _ => {
+                        buf.extend_from_slice(owner);
+                    }
+                }
+                buf.extend_from_slice(rr);
+                true
+            }
+        };
+        if !ok {
+            buf.truncate(start);
+        }
+        ok
+    }
+}
+
+fn emit_at_end(buf: &mut Vec<u8>, record: &hickory_proto::rr::Record) -> bool {
+    let Ok(end) = u32::try_from(buf.len()) else {
+        return false;
+    };
+    let mut encoder = BinEncoder::with_offset(buf, end);
+    record.emit(&mut encoder).is_ok()
+}
+
+impl Iterator for Messages<'_> {
+    type Item = Vec<u8>;
+
+    fn next(&mut self) -> Option<Vec<u8>> {
+        self.items.peek()?;
+        let plan = self.plan;
+        let mut buf = Vec::with_capacity(MESSAGE_TARGET + 512);
+        buf.extend_from_slice(&plan.id.to_be_bytes());
+        buf.extend_from_slice(&(QR | AA | plan.flags_copied).to_be_bytes());
+        let qdcount = u16::from(self.first);
+        buf.extend_from_slice(&qdcount.to_be_bytes());
+        buf.extend_from_slice(&[0; 6]);
+        if self.first {
+            buf.extend_from_slice(&plan.question);
+        }
+        let mut count: u16 = 0;
+        let mut last_owner: Option<(&[u8], u16)> = None;
+        while self.items.peek().is_some() {
+            if count > 0 && buf.len() >= MESSAGE_TARGET {
+                break;
+            }
+            let start = buf.len();
+            let item = self.items.next()?;
+            if !self.push(&mut buf, &item, last_owner) {
+                continue; // cannot happen for records we built; skipped, not fatal
+            }
+            if let Item::Rr(owner, _) = item
+                && !matches!(last_owner, Some((name, _)) if name == owner)
+            {
+                last_owner = u16::try_from(start)
+                    .ok()
+                    .filter(|at| *at < 0x4000)
+                    .map(|at| (owner, at));
+            }
+            count += 1;
+        }
+        buf[6..8].copy_from_slice(&count.to_be_bytes());
+        self.records += usize::from(count);
+        if let Some(signed) = &plan.signed {
+            let mac = match &self.previous_mac {
+                None => tsig::sign_response(&mut buf, signed, self.now, None),
+                Some(previous) => tsig::sign_next(&mut buf, &signed.signer, previous, self.now),
+            };
+            self.previous_mac = mac;
+        }
+        self.first = false;
+        Some(buf)
+    }
+}
+
+/// REFUSED for the request of `plan` (too many transfers, or the zone went),
+/// signed when the request was.
+pub fn refused(plan: &Plan) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(HEADER_LEN + plan.question.len() + 256);
+    buf.extend_from_slice(&plan.id.to_be_bytes());
+    buf.extend_from_slice(&(QR | plan.flags_copied | 5).to_be_bytes());
+    buf.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
+    buf.extend_from_slice(&plan.question);
+    if let Some(signed) = &plan.signed {
+        tsig::sign_response(&mut buf, signed, crate::answer::unix_now(), None);
+    }
+    buf
+}
+
+/// The length of the header and question of a request, i.e. where its question
+/// section ends (for copying it into the transfer's first message).
+pub fn question_end(query: &[u8]) -> Option<usize> {
+    let mut at = HEADER_LEN;
+    loop {
+        let len = usize::from(*query.get(at)?);
+        if len == 0 {
+            return Some(at + 1 + 4).filter(|end| *end <= query.len());
+        }
+        if len & 0xC0 != 0 {
+            return None; // a question name is not compressed
+        }
+        at += 1 + len;
+    }
+}

@@ -1,0 +1,197 @@
+//! TSIG (RFC 8945) on top of hickory-proto's `TSigner`: verify a signed request,
+//! sign its response, and sign every message of a multi-message transfer. The
+//! HMACs are hickory's (aws-lc-rs); this module only decides what is signed.
+
+use hickory_proto::op::Message;
+use hickory_proto::rr::TSigner;
+use hickory_proto::rr::rdata::tsig::{TSIG, TsigError, make_tsig_record};
+use hickory_proto::rr::{Name, Record};
+use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
+
+use crate::access::TsigKey;
+
+/// The fudge we sign with and accept (RFC 8945 section 10 recommends 300 s).
+pub const FUDGE: u16 = 300;
+
+/// A request whose TSIG verified: what its response is signed with.
+#[derive(Clone)]
+pub struct Signed {
+    pub signer: TSigner,
+    /// The request's MAC, which the first response MAC covers.
+    pub request_mac: Vec<u8>,
+    pub key: Name,
+}
+
+impl std::fmt::Debug for Signed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signed").field("key", &self.key).finish()
+    }
+}
+
+/// What a request's TSIG says.
+#[derive(Debug)]
+pub enum Verdict {
+    /// No TSIG record.
+    Unsigned,
+    /// Verified: answer, and sign the answer.
+    Signed(Signed),
+    /// Answer NOTAUTH with this TSIG error (RFC 8945 section 5.2); for `BadTime`
+    /// the response is signed with `Signed`.
+    Error {
+        error: TsigError,
+        /// The TSIG record to send: unsigned for BADKEY and BADSIG.
+        unsigned: Option<Box<Record>>,
+        signed: Option<Box<Signed>>,
+    },
+}
+
+impl Verdict {
+    /// The label used in metrics for a failed check.
+    pub fn error_label(error: &TsigError) -> &'static str {
+        match error {
+            TsigError::BadKey => "tsig_badkey",
+            TsigError::BadSig => "tsig_badsig",
+            TsigError::BadTime => "tsig_badtime",
+            _ => "tsig_other",
+        }
+    }
+}
+
+/// Checks the TSIG of `query` (already parsed as `msg`, TSIG last) against `keys`
+/// at `now` (Unix seconds).
+pub fn verify(query: &[u8], msg: &Message, keys: &[TsigKey], now: u64) -> Verdict {
+    // hickory-proto parses a final TSIG into `signature`, not `additionals`.
+    let Some(rr) = msg.signature.as_deref() else {
+        return Verdict::Unsigned;
+    };
+    let tsig = &rr.data;
+    let key_name = rr.name.to_lowercase();
+    let unsigned = |error: TsigError| {
+        let rdata = TSIG::new(
+            tsig.algorithm.clone(),
+            tsig.time,
+            tsig.fudge,
+            Vec::new(),
+            msg.metadata.id,
+            Some(error),
+            Vec::new(),
+        );
+        let mut record = make_tsig_record(rr.name.clone(), rdata).into_record_of_rdata();
+        record.ttl = 0;
+        record
+    };
+    let Some(key) = keys
+        .iter()
+        .find(|k| k.name == key_name && k.algorithm == tsig.algorithm)
+    else {
+        return Verdict::Error {
+            error: TsigError::BadKey,
+            unsigned: Some(Box::new(unsigned(TsigError::BadKey))),
+            signed: None,
+        };
+    };
+    let Ok(signer) = TSigner::new(
+        key.secret.clone(),
+        key.algorithm.clone(),
+        key.name.clone(),
+        FUDGE,
+    ) else {
+        return Verdict::Error {
+            error: TsigError::BadKey,
+            unsigned: Some(Box::new(unsigned(TsigError::BadKey))),
+            signed: None,
+        };
+    };
+    let Ok((request_mac, time, _)) = signer.verify_message_byte(query, None, true) else {
+        return Verdict::Error {
+            error: TsigError::BadSig,
+            unsigned: Some(Box::new(unsigned(TsigError::BadSig))),
+            signed: None,
+        };
+    };
+    let signed = Signed {
+        signer,
+        request_mac,
+        key: key.name.clone(),
+    };
+    if now.abs_diff(time) > u64::from(tsig.fudge) {
+        return Verdict::Error {
+            error: TsigError::BadTime,
+            unsigned: None,
+            signed: Some(Box::new(signed)),
+        };
+    }
+    Verdict::Signed(signed)
+}
+
+/// Signs `response` (a complete message without TSIG) as the answer to the request
+/// `signed` verified, and appends the TSIG record. Returns the MAC, which the next
+/// message of a transfer covers. `error` BADTIME carries our time (RFC 8945 5.2.3).
+pub fn sign_response(
+    response: &mut Vec<u8>,
+    signed: &Signed,
+    now: u64,
+    error: Option<TsigError>,
+) -> Option<Vec<u8>> {
+    let id = u16::from_be_bytes([*response.first()?, *response.get(1)?]);
+    let other = match error {
+        Some(TsigError::BadTime) => now.to_be_bytes()[2..].to_vec(),
+        _ => Vec::new(),
+    };
+    let stub = TSIG::new(
+        signed.signer.algorithm().clone(),
+        now,
+        FUDGE,
+        Vec::new(),
+        id,
+        error,
+        other,
+    );
+    let tbs = signed
+        .signer
+        .encode_response_tbs(&signed.request_mac, response, &stub)
+        .ok()?;
+    let mac = signed.signer.sign(&tbs).ok()?;
+    append(response, &signed.key, stub.set_mac(mac.clone()))?;
+    Some(mac)
+}
+
+/// Signs a later message of a multi-message response: its MAC covers the previous
+/// MAC, the message and the timers only (RFC 8945 section 5.3.1).
+pub fn sign_next(
+    response: &mut Vec<u8>,
+    signer: &TSigner,
+    previous_mac: &[u8],
+    now: u64,
+) -> Option<Vec<u8>> {
+    let id = u16::from_be_bytes([*response.first()?, *response.get(1)?]);
+    let mut tbs = Vec::with_capacity(previous_mac.len() + response.len() + 10);
+    tbs.extend_from_slice(&u16::try_from(previous_mac.len()).ok()?.to_be_bytes());
+    tbs.extend_from_slice(previous_mac);
+    tbs.extend_from_slice(response);
+    tbs.extend_from_slice(&now.to_be_bytes()[2..]);
+    tbs.extend_from_slice(&FUDGE.to_be_bytes());
+    let mac = signer.sign(&tbs).ok()?;
+    let tsig = TSIG::new(
+        signer.algorithm().clone(),
+        now,
+        FUDGE,
+        mac.clone(),
+        id,
+        None,
+        Vec::new(),
+    );
+    append(response, signer.signer_name(), tsig)?;
+    Some(mac)
+}
+
+/// Appends a TSIG record to a message and counts it in ARCOUNT.
+fn append(message: &mut Vec<u8>, key: &Name, tsig: TSIG) -> Option<()> {
+    let record = make_tsig_record(key.clone(), tsig);
+    let end = u32::try_from(message.len()).ok()?;
+    let mut encoder = BinEncoder::with_offset(message, end);
+    record.emit(&mut encoder).ok()?;
+    let arcount = u16::from_be_bytes([message[10], message[11]]).checked_add(1)?;
+    message[10..12].copy_from_slice(&arcount.to_be_bytes());
+    Some(())
+}
