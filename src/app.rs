@@ -27,6 +27,7 @@ use crate::config::{Config, HttpConfig};
 use crate::discovery::{self, BoxedSource};
 use crate::http::{self, HttpLimits, HttpState};
 use crate::metrics::Metrics;
+use crate::notify;
 use crate::refresh::{self, LastGood, RefreshStats, Refresher};
 use crate::server::{self, ServeContext, TcpLimits};
 use crate::snapshot::{self, Served, Snapshot, SnapshotStore};
@@ -141,6 +142,16 @@ impl Server {
         if let (Some(listener), Some(http)) = (http_listener, &config.http) {
             server.serve_http(http, listener, budget.http)?;
         }
+        let notify = notify::run(
+            server.store.clone(),
+            server.metrics.clone(),
+            server.shutdown.clone(),
+        );
+        server.supervise(
+            "notify",
+            notify.instrument(info_span!("notify")),
+            server.shutdown.clone(),
+        );
         let snap = server.store.load();
         info!(
             zones = snap.zone_count(),

@@ -48,6 +48,7 @@ pub mod fast;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod notify;
 pub mod refresh;
 pub mod server;
 pub mod snapshot;

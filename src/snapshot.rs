@@ -815,12 +815,20 @@ fn wire(name: &Name) -> Box<[u8]> {
 
 /// The current snapshot, swapped whole. Readers call [`SnapshotStore::load`] and
 /// never block; [`SnapshotStore::update`] is the one way to change it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SnapshotStore {
     current: ArcSwap<Snapshot>,
     /// Held while a writer builds from the current snapshot, so two writers (the
     /// refresh loop and a reload) never build from the same one and lose a change.
     writer: Mutex<()>,
+    /// Counts publications, for those who act on a change (NOTIFY).
+    version: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for SnapshotStore {
+    fn default() -> Self {
+        Self::new(Snapshot::default())
+    }
 }
 
 impl SnapshotStore {
@@ -828,7 +836,13 @@ impl SnapshotStore {
         Self {
             current: ArcSwap::from_pointee(snapshot),
             writer: Mutex::new(()),
+            version: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// Wakes on every publication after this call.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.version.subscribe()
     }
 
     /// The snapshot to answer from; cheap, lock-free.
@@ -852,6 +866,7 @@ impl SnapshotStore {
         drop(previous);
         // The old snapshot is freed here, or by the last reader that still holds it.
         drop(self.current.swap(Arc::new(snapshot)));
+        self.version.send_modify(|v| *v += 1);
         return_freed_memory();
     }
 }

@@ -1,0 +1,195 @@
+//! NOTIFY out (RFC 1996): when a zone's serial changes (a refresh, a reload, or the
+//! start), tell its `notify` targets, so secondaries transfer the change at once
+//! instead of at their next SOA refresh.
+//!
+//! One task watches the snapshot store; each (zone, target) gets its own sender,
+//! which tries up to [`TRIES`] times with doubling timeouts until a matching
+//! response arrives. A newer serial replaces a sender still trying an older one.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_proto::op::{Message, MessageType, OpCode, Query};
+use hickory_proto::rr::TSigner;
+use hickory_proto::rr::{Name, Record, RecordType};
+use tokio::net::UdpSocket;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::access::TsigKey;
+use crate::answer::unix_now;
+use crate::metrics::{Metrics, NotifyResult};
+use crate::snapshot::{Snapshot, SnapshotStore};
+
+/// Tries per NOTIFY before giving up.
+pub const TRIES: u32 = 5;
+/// The wait for a response after the first try; doubled after each (1+2+4+8+16 s).
+pub const FIRST_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What one NOTIFY says and where it goes.
+#[derive(Debug, Clone)]
+struct Notice {
+    zone: Name,
+    soa: Record,
+    serial: u32,
+    target: SocketAddr,
+    key: Option<TsigKey>,
+}
+
+/// Sends NOTIFYs on every serial change until `shutdown`.
+pub async fn run(store: Arc<SnapshotStore>, metrics: Arc<Metrics>, shutdown: CancellationToken) {
+    let mut changes = store.subscribe();
+    let mut sent: HashMap<(Name, SocketAddr), (u32, JoinHandle<()>)> = HashMap::new();
+    loop {
+        let snapshot = store.load_full();
+        for notice in notices(&snapshot) {
+            let slot = (notice.zone.clone(), notice.target);
+            if sent
+                .get(&slot)
+                .is_some_and(|(serial, _)| *serial == notice.serial)
+            {
+                continue;
+            }
+            if let Some((_, older)) = sent.remove(&slot) {
+                older.abort();
+            }
+            let serial = notice.serial;
+            let task = tokio::spawn(send(notice, metrics.clone(), shutdown.clone()));
+            sent.insert(slot, (serial, task));
+        }
+        // Zones or targets that are gone: stop their senders.
+        sent.retain(|(zone, target), (_, task)| {
+            let kept = snapshot
+                .zone(zone)
+                .is_some_and(|z| z.transfer().notify.contains(target));
+            if !kept {
+                task.abort();
+            }
+            kept
+        });
+        drop(snapshot);
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            r = changes.changed() => if r.is_err() { break },
+        }
+    }
+    for (_, (_, task)) in sent {
+        task.abort();
+    }
+}
+
+/// One notice per zone and target of `snapshot`.
+fn notices(snapshot: &Snapshot) -> Vec<Notice> {
+    let mut out = Vec::new();
+    for zone in snapshot.zones() {
+        let policy = zone.transfer();
+        let key = policy
+            .key
+            .as_ref()
+            .and_then(|k| snapshot.settings.keys.iter().find(|key| &key.name == k));
+        for target in &policy.notify {
+            out.push(Notice {
+                zone: zone.origin.clone(),
+                soa: zone.soa.clone(),
+                serial: zone.serial(),
+                target: *target,
+                key: key.cloned(),
+            });
+        }
+    }
+    out
+}
+
+/// The NOTIFY message for `notice` with `id`, signed when the zone has a key.
+fn message(notice: &Notice, id: u16) -> Option<Vec<u8>> {
+    let mut m = Message::new(id, MessageType::Query, OpCode::Notify);
+    m.metadata.authoritative = true;
+    m.add_query(Query::query(notice.zone.clone(), RecordType::SOA));
+    m.add_answer(notice.soa.clone());
+    if let Some(key) = &notice.key {
+        let signer = TSigner::new(
+            key.secret.clone(),
+            key.algorithm.clone(),
+            key.name.clone(),
+            crate::tsig::FUDGE,
+        )
+        .ok()?;
+        let (tsig, _) = signer.sign_message(&m, unix_now()).ok()?;
+        m.signature = Some(tsig);
+    }
+    m.to_vec().ok()
+}
+
+/// Sends one NOTIFY, retrying until a matching response or [`TRIES`] tries.
+async fn send(notice: Notice, metrics: Arc<Metrics>, shutdown: CancellationToken) {
+    let zone = notice.zone.to_string();
+    let bind: SocketAddr = if notice.target.is_ipv4() {
+        "0.0.0.0:0".parse().unwrap()
+    } else {
+        "[::]:0".parse().unwrap()
+    };
+    let socket = match UdpSocket::bind(bind).await {
+        Ok(s) => s,
+        Err(error) => {
+            warn!(%error, zone, target = %notice.target, "cannot open a socket for NOTIFY");
+            metrics.notify(&zone, NotifyResult::GivenUp);
+            return;
+        }
+    };
+    let mut timeout = FIRST_TIMEOUT;
+    for attempt in 1..=TRIES {
+        let id = (RandomState::new().hash_one((attempt, &zone)) & 0xFFFF) as u16;
+        let Some(bytes) = message(&notice, id) else {
+            warn!(zone, "cannot encode or sign a NOTIFY");
+            break;
+        };
+        metrics.notify(&zone, NotifyResult::Sent);
+        if let Err(error) = socket.send_to(&bytes, notice.target).await {
+            debug!(%error, zone, target = %notice.target, attempt, "NOTIFY not sent");
+        } else {
+            let acked = tokio::select! {
+                () = shutdown.cancelled() => return,
+                r = tokio::time::timeout(timeout, response(&socket, notice.target, id)) => r.is_ok(),
+            };
+            if acked {
+                metrics.notify(&zone, NotifyResult::Acknowledged);
+                info!(zone, serial = notice.serial, target = %notice.target, attempt, "NOTIFY acknowledged");
+                return;
+            }
+        }
+        if attempt < TRIES {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
+        timeout *= 2;
+    }
+    metrics.notify(&zone, NotifyResult::GivenUp);
+    warn!(zone, serial = notice.serial, target = %notice.target, tries = TRIES, "NOTIFY not acknowledged; giving up (the secondary still polls at its SOA refresh)");
+}
+
+/// Waits for a NOTIFY response with `id` from `target`; other packets are ignored.
+async fn response(socket: &UdpSocket, target: SocketAddr, id: u16) {
+    let mut buf = [0u8; 1024];
+    loop {
+        let Ok((len, from)) = socket.recv_from(&mut buf).await else {
+            // An ICMP error (port unreachable) surfaces here: wait for the timeout.
+            std::future::pending::<()>().await;
+            return;
+        };
+        if from != target || len < 4 {
+            continue;
+        }
+        let header = &buf[..len];
+        let is_response = header[2] & 0x80 != 0;
+        let opcode = (header[2] >> 3) & 0x0F;
+        if is_response && opcode == 4 && u16::from_be_bytes([header[0], header[1]]) == id {
+            return;
+        }
+    }
+}

@@ -1,0 +1,270 @@
+#!/usr/bin/env bash
+# End to end: BIND 9 and Knot DNS as secondaries of privatelink-dns, over TSIG, on
+# loopback addresses of a network namespace this script makes:
+#
+#   127.0.0.1:5420  privatelink-dns (the primary), refreshing from the EC2 API
+#                   emulator (moto) on 127.0.0.1:5423
+#   127.0.0.2:5421  BIND (named), secondary for every zone
+#   127.0.0.3:5422  Knot DNS (knotd), secondary for every zone
+#   127.0.0.4       a client allowed to query but not to transfer
+#   127.0.0.5       a client outside allow-query
+#
+# Checked: the initial transfer; a change by SIGHUP and a change in the emulator
+# each reach both secondaries by NOTIFY (their SOA refresh is an hour, so nothing
+# else can bring it); and with kdig: AXFR without the key, with a wrong secret, an
+# unknown key, a skewed clock, from outside `allow`, and queries from outside and
+# inside `allow-query`. Needs named, knotd, kdig, dig, faketime and .venv
+# (scripts/test installs them). Tears everything down on exit.
+#
+# Usage: tests/e2e/secondaries.sh [path/to/privatelink-dns]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+# Everything runs in a network namespace of its own, whose loopback carries the five
+# addresses: BIND only listens on addresses an interface has.
+if [[ -z ${PLDNS_E2E_NETNS:-} ]]; then
+    ns=pldns-sec-$$
+    ip netns add "$ns"
+    trap 'ip netns del "$ns" 2>/dev/null || true' EXIT
+    ip -n "$ns" link set lo up
+    for i in 2 3 4 5; do ip -n "$ns" addr add "127.0.0.$i/8" dev lo; done
+    rc=0
+    ip netns exec "$ns" env PLDNS_E2E_NETNS=1 "$0" "$@" || rc=$?
+    for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
+    exit $rc
+fi
+source tests/e2e/lib.sh
+BIN=$(realpath "${1:-target/debug/privatelink-dns}")
+PY=$(realpath .venv/bin/python)
+REGION=ap-northeast-1
+PRIMARY=127.0.0.1
+PORT=5420
+MOTO_PORT=5423
+DIR=$(mktemp -d)
+chmod 755 "$DIR"
+SECRET=$(head -c 32 /dev/urandom | base64)
+WRONG=$(head -c 32 /dev/urandom | base64)
+KEY="hmac-sha256:xfr-key:$SECRET"
+ZONES=(static.test internal.example.com "ssm.$REGION.amazonaws.com")
+
+cleanup() {
+    e2e_cleanup
+    if [[ $E2E_FAILS -gt 0 ]]; then
+        for f in "$DIR"/*.log; do echo "--- $f (last 25 lines)"; tail -n 25 "$f"; done
+    fi
+    if [[ -n ${E2E_KEEP:-} ]]; then echo "kept $DIR"; else rm -rf "$DIR"; fi
+}
+trap cleanup EXIT
+
+echo "== EC2 API emulator on 127.0.0.1:$MOTO_PORT"
+"$PY" tests/support/fake_ec2.py -H 127.0.0.1 -p "$MOTO_PORT" >"$DIR/moto.log" 2>&1 &
+E2E_PIDS+=($!)
+for _ in $(seq 1 300); do
+    "$PY" -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$MOTO_PORT/moto-api/', timeout=1)" 2>/dev/null && break
+    sleep 0.1
+done
+SEED=$("$PY" tests/e2e/seed_ec2.py --url "http://127.0.0.1:$MOTO_PORT" setup)
+VPC=$(echo "$SEED" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["vpc"])')
+SUBNET3=$(echo "$SEED" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["subnets"][2])')
+VENDOR_EP=$(echo "$SEED" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["endpoints"]["vendor"])')
+
+echo "== privatelink-dns on $PRIMARY:$PORT"
+cat >"$DIR/privatelink-dns.toml" <<TOML
+[server]
+listen = ["$PRIMARY:$PORT"]
+allow-query = ["127.0.0.1/32", "127.0.0.2/32", "127.0.0.3/32", "127.0.0.4/32"]
+
+[log]
+format = "json"
+
+[aws]
+region = "$REGION"
+endpoint-url = "http://127.0.0.1:$MOTO_PORT"
+refresh-interval = "2s"
+call-timeout = "1500ms"
+max-backoff = "2s"
+removal-hold = "0s"
+
+[[tsig-key]]
+name = "xfr-key"
+secret-file = "$DIR/xfr-key.secret"
+
+[transfer]
+allow = ["127.0.0.2/32", "127.0.0.3/32"]
+tsig-key = "xfr-key"
+notify = ["127.0.0.2:5421", "127.0.0.3:5422"]
+
+[[zone]]
+origin = "static.test"
+soa = { refresh = 3600, retry = 3600 }
+
+[[zone.record]]
+name = "moving"
+a = ["192.0.2.1"]
+
+[[zone.record]]
+name = "*.wild"
+a = ["192.0.2.7"]
+aaaa = ["2001:db8::7"]
+
+[[zone]]
+origin = "internal.example.com"
+soa = { refresh = 3600, retry = 3600 }
+
+[[zone.record]]
+name = "@"
+vpc-endpoint-tags = { "privatelink-dns/name" = "internal" }
+
+[[discover]]
+vpc-ids = ["$VPC"]
+TOML
+echo "$SECRET" >"$DIR/xfr-key.secret"
+"$BIN" check-config --config "$DIR/privatelink-dns.toml" >/dev/null
+AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_EC2_METADATA_DISABLED=true \
+    "$BIN" --config "$DIR/privatelink-dns.toml" 2>"$DIR/privatelink-dns.log" &
+PLDNS_PID=$!
+E2E_PIDS+=($PLDNS_PID)
+wait_dns "$PRIMARY" "$PORT" static.test
+if grep -q "$SECRET" "$DIR/privatelink-dns.log"; then fail "the secret is in the log"; else pass "the secret is not in the log"; fi
+
+echo "== BIND secondary on 127.0.0.2:5421, Knot secondary on 127.0.0.3:5422"
+mkdir -p "$DIR/bind" "$DIR/knot"
+{
+    cat <<CONF
+key "xfr-key" { algorithm hmac-sha256; secret "$SECRET"; };
+options {
+    directory "$DIR/bind";
+    pid-file "$DIR/bind/named.pid";
+    listen-on port 5421 { 127.0.0.2; };
+    listen-on-v6 { none; };
+    transfer-source 127.0.0.2;
+    notify-source 127.0.0.2;
+    recursion no;
+    notify no;
+    dnssec-validation no;
+};
+controls { };
+CONF
+    for z in "${ZONES[@]}"; do
+        printf 'zone "%s" { type secondary; file "%s.db"; primaries port %s { %s key "xfr-key"; }; allow-notify { %s; }; };\n' \
+            "$z" "$z" "$PORT" "$PRIMARY" "$PRIMARY"
+    done
+} >"$DIR/bind/named.conf"
+named-checkconf "$DIR/bind/named.conf"
+named -g -n 1 -c "$DIR/bind/named.conf" >"$DIR/bind.log" 2>&1 &
+E2E_PIDS+=($!)
+{
+    cat <<CONF
+server:
+  rundir: "$DIR/knot"
+  listen: 127.0.0.3@5422
+database:
+  storage: "$DIR/knot"
+log:
+  - target: stderr
+    any: info
+key:
+  - id: xfr-key
+    algorithm: hmac-sha256
+    secret: $SECRET
+remote:
+  - id: primary
+    address: $PRIMARY@$PORT
+    via: 127.0.0.3
+    key: xfr-key
+acl:
+  - id: notify-from-primary
+    address: $PRIMARY
+    key: xfr-key
+    action: notify
+template:
+  - id: default
+    storage: "$DIR/knot"
+    master: primary
+    acl: notify-from-primary
+zone:
+CONF
+    for z in "${ZONES[@]}"; do printf '  - domain: %s\n' "$z"; done
+} >"$DIR/knot/knot.conf"
+knotd -c "$DIR/knot/knot.conf" >"$DIR/knot.log" 2>&1 &
+E2E_PIDS+=($!)
+
+declare -A SECONDARY=([bind]="127.0.0.2 5421" [knot]="127.0.0.3 5422")
+ask_at() { # bind|knot name type
+    local addr port
+    read -r addr port <<<"${SECONDARY[$1]}"
+    dig +time=1 +tries=1 +norec @"$addr" -p "$port" "$2" "$3" 2>&1
+}
+addrs_at() { ask_at "$@" | awk '$4 == "A" || $4 == "AAAA" {print $5}' | sort | xargs; }
+serial_at() { ask_at "$1" "$2" SOA | awk '$4 == "SOA" {print $7; exit}'; }
+serial() { dig +time=1 +tries=1 @"$PRIMARY" -p "$PORT" "$1" SOA +short | awk '{print $3}'; }
+
+# until_at WHAT SECONDS COMMAND...: retries until the command succeeds; reports the time.
+until_at() {
+    local what=$1 limit=$2 start took
+    shift 2
+    start=$(date +%s.%N)
+    while ! "$@" >/dev/null 2>&1; do
+        if (($(echo "$(date +%s.%N) - $start > $limit" | bc))); then
+            fail "$what: not within ${limit}s"
+            return 0
+        fi
+        sleep 0.2
+    done
+    took=$(echo "$(date +%s.%N) - $start" | bc)
+    pass "$what (after ${took}s)"
+}
+has_serial() { [[ $(serial_at "$1" "$2") == "$3" ]]; }
+has_addrs() { [[ $(addrs_at "$1" "$2" A) == "$3" ]]; }
+
+echo "== initial transfer: each secondary has every zone, at the primary's serial"
+for s in bind knot; do
+    for z in "${ZONES[@]}"; do
+        until_at "$s: $z at serial $(serial "$z")" 20 has_serial "$s" "$z" "$(serial "$z")"
+    done
+    expect_eq "$s: moving.static.test" "192.0.2.1" "$(addrs_at "$s" moving.static.test A)"
+    expect_eq "$s: wildcard" "192.0.2.7" "$(addrs_at "$s" x.wild.static.test A)"
+    expect_eq "$s: internal.example.com from the emulator" "10.0.1.4 10.0.2.4" "$(addrs_at "$s" internal.example.com A)"
+    expect_eq "$s: ssm from [[discover]]" "2" "$(addrs_at "$s" "ssm.$REGION.amazonaws.com" A | wc -w)"
+done
+expect_eq "SOA refresh is an hour: only NOTIFY can bring changes quickly" "3600" \
+    "$(dig +short @"$PRIMARY" -p "$PORT" static.test SOA | awk '{print $4}')"
+
+echo "== a change by SIGHUP reaches both secondaries by NOTIFY"
+sed -i 's/"192.0.2.1"]/"192.0.2.2"]/' "$DIR/privatelink-dns.toml"
+kill -HUP "$PLDNS_PID"
+for s in bind knot; do
+    until_at "$s: moving.static.test is 192.0.2.2" 15 has_addrs "$s" moving.static.test 192.0.2.2
+done
+
+echo "== a change in the EC2 API reaches both secondaries by NOTIFY"
+"$PY" tests/e2e/seed_ec2.py --url "http://127.0.0.1:$MOTO_PORT" add-subnet "$VENDOR_EP" "$SUBNET3"
+for s in bind knot; do
+    until_at "$s: internal.example.com has the new ENI" 20 has_addrs "$s" internal.example.com "10.0.1.4 10.0.2.4 10.0.3.4"
+done
+if grep -q '"NOTIFY acknowledged"' "$DIR/privatelink-dns.log"; then pass "privatelink-dns logged NOTIFY acknowledgements"; else fail "no NOTIFY acknowledged in the log"; fi
+if grep -q "transfer of 'static.test/IN' from $PRIMARY#$PORT: Transfer status: success" "$DIR/bind.log"; then
+    pass "BIND logged a successful transfer"
+else
+    fail "BIND transfer not in its log"
+fi
+
+echo "== kdig against the primary"
+kd() { kdig +time=2 +retry=0 @"$PRIMARY" -p "$PORT" "$@" 2>&1 || true; }
+out=$(kd -b 127.0.0.2 -y "$KEY" static.test AXFR)
+expect_contains "AXFR with the key, from an allowed source: the zone" "192.0.2.2" "$out"
+expect_contains "every message signed and verified by kdig" "TSIG" "$out"
+out=$(kd -b 127.0.0.2 static.test AXFR)
+expect_contains "AXFR without the key: REFUSED" "REFUSED" "$out"
+expect_eq "AXFR without the key: no records" "" "$(echo "$out" | grep -E '^static\.test\.' || true)"
+expect_contains "AXFR with a wrong secret: BADSIG" "BADSIG" "$(kd -b 127.0.0.2 -y "hmac-sha256:xfr-key:$WRONG" static.test AXFR)"
+expect_contains "AXFR with an unknown key: BADKEY" "BADKEY" "$(kd -b 127.0.0.2 -y "hmac-sha256:other-key:$SECRET" static.test AXFR)"
+expect_contains "AXFR with a clock an hour off: BADTIME" "BADTIME" "$(faketime -f '+1h' kdig +time=2 +retry=0 @"$PRIMARY" -p "$PORT" -b 127.0.0.2 -y "$KEY" static.test AXFR 2>&1 || true)"
+expect_contains "AXFR from outside allow (127.0.0.4), with the key: REFUSED" "REFUSED" "$(kd -b 127.0.0.4 -y "$KEY" static.test AXFR)"
+expect_contains "a query from outside allow-query (127.0.0.5): REFUSED" "status: REFUSED" "$(dig +time=2 +tries=1 @"$PRIMARY" -p "$PORT" -b 127.0.0.5 moving.static.test A)"
+expect_contains "... with EDE 18 (Prohibited)" "EDE: 18" "$(dig +time=2 +tries=1 @"$PRIMARY" -p "$PORT" -b 127.0.0.5 moving.static.test A)"
+expect_contains "a query from inside allow-query (127.0.0.4): answered" "192.0.2.2" "$(dig +time=2 +tries=1 +short @"$PRIMARY" -p "$PORT" -b 127.0.0.4 moving.static.test A)"
+expect_contains "a signed query: a signed answer" "TSIG" "$(kd -b 127.0.0.4 -y "$KEY" moving.static.test A)"
+expect_contains "AXFR over UDP: NOTIMP, as Knot" "NOTIMP" "$(kd -b 127.0.0.2 -y "$KEY" +notcp static.test AXFR)"
+if grep -q "$SECRET" "$DIR/privatelink-dns.log"; then fail "the secret is in the log"; else pass "the secret never reached the log"; fi
+
+e2e_summary "e2e secondaries"
