@@ -204,7 +204,9 @@ pub fn respond(
             return Some(response);
         }
     };
-    // Room for our TSIG in a signed UDP answer.
+    // Room for our TSIG in a signed UDP answer (an IXFR message is signed within
+    // the whole limit).
+    let whole_limit = limit;
     let limit = match (&signed, transport) {
         (Some(s), Transport::Udp) => limit.saturating_sub(tsig_room(s)).max(HEADER_LEN),
         _ => limit,
@@ -216,7 +218,18 @@ pub fn respond(
             match transfer_request(
                 &mut reply, query, &msg, snapshot, transport, client, &signed,
             ) {
-                Ok(plan) => return Some(reply.stream(plan)),
+                Ok(plan) if transport == Transport::Tcp => return Some(reply.stream(plan)),
+                Ok(plan) => match udp_ixfr(&plan, snapshot, whole_limit, client.now) {
+                    Some(bytes) => return Some(reply.ready(bytes)),
+                    None => {
+                        // Our SOA alone: the client retries over TCP (RFC 1995 section 2).
+                        if let Some(zone) = snapshot.zone(&plan.origin) {
+                            reply.authoritative = true;
+                            reply.answers.push(owned(&zone.soa, q.name()));
+                        }
+                        ResponseCode::NoError
+                    }
+                },
                 Err(rcode) => rcode,
             }
         }
@@ -279,9 +292,8 @@ fn transfer_request(
             return Err(ResponseCode::FormErr); // IXFR carries the client's SOA
         };
         client_serial = Some(theirs);
-        // Up to date (or ahead), or over UDP: our SOA alone. Over UDP an older
-        // client then retries over TCP (RFC 1995 section 2).
-        if !serial_lt(theirs, zone.serial()) || transport == Transport::Udp {
+        // Up to date (or ahead): our SOA alone.
+        if !serial_lt(theirs, zone.serial()) {
             reply.authoritative = true;
             reply.answers.push(owned(&zone.soa, q.name()));
             return Err(ResponseCode::NoError);
@@ -297,6 +309,17 @@ fn transfer_request(
         signed: signed.clone(),
         client_serial,
     })
+}
+
+/// An IXFR over UDP: the condensed difference when the journal has the client's
+/// version and it fits in one message within `limit`; else `None`.
+fn udp_ixfr(plan: &Plan, snapshot: &Snapshot, limit: usize, now: u64) -> Option<Vec<u8>> {
+    let zone = snapshot.zone(&plan.origin)?;
+    let from = plan.client_serial?;
+    let (deleted, added) = snapshot.journal().diff(zone, from)?;
+    let mut messages = transfer::Messages::ixfr(zone, plan, now, from, deleted, added);
+    let first = messages.next()?;
+    (messages.next().is_none() && first.len() <= limit).then_some(first)
 }
 
 /// `a < b` in serial number arithmetic (RFC 1982 section 3.2).
@@ -482,6 +505,18 @@ impl<'s> Reply<'s> {
         self.prohibited();
         self.refusal = Some(why);
         self.finish(ResponseCode::Refused, transport, limit)
+    }
+
+    /// A response made elsewhere (an IXFR over UDP).
+    fn ready(self, bytes: Vec<u8>) -> Response {
+        Response {
+            bytes,
+            rcode: ResponseCode::NoError,
+            truncated: false,
+            question: self.question,
+            transfer: None,
+            refusal: None,
+        }
     }
 
     /// A transfer to stream: no bytes here, the transport sends the messages.

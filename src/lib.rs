@@ -46,6 +46,7 @@ pub mod config;
 pub mod discovery;
 pub mod fast;
 pub mod http;
+pub mod journal;
 pub mod logging;
 pub mod metrics;
 pub mod notify;

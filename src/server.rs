@@ -509,7 +509,21 @@ async fn serve_transfer(
         // The zone went between the decision and now.
         return send(stream, peer, &transfer::refused(plan), idle, shutdown).await;
     };
-    let mut messages = transfer::Messages::new(zone, plan, unix_now());
+    let now = unix_now();
+    let diff = match plan.client_serial {
+        Some(from) => snapshot
+            .journal()
+            .diff(zone, from)
+            .map(|(deleted, added)| (from, deleted, added)),
+        None => None,
+    };
+    let incremental = diff.is_some();
+    let mut messages = match diff {
+        Some((from, deleted, added)) => {
+            transfer::Messages::ixfr(zone, plan, now, from, deleted, added)
+        }
+        None => transfer::Messages::new(zone, plan, now),
+    };
     let (mut bytes, mut sent) = (0usize, 0usize);
     let mut complete = true;
     for message in messages.by_ref() {
@@ -536,6 +550,7 @@ async fn serve_transfer(
         r#type = %plan.qtype,
         serial = zone.serial(),
         client_serial = plan.client_serial,
+        incremental,
         records = messages.records,
         messages = sent,
         bytes,

@@ -22,6 +22,7 @@ use hickory_proto::serialize::binary::BinDecodable;
 use rustc_hash::{FxBuildHasher, FxHashMap};
 
 use crate::access::{Acl, TransferPolicy, TsigKey};
+use crate::journal::Journal;
 use crate::wire::{HEADER_LEN, MAX_NAME, QName, TYPE_A, TYPE_AAAA};
 
 /// SOA timers of a zone (RFC 1035 3.3.13). The serial is not here: the builder owns it.
@@ -584,6 +585,9 @@ pub struct Snapshot {
     pub settings: Settings,
     /// Where the data came from; `/readyz` and `/metrics` derive from it.
     pub served: Served,
+    /// Earlier versions of the transferable zones, shared by every snapshot the
+    /// store publishes (see [`crate::journal`]).
+    journal: Arc<Journal>,
 }
 
 impl Snapshot {
@@ -611,6 +615,16 @@ impl Snapshot {
     /// The zone whose origin is `origin`.
     pub fn zone(&self, origin: &Name) -> Option<&Zone> {
         self.zones.get(QName::from_name(origin)?.as_bytes())
+    }
+
+    /// The zone whose origin is `key` in lower-cased wire form.
+    pub fn zone_by_key(&self, key: &[u8]) -> Option<&Zone> {
+        self.zones.get(key)
+    }
+
+    /// The IXFR journal.
+    pub fn journal(&self) -> &Journal {
+        &self.journal
     }
 
     pub fn zones(&self) -> impl Iterator<Item = &Zone> {
@@ -684,6 +698,7 @@ pub fn build(
         zones: built,
         settings,
         served: Served::static_config(),
+        journal: Arc::default(),
     }
 }
 
@@ -862,7 +877,9 @@ impl SnapshotStore {
     pub(crate) fn update(&self, next: impl FnOnce(&Snapshot) -> Snapshot) {
         let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let previous = self.current.load_full();
-        let snapshot = next(&previous);
+        let mut snapshot = next(&previous);
+        snapshot.journal = previous.journal.clone();
+        snapshot.journal.record(&previous, &snapshot);
         drop(previous);
         // The old snapshot is freed here, or by the last reader that still holds it.
         drop(self.current.swap(Arc::new(snapshot)));

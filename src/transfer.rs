@@ -6,6 +6,7 @@
 use hickory_proto::rr::{Name, RecordType};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 
+use crate::journal::{self, Entry};
 use crate::snapshot::Zone;
 use crate::tsig::{self, Signed};
 use crate::wire::{AA, HEADER_LEN, QR};
@@ -36,9 +37,13 @@ pub struct Plan {
 /// One record of the transfer, in order.
 enum Item<'z> {
     Soa,
+    /// The SOA of an earlier version (IXFR): the current one with this serial.
+    SoaOld(u32),
     Ns(usize),
     /// (owner in wire form, the RR after its owner)
     Rr(&'z [u8], &'z [u8]),
+    /// A journal entry (IXFR): owner and RR in one.
+    Entry(Entry),
     SoaLast,
 }
 
@@ -57,6 +62,7 @@ pub struct Messages<'z> {
 }
 
 impl<'z> Messages<'z> {
+    /// The whole zone (AXFR, or IXFR in AXFR form).
     pub fn new(zone: &'z Zone, plan: &'z Plan, now: u64) -> Self {
         let items: Box<dyn Iterator<Item = Item<'z>> + Send + 'z> = Box::new(
             std::iter::once(Item::Soa)
@@ -64,6 +70,37 @@ impl<'z> Messages<'z> {
                 .chain(zone.rrs().map(|(owner, rr)| Item::Rr(owner, rr)))
                 .chain(std::iter::once(Item::SoaLast)),
         );
+        Self::with_items(zone, plan, now, items)
+    }
+
+    /// The condensed difference from version `from` (RFC 1995 section 4): the new
+    /// SOA, the old SOA and what it had that is gone, the new SOA and what is new,
+    /// the new SOA.
+    pub fn ixfr(
+        zone: &'z Zone,
+        plan: &'z Plan,
+        now: u64,
+        from: u32,
+        deleted: Vec<Entry>,
+        added: Vec<Entry>,
+    ) -> Self {
+        let items: Box<dyn Iterator<Item = Item<'z>> + Send + 'z> = Box::new(
+            std::iter::once(Item::Soa)
+                .chain(std::iter::once(Item::SoaOld(from)))
+                .chain(deleted.into_iter().map(Item::Entry))
+                .chain(std::iter::once(Item::Soa))
+                .chain(added.into_iter().map(Item::Entry))
+                .chain(std::iter::once(Item::SoaLast)),
+        );
+        Self::with_items(zone, plan, now, items)
+    }
+
+    fn with_items(
+        zone: &'z Zone,
+        plan: &'z Plan,
+        now: u64,
+        items: Box<dyn Iterator<Item = Item<'z>> + Send + 'z>,
+    ) -> Self {
         Self {
             zone,
             plan,
@@ -78,26 +115,41 @@ impl<'z> Messages<'z> {
     /// Appends one item; `false` (and nothing written) if it cannot be encoded.
     fn push(&self, buf: &mut Vec<u8>, item: &Item<'_>, last_owner: Option<(&[u8], u16)>) -> bool {
         let start = buf.len();
-        let ok = match item {
-            Item::Soa | Item::SoaLast => emit_at_end(buf, &self.zone.soa),
-            Item::Ns(i) => emit_at_end(buf, &self.zone.ns[*i]),
-            Item::Rr(owner, rr) => {
+        let ok = match (item, owner_and_rr(item)) {
+            (_, Some((owner, rr))) => {
                 match last_owner {
-                    Some((name, at)) if name == *owner => {
-                        buf.extend_from_slice(&(0xC000 | at).to_be_bytes())
+                    Some((name, at)) if name == owner => {
+                        buf.extend_from_slice(&(0xC000 | at).to_be_bytes());
                     }
-                    _ => {
-                        buf.extend_from_slice(owner);
-                    }
+                    _ => buf.extend_from_slice(owner),
                 }
                 buf.extend_from_slice(rr);
                 true
             }
+            (Item::SoaOld(serial), _) => {
+                let mut soa = self.zone.soa.clone();
+                if let hickory_proto::rr::RData::SOA(data) = &mut soa.data {
+                    data.serial = *serial;
+                }
+                emit_at_end(buf, &soa)
+            }
+            (Item::Ns(i), _) => emit_at_end(buf, &self.zone.ns[*i]),
+            (Item::Soa | Item::SoaLast, _) => emit_at_end(buf, &self.zone.soa),
+            _ => false,
         };
         if !ok {
             buf.truncate(start);
         }
         ok
+    }
+}
+
+/// The owner and RR of an A/AAAA item.
+fn owner_and_rr<'a>(item: &'a Item<'_>) -> Option<(&'a [u8], &'a [u8])> {
+    match item {
+        Item::Rr(owner, rr) => Some((owner, rr)),
+        Item::Entry(entry) => journal::split(entry),
+        _ => None,
     }
 }
 
@@ -125,23 +177,24 @@ impl Iterator for Messages<'_> {
             buf.extend_from_slice(&plan.question);
         }
         let mut count: u16 = 0;
-        let mut last_owner: Option<(&[u8], u16)> = None;
+        let mut last_owner: Option<(Vec<u8>, u16)> = None;
         while self.items.peek().is_some() {
             if count > 0 && buf.len() >= MESSAGE_TARGET {
                 break;
             }
             let start = buf.len();
             let item = self.items.next()?;
-            if !self.push(&mut buf, &item, last_owner) {
+            let last = last_owner.as_ref().map(|(name, at)| (name.as_slice(), *at));
+            if !self.push(&mut buf, &item, last) {
                 continue; // cannot happen for records we built; skipped, not fatal
             }
-            if let Item::Rr(owner, _) = item
-                && !matches!(last_owner, Some((name, _)) if name == owner)
+            if let Some((owner, _)) = owner_and_rr(&item)
+                && last_owner.as_ref().is_none_or(|(name, _)| name != owner)
             {
                 last_owner = u16::try_from(start)
                     .ok()
                     .filter(|at| *at < 0x4000)
-                    .map(|at| (owner, at));
+                    .map(|at| (owner.to_vec(), at));
             }
             count += 1;
         }

@@ -230,6 +230,7 @@ expect_eq "SOA refresh is an hour: only NOTIFY can bring changes quickly" "3600"
     "$(dig +short @"$PRIMARY" -p "$PORT" static.test SOA | awk '{print $4}')"
 
 echo "== a change by SIGHUP reaches both secondaries by NOTIFY"
+OLD_SERIAL=$(serial static.test)
 sed -i 's/"192.0.2.1"]/"192.0.2.2"]/' "$DIR/privatelink-dns.toml"
 kill -HUP "$PLDNS_PID"
 for s in bind knot; do
@@ -246,6 +247,25 @@ if grep -q "transfer of 'static.test/IN' from $PRIMARY#$PORT: Transfer status: s
     pass "BIND logged a successful transfer"
 else
     fail "BIND transfer not in its log"
+fi
+
+echo "== IXFR: the condensed difference from a journaled serial"
+out=$(kdig +time=2 +retry=0 @"$PRIMARY" -p "$PORT" -b 127.0.0.2 -y "$KEY" "static.test" "IXFR=$OLD_SERIAL" 2>&1 || true)
+expect_contains "IXFR=$OLD_SERIAL: the deleted address" "192.0.2.1" "$out"
+expect_contains "IXFR=$OLD_SERIAL: the added address" "192.0.2.2" "$out"
+expect_eq "IXFR=$OLD_SERIAL: nothing unchanged (no wildcard record)" "" "$(echo "$out" | grep 'wild' || true)"
+expect_eq "IXFR=$OLD_SERIAL: 4 SOA + 2 A records" "6" "$(echo "$out" | grep -cE '	(SOA|A)	')"
+out=$(kdig +time=2 +retry=0 +notcp @"$PRIMARY" -p "$PORT" -b 127.0.0.2 -y "$KEY" "static.test" "IXFR=$OLD_SERIAL" 2>&1 || true)
+expect_contains "IXFR over UDP: the difference too, when it fits" "192.0.2.1" "$out"
+if grep -q "static.test.*IXFR, incoming.*finished" "$DIR/knot.log" && ! grep -q "static.test.*fallback to AXFR" "$DIR/knot.log"; then
+    pass "Knot logged an incremental transfer (IXFR, no fallback to AXFR)"
+else
+    fail "Knot did not log an IXFR for static.test"
+fi
+if grep -q "transfer of 'static.test/IN'.*IXFR" "$DIR/bind.log" || grep -q '"incremental":true' "$DIR/privatelink-dns.log"; then
+    pass "an incremental transfer was served (privatelink-dns log)"
+else
+    fail "no incremental transfer in the logs"
 fi
 
 echo "== kdig against the primary"
