@@ -1714,6 +1714,58 @@ a = ["192.0.2.3"]
 
     /// One row per validation rule: (config, expected line, expected key, words in the message).
     #[test]
+    fn transfer_policies_default_and_replace() {
+        let c = Config::from_toml(
+            r#"
+[server]
+allow-query = ["10.0.0.0/8", "192.0.2.1"]
+[[tsig-key]]
+name = "Xfr-Key"
+algorithm = "hmac-sha512"
+secret = "AQIDBA=="
+[transfer]
+allow = ["10.1.0.0/16"]
+notify = ["10.1.2.3", "10.1.2.4:5353", "fd00::53"]
+[[zone]]
+origin = "a.test"
+[[zone]]
+origin = "b.test"
+transfer = { allow = ["10.9.0.0/16"], tsig-key = "xfr-key" }
+[[discover]]
+vpc-ids = ["vpc-1"]
+transfer = { notify = ["10.7.0.1"] }
+"#,
+            "t",
+        )
+        .unwrap();
+        let acl = c.server.settings.allow_query.as_ref().unwrap();
+        assert!(acl.allows("10.2.3.4".parse().unwrap()));
+        assert!(acl.allows("192.0.2.1".parse().unwrap()));
+        assert!(!acl.allows("192.0.2.2".parse().unwrap()));
+        let key = &c.server.settings.keys[0];
+        assert_eq!(key.name.to_string(), "xfr-key.");
+        assert_eq!(key.secret, [1, 2, 3, 4]);
+        let (a, b) = (&c.zones[0].transfer, &c.zones[1].transfer);
+        assert!(a.allow.allows("10.1.9.9".parse().unwrap()));
+        assert_eq!(a.key, None);
+        let targets: Vec<String> = a.notify.iter().map(|t| t.to_string()).collect();
+        assert_eq!(targets, ["10.1.2.3:53", "10.1.2.4:5353", "[fd00::53]:53"]);
+        assert!(
+            !b.allow.allows("10.1.9.9".parse().unwrap()),
+            "replaced, not merged"
+        );
+        assert!(b.allow.allows("10.9.9.9".parse().unwrap()));
+        assert_eq!(b.key.as_ref().unwrap().to_string(), "xfr-key.");
+        assert!(b.notify.is_empty());
+        let d = &c.discover[0].transfer;
+        assert!(d.allow.is_empty() && d.notify.len() == 1);
+        // Without [transfer], nobody may transfer.
+        let none = Config::from_toml("[[zone]]\norigin = \"a.test\"\n", "t").unwrap();
+        assert!(none.zones[0].transfer.allow.is_empty());
+        assert!(none.server.settings.allow_query.is_none());
+    }
+
+    #[test]
     fn errors_name_file_line_and_key() {
         let z = "[[zone]]\norigin = \"example.com\"\n";
         let rows: Vec<(String, usize, &str, &str)> = vec![
@@ -2055,6 +2107,54 @@ a = ["192.0.2.3"]
                 "unknown variant",
             ),
             (
+                "[server]\nallow-query = [\"10.0.0.0/33\"]\n".into(),
+                2,
+                "server.allow-query",
+                "is not a network",
+            ),
+            (
+                "[transfer]\ntsig-key = \"nope\"\n".into(),
+                2,
+                "transfer.tsig-key",
+                "no [[tsig-key]] is named nope.",
+            ),
+            (
+                "[transfer]\nallow = [\"10.1.0.0/16\", \"10.1.0.0/16x\"]\n".into(),
+                2,
+                "transfer.allow",
+                "is not a network",
+            ),
+            (
+                "[transfer]\nnotify = [\"ns1.example.com\"]\n".into(),
+                2,
+                "transfer.notify",
+                "is not an IP address",
+            ),
+            (
+                "[[tsig-key]]\nname = \"k\"\nsecret = \"sup3r-s3cret!!\"\n".into(),
+                3,
+                "tsig-key[0].secret",
+                "is not a base64 secret (the value is not shown)",
+            ),
+            (
+                "[[tsig-key]]\nname = \"k\"\nalgorithm = \"hmac-md5\"\nsecret = \"AAAA\"\n".into(),
+                3,
+                "tsig-key[0].algorithm",
+                "is not one of hmac-sha256",
+            ),
+            (
+                "[[tsig-key]]\nname = \"k\"\nsecret = \"AAAA\"\nsecret-file = \"/x\"\n".into(),
+                2,
+                "tsig-key[0].secret",
+                "exactly one of secret and secret-file",
+            ),
+            (
+                "[[tsig-key]]\nname = \"k\"\nsecret = \"AAAA\"\n[[zone]]\norigin = \"a.test\"\ntransfer = { allow = [\"10.0.0.1\"], tsig-key = \"other\" }\n".into(),
+                6,
+                "zone[0].transfer.tsig-key",
+                "no [[tsig-key]] is named other.",
+            ),
+            (
                 "[[discover]]\nvpc-ids = [\"vpc-1\"]\nprivate-dns = \"disabled\"\n".into(),
                 3,
                 "discover.private-dns",
@@ -2063,6 +2163,7 @@ a = ["192.0.2.3"]
         ];
         for (text, line, key, words) in rows {
             let e = err(&text);
+            assert!(!e.contains("sup3r-s3cret"), "a secret in an error: {e}");
             assert!(
                 e.starts_with(&format!("test.toml:{line}:")),
                 "line {line} in {e:?} for\n{text}"

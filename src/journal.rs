@@ -167,3 +167,109 @@ pub fn split(entry: &[u8]) -> Option<(&[u8], &[u8])> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+    use std::sync::Arc;
+
+    use hickory_proto::rr::Name;
+
+    use super::*;
+    use crate::access::{Acl, TransferPolicy};
+    use crate::snapshot::{self, RecordData, Settings, SnapshotStore, SoaParams, ZoneData};
+
+    fn zone(addresses: &[[u8; 4]], allow: bool) -> ZoneData {
+        let origin = Name::from_ascii("j.test.").unwrap();
+        let ns = Name::from_ascii("ns.j.test.").unwrap();
+        let allow = if allow {
+            Acl::new(vec![Acl::parse_net("10.0.0.0/8").unwrap()])
+        } else {
+            Acl::default()
+        };
+        ZoneData {
+            soa: SoaParams::defaults(&origin, ns.clone()),
+            ns: vec![ns],
+            ns_ttl: 3600,
+            records: vec![
+                RecordData {
+                    name: Name::from_ascii("www.j.test.").unwrap(),
+                    ttl: 60,
+                    a: addresses.iter().map(|a| Ipv4Addr::from(*a)).collect(),
+                    aaaa: vec![],
+                },
+                RecordData {
+                    name: Name::from_ascii("same.j.test.").unwrap(),
+                    ttl: 60,
+                    a: vec![Ipv4Addr::new(192, 0, 2, 99)],
+                    aaaa: vec![],
+                },
+            ],
+            origin,
+            transfer: Arc::new(TransferPolicy {
+                allow,
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn publish(store: &SnapshotStore, data: ZoneData, now: u64) -> u32 {
+        store.update(|prev| snapshot::build(&[data], Settings::default(), Some(prev), now));
+        let snap = store.load();
+        snap.zones().next().unwrap().serial()
+    }
+
+    #[test]
+    fn ixfr_diff_is_the_condensed_difference_from_a_kept_version() {
+        let store = SnapshotStore::default();
+        let v1 = publish(&store, zone(&[[192, 0, 2, 1], [192, 0, 2, 2]], true), 1000);
+        let v2 = publish(&store, zone(&[[192, 0, 2, 2], [192, 0, 2, 3]], true), 2000);
+        let v3 = publish(&store, zone(&[[192, 0, 2, 3], [192, 0, 2, 4]], true), 3000);
+        assert!(v1 < v2 && v2 < v3);
+        let snap = store.load_full();
+        let z = snap.zones().next().unwrap();
+        assert_eq!(snap.journal().serials(z), [v1, v2]);
+        let last_octets =
+            |entries: &[Entry]| -> Vec<u8> { entries.iter().map(|e| *e.last().unwrap()).collect() };
+        // From v1: .1 and .2 gone, .3 and .4 new; the unchanged record is in neither.
+        let (deleted, added) = snap.journal().diff(z, v1).unwrap();
+        assert_eq!(last_octets(&deleted), [1, 2]);
+        assert_eq!(last_octets(&added), [3, 4]);
+        let (deleted, added) = snap.journal().diff(z, v2).unwrap();
+        assert_eq!(
+            (last_octets(&deleted), last_octets(&added)),
+            (vec![2], vec![4])
+        );
+        assert!(
+            snap.journal().diff(z, v3).is_none(),
+            "the current serial is not journaled"
+        );
+        assert!(
+            snap.journal().diff(z, 42).is_none(),
+            "an unknown serial: AXFR form"
+        );
+        let (owner, rr) = split(&deleted[0]).unwrap();
+        assert_eq!(owner, b"\x03www\x01j\x04test\x00");
+        assert_eq!(rr.len(), 14, "type, class, TTL, length, 4 bytes");
+    }
+
+    #[test]
+    fn only_transferable_zones_keep_versions_and_the_count_is_bounded() {
+        let store = SnapshotStore::default();
+        for i in 0..3u8 {
+            publish(&store, zone(&[[192, 0, 2, i]], false), 1000 + u64::from(i));
+        }
+        let snap = store.load_full();
+        assert!(
+            snap.journal()
+                .serials(snap.zones().next().unwrap())
+                .is_empty()
+        );
+        for i in 0..(MAX_VERSIONS as u8 + 5) {
+            publish(&store, zone(&[[192, 0, 3, i]], true), 2000 + u64::from(i));
+        }
+        let snap = store.load_full();
+        let kept = snap.journal().serials(snap.zones().next().unwrap());
+        assert_eq!(kept.len(), MAX_VERSIONS);
+    }
+}
