@@ -164,15 +164,20 @@ fn knotd_available() -> bool {
 /// Starts knotd on a free port; tries another port if it cannot bind (a race with
 /// other tests' sockets).
 async fn start_knot(config: &Config) -> Knot {
+    start_knot_with(config, false).await
+}
+
+/// Knot, optionally allowing zone transfers from 127.0.0.1.
+async fn start_knot_with(config: &Config, transfers: bool) -> Knot {
     for _ in 0..5 {
-        if let Some(knot) = try_start_knot(config).await {
+        if let Some(knot) = try_start_knot(config, transfers).await {
             return knot;
         }
     }
     panic!("knotd did not start on any of 5 ports");
 }
 
-async fn try_start_knot(config: &Config) -> Option<Knot> {
+async fn try_start_knot(config: &Config, transfers: bool) -> Option<Knot> {
     let dir = tempfile::tempdir().unwrap();
     let snap = privatelink_dns::app::build_snapshot(config, None);
     let port = free_port();
@@ -180,11 +185,17 @@ async fn try_start_knot(config: &Config) -> Option<Knot> {
         "server:\n  rundir: \"{d}\"\n  listen: 127.0.0.1@{port}\n  version: \"test-version\"\n  \
          identity: \"test-identity\"\n  udp-max-payload: 1232\n\
          database:\n  storage: \"{d}\"\n\
-         log:\n  - target: stderr\n    any: warning\n\
+         log:\n  - target: stderr\n    any: warning\n{acl_def}\
          template:\n  - id: default\n    storage: \"{d}\"\n    semantic-checks: off\n    \
          zonefile-sync: -1\n    journal-content: none\n\
-         zone:\n",
-        d = dir.path().display()
+         {acl}zone:\n",
+        d = dir.path().display(),
+        acl = if transfers { "    acl: xfr\n" } else { "" },
+        acl_def = if transfers {
+            "acl:\n  - id: xfr\n    address: 127.0.0.1\n    action: transfer\n"
+        } else {
+            ""
+        },
     );
     for zone in snap.zones() {
         let file = format!("{}zone", zone.origin);
@@ -751,4 +762,70 @@ async fn same_answers_as_knot() {
         tolerances.len(),
         tolerances.join("\n")
     );
+}
+
+/// A whole AXFR over TCP: every record of every message until the closing SOA.
+async fn axfr(addr: SocketAddr, zone: &str) -> Vec<String> {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let q = query(zone, RecordType::AXFR).to_vec().unwrap();
+    s.write_all(&[&(q.len() as u16).to_be_bytes()[..], &q].concat())
+        .await
+        .unwrap();
+    let mut records = Vec::new();
+    let mut soas = 0;
+    while soas < 2 {
+        let len = tokio::time::timeout(Duration::from_secs(5), s.read_u16())
+            .await
+            .unwrap_or_else(|_| panic!("{zone}: transfer stalled"))
+            .unwrap();
+        let mut buf = vec![0; usize::from(len)];
+        s.read_exact(&mut buf).await.unwrap();
+        let m = Message::from_vec(&buf).unwrap();
+        assert_eq!(
+            m.metadata.response_code,
+            hickory_proto::op::ResponseCode::NoError,
+            "{zone}"
+        );
+        for r in m.answers {
+            soas += usize::from(r.record_type() == RecordType::SOA);
+            records.push(format!(
+                "{} {} {} {}",
+                r.name.to_lowercase(),
+                r.ttl,
+                r.record_type(),
+                r.data
+            ));
+        }
+    }
+    records
+}
+
+/// The AXFR of every shared zone is Knot's AXFR of the same zone, as a set of records
+/// (the order of records between the SOAs is free, RFC 5936 section 2.2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn axfr_equals_knots_as_a_set_of_records() {
+    if !knotd_available() {
+        return;
+    }
+    let text = config_text() + "\n[transfer]\nallow = [\"127.0.0.1/32\"]\n";
+    let config = Config::from_toml(&text, "diff.toml").unwrap();
+    let ours = Server::start(&config).await.unwrap();
+    let knot = start_knot_with(&config, true).await;
+    let zones: Vec<String> = ours
+        .store()
+        .load()
+        .zones()
+        .map(|z| z.origin.to_string())
+        .collect();
+    assert!(zones.len() >= 4, "{zones:?}");
+    for zone in &zones {
+        let mut k = axfr(knot.addr, zone).await;
+        let mut o = axfr(ours.tcp_addrs()[0], zone).await;
+        assert_eq!(k.first(), o.first(), "{zone}: SOA first");
+        assert_eq!(k.last(), o.last(), "{zone}: SOA last");
+        k.sort();
+        o.sort();
+        assert_eq!(k, o, "{zone}: the same records");
+    }
+    ours.shutdown().await;
 }

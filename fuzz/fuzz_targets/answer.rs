@@ -1,6 +1,9 @@
 //! Any bytes as a query, over UDP and TCP, against the shared test zones: the general
 //! core never panics, whatever it sends back parses as DNS and fits the transport,
 //! and whenever the UDP fast path answers, it sends the general core's very bytes.
+//! The zones may be transferred by anyone and a TSIG key is configured, so signed
+//! requests (BADKEY, BADSIG, BADTIME, signed answers) and AXFR/IXFR requests take
+//! their real paths; a transfer's every message must parse.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -12,11 +15,16 @@ use privatelink_dns::config::Config;
 use privatelink_dns::discovery;
 use privatelink_dns::fast::{Fast, answer_udp};
 use privatelink_dns::snapshot::{self, Snapshot};
+use privatelink_dns::transfer::Messages;
 
 fn snap() -> &'static Snapshot {
     static SNAP: OnceLock<Snapshot> = OnceLock::new();
     SNAP.get_or_init(|| {
-        let text = include_str!("../../tests/data/example-zones.toml");
+        let text = concat!(
+            include_str!("../../tests/data/example-zones.toml"),
+            "\n[[tsig-key]]\nname = \"xfr-key\"\nsecret = \"AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=\"\n",
+            "\n[transfer]\nallow = [\"0.0.0.0/0\", \"::/0\"]\n",
+        );
         let config = Config::from_toml(text, "example-zones.toml").expect("valid zones");
         snapshot::build(
             &discovery::static_zones(&config),
@@ -40,8 +48,21 @@ fuzz_target!(|query: &[u8]| {
         Message::from_vec(&r.bytes).expect("the UDP answer parses");
     }
     if let Some(r) = answer(query, snap, Transport::Tcp) {
-        assert!(r.bytes.len() <= usize::from(u16::MAX));
-        Message::from_vec(&r.bytes).expect("the TCP answer parses");
+        match &r.transfer {
+            Some(plan) => {
+                let zone = snap
+                    .zone(&plan.origin)
+                    .expect("a transfer of a zone we have");
+                for message in Messages::new(zone, plan, 1_700_000_000) {
+                    assert!(message.len() <= usize::from(u16::MAX));
+                    Message::from_vec(&message).expect("a transfer message parses");
+                }
+            }
+            None => {
+                assert!(r.bytes.len() <= usize::from(u16::MAX));
+                Message::from_vec(&r.bytes).expect("the TCP answer parses");
+            }
+        }
     }
     let mut out = [0u8; 4096];
     if let Fast::Answered { len, .. } = answer_udp(query, snap, &mut out) {
