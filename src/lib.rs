@@ -10,7 +10,8 @@
 //!          aws::Ec2Discovery (→ plain discovery::Inventory), cache (the last one, on disk)
 //!   → discovery::assemble  (pure: config + inventory → zones with addresses)
 //!   → snapshot::build      (pure: one index of lower-cased wire names, pre-encoded RRsets)
-//!   → SnapshotStore::update (the one writer; readers never lock)
+//!   → SnapshotStore::update (the one writer; readers never lock; feeds the IXFR
+//!                          journal and wakes notify)
 //!   → Snapshot::lookup     (the one lookup) → answer::answer | fast::answer_udp
 //!                          (two encoders of the same result: same bytes)
 //!   → server, http         (UDP/TCP/HTTP shells that move bytes)
@@ -26,7 +27,13 @@
 //! - [`snapshot`]: the immutable table (with what it serves and where that came from),
 //!   its builder and its lookup.
 //! - [`wire`]: header constants, the UDP size rule and the question name both encoders share.
-//! - [`answer`]: every protocol decision; no I/O.
+//! - [`access`]: access lists, TSIG keys and transfer policies (plain data).
+//! - [`answer`]: every protocol decision; no I/O (queries, TSIG, whether to transfer).
+//! - [`tsig`]: verify a signed request and sign answers and transfer messages
+//!   (hickory-proto's `TSigner` does the HMAC).
+//! - [`transfer`]: a zone as AXFR / IXFR messages, made one at a time.
+//! - [`journal`]: recent versions of transferable zones, for IXFR differences.
+//! - [`notify`]: NOTIFY to secondaries on every serial change.
 //! - [`fast`]: the allocation-free UDP encoder for plain A/AAAA queries.
 //! - [`server`]: sockets, TCP framing, limits.
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics` on its own accept loop.

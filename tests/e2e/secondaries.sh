@@ -6,11 +6,12 @@
 #                   emulator (moto) on 127.0.0.1:5423
 #   127.0.0.2:5421  BIND (named), secondary for every zone
 #   127.0.0.3:5422  Knot DNS (knotd), secondary for every zone
+#   127.0.0.6:5424  NSD, secondary for every zone
 #   127.0.0.4       a client allowed to query but not to transfer
 #   127.0.0.5       a client outside allow-query
 #
 # Checked: the initial transfer; a change by SIGHUP and a change in the emulator
-# each reach both secondaries by NOTIFY (their SOA refresh is an hour, so nothing
+# each reach every secondary by NOTIFY (their SOA refresh is an hour, so nothing
 # else can bring it); and with kdig: AXFR without the key, with a wrong secret, an
 # unknown key, a skewed clock, from outside `allow`, and queries from outside and
 # inside `allow-query`. Needs named, knotd, kdig, dig, faketime and .venv
@@ -26,7 +27,7 @@ if [[ -z ${PLDNS_E2E_NETNS:-} ]]; then
     ip netns add "$ns"
     trap 'ip netns del "$ns" 2>/dev/null || true' EXIT
     ip -n "$ns" link set lo up
-    for i in 2 3 4 5; do ip -n "$ns" addr add "127.0.0.$i/8" dev lo; done
+    for i in 2 3 4 5 6; do ip -n "$ns" addr add "127.0.0.$i/8" dev lo; done
     rc=0
     ip netns exec "$ns" env PLDNS_E2E_NETNS=1 "$0" "$@" || rc=$?
     for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
@@ -71,7 +72,7 @@ echo "== privatelink-dns on $PRIMARY:$PORT"
 cat >"$DIR/privatelink-dns.toml" <<TOML
 [server]
 listen = ["$PRIMARY:$PORT"]
-allow-query = ["127.0.0.1/32", "127.0.0.2/32", "127.0.0.3/32", "127.0.0.4/32"]
+allow-query = ["127.0.0.1/32", "127.0.0.2/32", "127.0.0.3/32", "127.0.0.4/32", "127.0.0.6/32"]
 
 [log]
 format = "json"
@@ -89,9 +90,9 @@ name = "xfr-key"
 secret-file = "$DIR/xfr-key.secret"
 
 [transfer]
-allow = ["127.0.0.2/32", "127.0.0.3/32"]
+allow = ["127.0.0.2/32", "127.0.0.3/32", "127.0.0.6/32"]
 tsig-key = "xfr-key"
-notify = ["127.0.0.2:5421", "127.0.0.3:5422"]
+notify = ["127.0.0.2:5421", "127.0.0.3:5422", "127.0.0.6:5424"]
 
 [[zone]]
 origin = "static.test"
@@ -187,8 +188,40 @@ CONF
 } >"$DIR/knot/knot.conf"
 knotd -c "$DIR/knot/knot.conf" >"$DIR/knot.log" 2>&1 &
 E2E_PIDS+=($!)
+mkdir -p "$DIR/nsd"
+{
+    cat <<CONF
+server:
+    ip-address: 127.0.0.6@5424
+    port: 5424
+    username: ""
+    chroot: ""
+    zonesdir: "$DIR/nsd"
+    database: ""
+    zonelistfile: "$DIR/nsd/zone.list"
+    xfrdfile: "$DIR/nsd/xfrd.state"
+    xfrdir: "$DIR/nsd"
+    pidfile: "$DIR/nsd/nsd.pid"
+    logfile: "$DIR/nsd.log"
+    verbosity: 2
+    do-ip6: no
+remote-control:
+    control-enable: no
+key:
+    name: "xfr-key"
+    algorithm: hmac-sha256
+    secret: "$SECRET"
+CONF
+    for z in "${ZONES[@]}"; do
+        printf 'zone:\n    name: "%s"\n    zonefile: "%s.zone"\n    request-xfr: %s@%s xfr-key\n    allow-notify: %s xfr-key\n    outgoing-interface: 127.0.0.6\n' \
+            "$z" "$z" "$PRIMARY" "$PORT" "$PRIMARY"
+    done
+} >"$DIR/nsd/nsd.conf"
+nsd-checkconf "$DIR/nsd/nsd.conf"
+nsd -d -c "$DIR/nsd/nsd.conf" >>"$DIR/nsd.log" 2>&1 &
+E2E_PIDS+=($!)
 
-declare -A SECONDARY=([bind]="127.0.0.2 5421" [knot]="127.0.0.3 5422")
+declare -A SECONDARY=([bind]="127.0.0.2 5421" [knot]="127.0.0.3 5422" [nsd]="127.0.0.6 5424")
 ask_at() { # bind|knot name type
     local addr port
     read -r addr port <<<"${SECONDARY[$1]}"
@@ -217,7 +250,7 @@ has_serial() { [[ $(serial_at "$1" "$2") == "$3" ]]; }
 has_addrs() { [[ $(addrs_at "$1" "$2" A) == "$3" ]]; }
 
 echo "== initial transfer: each secondary has every zone, at the primary's serial"
-for s in bind knot; do
+for s in bind knot nsd; do
     for z in "${ZONES[@]}"; do
         until_at "$s: $z at serial $(serial "$z")" 20 has_serial "$s" "$z" "$(serial "$z")"
     done
@@ -233,13 +266,13 @@ echo "== a change by SIGHUP reaches both secondaries by NOTIFY"
 OLD_SERIAL=$(serial static.test)
 sed -i 's/"192.0.2.1"]/"192.0.2.2"]/' "$DIR/privatelink-dns.toml"
 kill -HUP "$PLDNS_PID"
-for s in bind knot; do
+for s in bind knot nsd; do
     until_at "$s: moving.static.test is 192.0.2.2" 15 has_addrs "$s" moving.static.test 192.0.2.2
 done
 
 echo "== a change in the EC2 API reaches both secondaries by NOTIFY"
 "$PY" tests/e2e/seed_ec2.py --url "http://127.0.0.1:$MOTO_PORT" add-subnet "$VENDOR_EP" "$SUBNET3"
-for s in bind knot; do
+for s in bind knot nsd; do
     until_at "$s: internal.example.com has the new ENI" 20 has_addrs "$s" internal.example.com "10.0.1.4 10.0.2.4 10.0.3.4"
 done
 if grep -q '"NOTIFY acknowledged"' "$DIR/privatelink-dns.log"; then pass "privatelink-dns logged NOTIFY acknowledgements"; else fail "no NOTIFY acknowledged in the log"; fi
