@@ -1358,3 +1358,117 @@ version = "test-version"
         assert_eq!(t.time, 1_700_000_000);
     }
 }
+
+#[cfg(test)]
+mod transfer_tests {
+    use std::str::FromStr;
+
+    use hickory_proto::op::{Message, MessageType};
+    use hickory_proto::rr::rdata::SOA;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::{discovery, snapshot};
+
+    fn snap(transfer: &str) -> Snapshot {
+        let text = format!(
+            "[transfer]\n{transfer}\n[[zone]]\norigin = \"x.test\"\n[[zone.record]]\nname = \"www\"\na = [\"192.0.2.1\"]\n"
+        );
+        let config = Config::from_toml(&text, "test").unwrap();
+        snapshot::build(
+            &discovery::static_zones(&config),
+            config.server.settings,
+            None,
+            1_700_000_000,
+        )
+    }
+
+    fn request(qtype: RecordType, serial: Option<u32>) -> Vec<u8> {
+        let mut m = Message::new(3, MessageType::Query, OpCode::Query);
+        m.add_query(Query::query(Name::from_str("x.test.").unwrap(), qtype));
+        if let Some(serial) = serial {
+            let soa = SOA::new(Name::root(), Name::root(), serial, 0, 0, 0, 0);
+            m.add_authority(Record::from_rdata(
+                Name::from_str("x.test.").unwrap(),
+                0,
+                RData::SOA(soa),
+            ));
+        }
+        m.to_vec().unwrap()
+    }
+
+    fn from(source: &str) -> Client {
+        Client {
+            source: source.parse().unwrap(),
+            now: 1_700_000_000,
+        }
+    }
+
+    #[test]
+    fn transfers_follow_the_policy_and_the_transport() {
+        let open = snap("allow = [\"10.0.0.0/8\"]");
+        let axfr = request(RecordType::AXFR, None);
+        let r = respond(&axfr, &open, Transport::Tcp, &from("10.1.2.3")).unwrap();
+        let plan = r.transfer.expect("a transfer to stream");
+        assert_eq!(plan.origin.to_string(), "x.test.");
+        assert!(r.bytes.is_empty());
+        let r = respond(&axfr, &open, Transport::Tcp, &from("192.0.2.9")).unwrap();
+        assert_eq!(r.rcode, ResponseCode::Refused, "outside allow");
+        assert_eq!(r.refusal, Some(Refusal::TransferAcl));
+        let r = respond(&axfr, &open, Transport::Udp, &from("10.1.2.3")).unwrap();
+        assert_eq!(r.rcode, ResponseCode::NotImp, "AXFR over UDP, as Knot");
+        let closed = snap("");
+        let r = respond(&axfr, &closed, Transport::Tcp, &from("127.0.0.1")).unwrap();
+        assert_eq!(r.rcode, ResponseCode::Refused, "no [transfer]: nobody");
+        let keyed = snap(
+            "allow = [\"10.0.0.0/8\"]\ntsig-key = \"k\"\n[[tsig-key]]\nname = \"k\"\nsecret = \"AAAA\"",
+        );
+        let r = respond(&axfr, &keyed, Transport::Tcp, &from("10.1.2.3")).unwrap();
+        assert_eq!(r.refusal, Some(Refusal::TransferKey), "unsigned");
+    }
+
+    #[test]
+    fn ixfr_from_the_current_serial_is_one_soa_and_from_an_old_one_a_transfer() {
+        let s = snap("allow = [\"10.0.0.0/8\"]");
+        let serial = s.zones().next().unwrap().serial();
+        for transport in [Transport::Udp, Transport::Tcp] {
+            let r = respond(
+                &request(RecordType::IXFR, Some(serial)),
+                &s,
+                transport,
+                &from("10.1.2.3"),
+            )
+            .unwrap();
+            let m = Message::from_vec(&r.bytes).unwrap();
+            assert_eq!(m.answers.len(), 1, "{transport:?}: the SOA alone");
+            assert_eq!(m.answers[0].record_type(), RecordType::SOA);
+        }
+        let old = request(RecordType::IXFR, Some(serial - 10));
+        let r = respond(&old, &s, Transport::Tcp, &from("10.1.2.3")).unwrap();
+        assert_eq!(r.transfer.unwrap().client_serial, Some(serial - 10));
+        // Over UDP with no journaled version: the SOA alone, the client retries on TCP.
+        let r = respond(&old, &s, Transport::Udp, &from("10.1.2.3")).unwrap();
+        assert_eq!(Message::from_vec(&r.bytes).unwrap().answers.len(), 1);
+        let r = respond(
+            &request(RecordType::IXFR, None),
+            &s,
+            Transport::Tcp,
+            &from("10.1.2.3"),
+        );
+        assert_eq!(
+            r.unwrap().rcode,
+            ResponseCode::FormErr,
+            "IXFR without the client's SOA"
+        );
+    }
+
+    #[test]
+    fn serial_arithmetic_wraps() {
+        assert!(serial_lt(1, 2));
+        assert!(!serial_lt(2, 1));
+        assert!(!serial_lt(5, 5));
+        assert!(serial_lt(u32::MAX, 0), "RFC 1982: 2^32-1 < 0");
+        assert!(serial_lt(u32::MAX - 5, 10));
+        assert!(!serial_lt(10, u32::MAX - 5));
+    }
+}
