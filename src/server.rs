@@ -631,4 +631,113 @@ mod tests {
         let mut small = [0u8; 40];
         assert_eq!(serve.handle_udp(&bytes, peer, &mut small), None);
     }
+
+    /// A server context over a zone of `names` names that 127.0.0.1 may transfer, and
+    /// the plan of an AXFR of it.
+    fn transfer_rig(names: usize, max_transfers: usize) -> (ServeContext, Plan) {
+        let mut text = String::from(
+            "[transfer]\nallow = [\"127.0.0.1/32\"]\n[[zone]]\norigin = \"big.test\"\n",
+        );
+        for i in 0..names {
+            text.push_str(&format!(
+                "[[zone.record]]\nname = \"host-{i}\"\na = [\"10.{}.{}.1\", \"10.{}.{}.2\"]\n",
+                i / 256,
+                i % 256,
+                i / 256,
+                i % 256
+            ));
+        }
+        let config = Config::from_toml(&text, "t").unwrap();
+        let store = Arc::new(SnapshotStore::new(crate::app::build_snapshot(
+            &config, None,
+        )));
+        let metrics = Arc::new(Metrics::new(
+            Arc::new(RefreshStats::default()),
+            store.clone(),
+        ));
+        let serve = ServeContext::new(store, metrics, 0).with_max_transfers(max_transfers);
+        let mut query = hickory_proto::op::Message::query();
+        query.add_query(hickory_proto::op::Query::query(
+            hickory_proto::rr::Name::from_ascii("big.test.").unwrap(),
+            RecordType::AXFR,
+        ));
+        let peer = SocketAddr::from(([127, 0, 0, 1], 5353));
+        let response = serve
+            .handle(&query.to_vec().unwrap(), Transport::Tcp, peer)
+            .unwrap();
+        (serve, response.transfer.expect("a transfer"))
+    }
+
+    /// A connected pair: (our end, with a small send buffer; the peer's end).
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpSocket::new_v4().unwrap();
+        client.set_recv_buffer_size(4096).unwrap();
+        let client = client
+            .connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (ours, _) = listener.accept().await.unwrap();
+        socket2::SockRef::from(&ours)
+            .set_send_buffer_size(4096)
+            .unwrap();
+        (ours, client)
+    }
+
+    #[tokio::test]
+    async fn a_transfer_to_a_client_that_never_reads_is_cut_after_the_idle_timeout() {
+        let (serve, plan) = transfer_rig(3000, 4);
+        let (mut ours, _never_reads) = pair().await;
+        let peer = ours.peer_addr().unwrap();
+        let started = Instant::now();
+        let idle = Duration::from_millis(300);
+        let stop = CancellationToken::new();
+        let done = tokio::time::timeout(
+            Duration::from_secs(10),
+            serve_transfer(&mut ours, peer, &serve, &plan, idle, &stop),
+        )
+        .await
+        .expect("the transfer gives up instead of waiting for ever");
+        assert!(!done.unwrap(), "the connection is to be closed");
+        assert!(started.elapsed() >= idle);
+        let metrics = serve.metrics.render();
+        assert!(
+            metrics.contains("privatelink_dns_transfers_total{type=\"AXFR\",outcome=\"failed\"} 1"),
+            "{metrics}"
+        );
+        assert_eq!(
+            serve.transfers.available_permits(),
+            4,
+            "the permit is given back"
+        );
+    }
+
+    #[tokio::test]
+    async fn transfers_beyond_max_transfers_are_refused() {
+        let (serve, plan) = transfer_rig(10, 1);
+        let _held = serve.transfers.clone().try_acquire_owned().unwrap();
+        let (mut ours, mut client) = pair().await;
+        let peer = ours.peer_addr().unwrap();
+        let stop = CancellationToken::new();
+        let idle = Duration::from_secs(1);
+        assert!(
+            serve_transfer(&mut ours, peer, &serve, &plan, idle, &stop)
+                .await
+                .unwrap()
+        );
+        let len = client.read_u16().await.unwrap();
+        let mut buf = vec![0; usize::from(len)];
+        client.read_exact(&mut buf).await.unwrap();
+        let m = hickory_proto::op::Message::from_vec(&buf).unwrap();
+        assert_eq!(
+            m.metadata.response_code,
+            hickory_proto::op::ResponseCode::Refused
+        );
+        assert!(m.answers.is_empty());
+        let metrics = serve.metrics.render();
+        assert!(
+            metrics.contains("privatelink_dns_transfers_total{type=\"AXFR\",outcome=\"busy\"} 1"),
+            "{metrics}"
+        );
+    }
 }
