@@ -156,25 +156,52 @@ pub fn respond(
     if msg.queries.len() == 1 {
         reply.question = Some(msg.queries[0].clone());
     }
+    let reply = match screen(reply, &msg, snapshot, client, transport, limit) {
+        Ok(reply) => reply,
+        Err(response) => return Some(response),
+    };
+    let (reply, signed) = match authenticate(reply, query, &msg, snapshot, client, transport, limit)
+    {
+        Ok(verified) => verified,
+        Err(response) => return Some(response),
+    };
+    Some(dispatch(
+        reply, query, &msg, snapshot, transport, client, signed, limit,
+    ))
+}
+
+/// What is refused before the question is looked at: a source outside
+/// `allow-query`, NOTIFY, other opcodes, not exactly one question, EDNS versions
+/// above 0, a TSIG that is not the last record. (The `Err` is the finished answer:
+/// large, but made once per refused request, never on the answering path.)
+#[allow(clippy::result_large_err)]
+fn screen<'s>(
+    mut reply: Reply<'s>,
+    msg: &Message,
+    snapshot: &Snapshot,
+    client: &Client,
+    transport: Transport,
+    limit: usize,
+) -> Result<Reply<'s>, Response> {
     if let Some(acl) = &snapshot.settings.allow_query
         && !acl.allows(client.source)
     {
-        return Some(reply.refuse(Refusal::QueryAcl, transport, limit));
+        return Err(reply.refuse(Refusal::QueryAcl, transport, limit));
     }
     if msg.metadata.op_code == OpCode::Notify {
         // What Knot DNS answers as a primary: we take NOTIFY from no one.
         reply.flags_copied = 0;
-        return Some(reply.finish(ResponseCode::NotAuth, transport, limit));
+        return Err(reply.finish(ResponseCode::NotAuth, transport, limit));
     }
     if msg.metadata.op_code != OpCode::Query {
         reply.flags_copied = 0; // NOTIMP does not echo RD or CD
-        return Some(reply.finish(ResponseCode::NotImp, transport, limit));
+        return Err(reply.finish(ResponseCode::NotImp, transport, limit));
     }
     if msg.queries.len() != 1 {
-        return Some(reply.finish(ResponseCode::FormErr, transport, limit));
+        return Err(reply.finish(ResponseCode::FormErr, transport, limit));
     }
     if msg.edns.as_ref().is_some_and(|e| e.version() > 0) {
-        return Some(reply.finish(ResponseCode::BADVERS, transport, limit));
+        return Err(reply.finish(ResponseCode::BADVERS, transport, limit));
     }
     if let Some(pos) = msg
         .additionals
@@ -183,27 +210,56 @@ pub fn respond(
         && pos + 1 != msg.additionals.len()
     {
         // TSIG must be the last record (RFC 8945 section 5.1).
-        return Some(reply.finish(ResponseCode::FormErr, transport, limit));
+        return Err(reply.finish(ResponseCode::FormErr, transport, limit));
     }
-    let signed = match tsig::verify(query, &msg, &snapshot.settings.keys, client.now) {
-        Verdict::Unsigned => None,
-        Verdict::Signed(signed) => Some(signed),
+    Ok(reply)
+}
+
+/// Verifies the request's TSIG, if any: the key it verified with, or the NOTAUTH
+/// answer (RFC 8945 5.2: a TSIG carrying the error, signed only for BADTIME, where
+/// the request's MAC was good).
+#[allow(clippy::result_large_err)]
+fn authenticate<'s>(
+    mut reply: Reply<'s>,
+    query: &[u8],
+    msg: &Message,
+    snapshot: &Snapshot,
+    client: &Client,
+    transport: Transport,
+    limit: usize,
+) -> Result<(Reply<'s>, Option<Signed>), Response> {
+    match tsig::verify(query, msg, &snapshot.settings.keys, client.now) {
+        Verdict::Unsigned => Ok((reply, None)),
+        Verdict::Signed(signed) => Ok((reply, Some(signed))),
         Verdict::Error {
             error,
             unsigned,
             signed,
         } => {
-            // RFC 8945 5.2: NOTAUTH, with a TSIG carrying the error; signed only
-            // for BADTIME, where the request's MAC was good.
             reply.tsig = unsigned.map(|r| *r);
             reply.refusal = Some(Refusal::Tsig(u16::from(error)));
             let mut response = reply.finish(ResponseCode::NotAuth, transport, limit);
             if let Some(signed) = signed {
                 tsig::sign_response(&mut response.bytes, &signed, client.now, Some(error));
             }
-            return Some(response);
+            Err(response)
         }
-    };
+    }
+}
+
+/// Answers the one question by class and type, and signs the answer when the
+/// request was signed.
+#[allow(clippy::too_many_arguments)]
+fn dispatch<'s>(
+    mut reply: Reply<'s>,
+    query: &[u8],
+    msg: &Message,
+    snapshot: &'s Snapshot,
+    transport: Transport,
+    client: &Client,
+    signed: Option<Signed>,
+    limit: usize,
+) -> Response {
     // Room for our TSIG in a signed UDP answer (an IXFR message is signed within
     // the whole limit).
     let whole_limit = limit;
@@ -211,16 +267,13 @@ pub fn respond(
         (Some(s), Transport::Udp) => limit.saturating_sub(tsig_room(s)).max(HEADER_LEN),
         _ => limit,
     };
-
     let q = &msg.queries[0];
     let rcode = match q.query_class() {
         DNSClass::IN if matches!(q.query_type(), RecordType::AXFR | RecordType::IXFR) => {
-            match transfer_request(
-                &mut reply, query, &msg, snapshot, transport, client, &signed,
-            ) {
-                Ok(plan) if transport == Transport::Tcp => return Some(reply.stream(plan)),
+            match transfer_request(&mut reply, query, msg, snapshot, transport, client, &signed) {
+                Ok(plan) if transport == Transport::Tcp => return reply.stream(plan),
                 Ok(plan) => match udp_ixfr(&plan, snapshot, whole_limit, client.now) {
-                    Some(bytes) => return Some(reply.ready(bytes)),
+                    Some(bytes) => return reply.ready(bytes),
                     None => {
                         // Our SOA alone: the client retries over TCP (RFC 1995 section 2).
                         if let Some(zone) = snapshot.zone(&plan.origin) {
@@ -241,7 +294,7 @@ pub fn respond(
     if let Some(signed) = &signed {
         tsig::sign_response(&mut response.bytes, signed, client.now, None);
     }
-    Some(response)
+    response
 }
 
 /// Room our TSIG record takes in a signed answer: the key name, the RR header,
