@@ -9,7 +9,7 @@ use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 use crate::journal::{self, Entry};
 use crate::snapshot::Zone;
 use crate::tsig::{self, Signed};
-use crate::wire::{AA, HEADER_LEN, QR};
+use crate::wire::{AA, HEADER_LEN, QName, QR};
 
 /// Messages are closed once they pass this size: well below the 64 KiB limit even
 /// with a TSIG record, and every name offset stays below 0x4000, where a
@@ -57,6 +57,8 @@ pub struct Messages<'z> {
     items: std::iter::Peekable<Box<dyn Iterator<Item = Item<'z>> + Send + 'z>>,
     first: bool,
     previous_mac: Option<Vec<u8>>,
+    /// The zone's origin in lower-cased wire form.
+    origin: Box<[u8]>,
     /// Records sent, for the log line.
     pub records: usize,
 }
@@ -108,21 +110,18 @@ impl<'z> Messages<'z> {
             items: items.peekable(),
             first: true,
             previous_mac: None,
+            origin: QName::from_name(&zone.origin)
+                .map_or_else(Default::default, |q| q.as_bytes().into()),
             records: 0,
         }
     }
 
     /// Appends one item; `false` (and nothing written) if it cannot be encoded.
-    fn push(&self, buf: &mut Vec<u8>, item: &Item<'_>, last_owner: Option<(&[u8], u16)>) -> bool {
+    fn push(&self, buf: &mut Vec<u8>, item: &Item<'_>, names: &mut Names) -> bool {
         let start = buf.len();
         let ok = match (item, owner_and_rr(item)) {
             (_, Some((owner, rr))) => {
-                match last_owner {
-                    Some((name, at)) if name == owner => {
-                        buf.extend_from_slice(&(0xC000 | at).to_be_bytes());
-                    }
-                    _ => buf.extend_from_slice(owner),
-                }
+                names.write(buf, owner, &self.origin);
                 buf.extend_from_slice(rr);
                 true
             }
@@ -142,6 +141,46 @@ impl<'z> Messages<'z> {
         }
         ok
     }
+}
+
+/// Where names already in a message are, for compression pointers (which reach
+/// offsets below 0x4000 only).
+#[derive(Default)]
+struct Names {
+    /// The last owner written, and where.
+    last: Option<(Vec<u8>, u16)>,
+    /// Where the zone's origin is spelled out in this message.
+    origin: Option<u16>,
+}
+
+impl Names {
+    /// Writes `owner`: a pointer to the same owner just before it, or its labels
+    /// below the origin and a pointer to the origin, or in full.
+    fn write(&mut self, buf: &mut Vec<u8>, owner: &[u8], origin: &[u8]) {
+        let start = buf.len();
+        match (&self.last, self.origin) {
+            (Some((name, at)), _) if name == owner => {
+                buf.extend_from_slice(&(0xC000 | *at).to_be_bytes());
+                return;
+            }
+            (_, Some(at)) if !origin.is_empty() && owner.ends_with(origin) => {
+                buf.extend_from_slice(&owner[..owner.len() - origin.len()]);
+                buf.extend_from_slice(&(0xC000 | at).to_be_bytes());
+            }
+            _ => {
+                buf.extend_from_slice(owner);
+                if !origin.is_empty() && owner.ends_with(origin) {
+                    self.origin = pointable(start + owner.len() - origin.len());
+                }
+            }
+        }
+        self.last = pointable(start).map(|at| (owner.to_vec(), at));
+    }
+}
+
+/// `at` if a compression pointer can reach it.
+fn pointable(at: usize) -> Option<u16> {
+    u16::try_from(at).ok().filter(|at| *at < 0x4000)
 }
 
 /// The owner and RR of an A/AAAA item.
@@ -173,28 +212,20 @@ impl Iterator for Messages<'_> {
         let qdcount = u16::from(self.first);
         buf.extend_from_slice(&qdcount.to_be_bytes());
         buf.extend_from_slice(&[0; 6]);
+        let mut names = Names::default();
         if self.first {
+            // The question is the zone's origin (any case): the first place to point at.
+            names.origin = Some(HEADER_LEN as u16);
             buf.extend_from_slice(&plan.question);
         }
         let mut count: u16 = 0;
-        let mut last_owner: Option<(Vec<u8>, u16)> = None;
         while self.items.peek().is_some() {
             if count > 0 && buf.len() >= MESSAGE_TARGET {
                 break;
             }
-            let start = buf.len();
             let item = self.items.next()?;
-            let last = last_owner.as_ref().map(|(name, at)| (name.as_slice(), *at));
-            if !self.push(&mut buf, &item, last) {
+            if !self.push(&mut buf, &item, &mut names) {
                 continue; // cannot happen for records we built; skipped, not fatal
-            }
-            if let Some((owner, _)) = owner_and_rr(&item)
-                && last_owner.as_ref().is_none_or(|(name, _)| name != owner)
-            {
-                last_owner = u16::try_from(start)
-                    .ok()
-                    .filter(|at| *at < 0x4000)
-                    .map(|at| (owner.to_vec(), at));
             }
             count += 1;
         }
