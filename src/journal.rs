@@ -85,12 +85,22 @@ impl Journal {
     /// added), or `None` when that version is not kept (or cannot be diffed).
     pub fn diff(&self, zone: &Zone, from: u32) -> Option<(Vec<Entry>, Vec<Entry>)> {
         let key = QName::from_name(&zone.origin)?;
+        let shape = shape(zone);
+        let kept = |zones: &HashMap<Box<[u8]>, VecDeque<Version>>| {
+            zones
+                .get(key.as_bytes())
+                .is_some_and(|v| v.iter().any(|v| v.serial == from && v.shape == shape))
+        };
+        if !kept(&self.zones.lock().unwrap_or_else(|e| e.into_inner())) {
+            return None;
+        }
+        // Sorted outside the lock: the snapshot writer records versions under it.
+        let new = entries(zone);
         let zones = self.zones.lock().unwrap_or_else(|e| e.into_inner());
         let old = zones
             .get(key.as_bytes())?
             .iter()
-            .find(|v| v.serial == from && v.shape == shape(zone))?;
-        let new = entries(zone);
+            .find(|v| v.serial == from && v.shape == shape)?;
         let (mut deleted, mut added) = (Vec::new(), Vec::new());
         let (mut i, mut j) = (0, 0);
         while i < old.entries.len() || j < new.len() {
