@@ -60,7 +60,7 @@ out=$("${K[@]}" +tcp api.internal.example.com AAAA)
 expect_contains "kdig TCP AAAA" "fd00:ec2::16" "$out"
 expect_contains "kdig NSID and DO are tolerated" "status: NOERROR" \
     "$("${K[@]}" +nsid +dnssec internal.example.com A)"
-expect_contains "kdig NOTIFY opcode is NOTIMP" "opcode: NOTIFY; status: NOTIMPL" \
+expect_contains "kdig NOTIFY to the primary is NOTAUTH, as Knot answers" "opcode: NOTIFY; status: NOTAUTH" \
     "$("${K[@]}" internal.example.com NOTIFY 2>&1 || true)"
 expect_contains "kdig with a client cookie" "status: NOERROR" \
     "$("${K[@]}" +cookie internal.example.com A)"
