@@ -58,7 +58,12 @@ pub async fn run(store: Arc<SnapshotStore>, metrics: Arc<Metrics>, shutdown: Can
                 older.abort();
             }
             let serial = notice.serial;
-            let task = tokio::spawn(send(notice, metrics.clone(), shutdown.clone()));
+            let task = tokio::spawn(send(
+                notice,
+                metrics.clone(),
+                shutdown.clone(),
+                FIRST_TIMEOUT,
+            ));
             sent.insert(slot, (serial, task));
         }
         // Zones or targets that are gone: stop their senders.
@@ -125,7 +130,12 @@ fn message(notice: &Notice, id: u16) -> Option<Vec<u8>> {
 }
 
 /// Sends one NOTIFY, retrying until a matching response or [`TRIES`] tries.
-async fn send(notice: Notice, metrics: Arc<Metrics>, shutdown: CancellationToken) {
+async fn send(
+    notice: Notice,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+    first_timeout: Duration,
+) {
     let zone = notice.zone.to_string();
     let bind: SocketAddr = if notice.target.is_ipv4() {
         "0.0.0.0:0".parse().unwrap()
@@ -140,7 +150,7 @@ async fn send(notice: Notice, metrics: Arc<Metrics>, shutdown: CancellationToken
             return;
         }
     };
-    let mut timeout = FIRST_TIMEOUT;
+    let mut timeout = first_timeout;
     for attempt in 1..=TRIES {
         let id = (RandomState::new().hash_one((attempt, &zone)) & 0xFFFF) as u16;
         let Some(bytes) = message(&notice, id) else {
@@ -191,5 +201,98 @@ async fn response(socket: &UdpSocket, target: SocketAddr, id: u16) {
         if is_response && opcode == 4 && u16::from_be_bytes([header[0], header[1]]) == id {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::refresh::RefreshStats;
+
+    fn notice(target: SocketAddr) -> Notice {
+        let zone = Name::from_ascii("n.test.").unwrap();
+        let soa = hickory_proto::rr::rdata::SOA::new(
+            Name::from_ascii("ns.n.test.").unwrap(),
+            Name::from_ascii("h.n.test.").unwrap(),
+            7,
+            3600,
+            900,
+            86400,
+            60,
+        );
+        Notice {
+            soa: Record::from_rdata(zone.clone(), 3600, hickory_proto::rr::RData::SOA(soa)),
+            zone,
+            serial: 7,
+            target,
+            key: None,
+        }
+    }
+
+    fn count(metrics: &Metrics, result: &str) -> String {
+        let text = metrics.render();
+        let prefix =
+            format!("privatelink_dns_notify_total{{zone=\"n.test.\",result=\"{result}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or("0")
+            .to_string()
+    }
+
+    fn metrics() -> Arc<Metrics> {
+        Arc::new(Metrics::new(
+            Arc::new(RefreshStats::default()),
+            Arc::new(SnapshotStore::default()),
+        ))
+    }
+
+    #[tokio::test]
+    async fn a_silent_target_gets_five_tries_then_is_given_up() {
+        let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let metrics = metrics();
+        let target = silent.local_addr().unwrap();
+        send(
+            notice(target),
+            metrics.clone(),
+            CancellationToken::new(),
+            Duration::from_millis(10),
+        )
+        .await;
+        assert_eq!(count(&metrics, "sent"), "5");
+        assert_eq!(count(&metrics, "given_up"), "1");
+        assert_eq!(count(&metrics, "acknowledged"), "0");
+    }
+
+    #[tokio::test]
+    async fn a_target_that_answers_the_second_try_acknowledges_it() {
+        let target = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = target.local_addr().unwrap();
+        let secondary = tokio::spawn(async move {
+            let mut buf = [0u8; 512];
+            let _ignored = target.recv_from(&mut buf).await.unwrap();
+            let (n, from) = target.recv_from(&mut buf).await.unwrap();
+            let m = Message::from_vec(&buf[..n]).unwrap();
+            assert_eq!(m.metadata.op_code, OpCode::Notify);
+            assert!(m.metadata.authoritative);
+            assert_eq!(m.queries[0].query_type(), RecordType::SOA);
+            let mut reply = Message::new(m.metadata.id, MessageType::Response, OpCode::Notify);
+            reply.add_query(m.queries[0].clone());
+            target
+                .send_to(&reply.to_vec().unwrap(), from)
+                .await
+                .unwrap();
+        });
+        let metrics = metrics();
+        send(
+            notice(addr),
+            metrics.clone(),
+            CancellationToken::new(),
+            Duration::from_millis(200),
+        )
+        .await;
+        secondary.await.unwrap();
+        assert_eq!(count(&metrics, "sent"), "2");
+        assert_eq!(count(&metrics, "acknowledged"), "1");
+        assert_eq!(count(&metrics, "given_up"), "0");
     }
 }
