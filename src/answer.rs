@@ -16,7 +16,7 @@ use hickory_proto::rr::rdata::TXT;
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 
-use crate::snapshot::{Lookup, Negative, Snapshot, Zone};
+use crate::snapshot::{Lookup, Negative, Snapshot, Zone, unix_now};
 use crate::transfer::{self, Plan};
 use crate::tsig::{self, Signed, Verdict};
 use crate::wire::{AA, CD, CLASSIC_UDP_SIZE, HEADER_LEN, MAX_NAME, QName, QR, RD, TC, udp_limit};
@@ -94,13 +94,6 @@ impl Client {
             now: unix_now(),
         }
     }
-}
-
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// The largest negative SOA RR: owner pointer, fixed fields, two 255-byte names.

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
@@ -447,10 +447,8 @@ impl Drop for Server {
 /// Builds a snapshot of the configured zones alone (no discovered data); `previous`
 /// keeps unchanged serials.
 pub fn build_snapshot(config: &Config, previous: Option<&Snapshot>) -> Snapshot {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
     let zones = discovery::assemble(config, None).zones;
+    let now = snapshot::unix_now();
     snapshot::build(&zones, config.server.settings.clone(), previous, now)
 }
 

@@ -127,8 +127,9 @@ impl Journal {
         Some((deleted, added))
     }
 
-    /// Serials kept for the zone with wire-form origin `key`, oldest first (tests, metrics).
-    pub fn serials(&self, zone: &Zone) -> Vec<u32> {
+    /// Serials kept for `zone`, oldest first.
+    #[cfg(test)]
+    pub(crate) fn serials(&self, zone: &Zone) -> Vec<u32> {
         let Some(key) = QName::from_name(&zone.origin) else {
             return Vec::new();
         };

@@ -10,7 +10,7 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
@@ -559,9 +559,7 @@ fn encode_served(
     served: &Served,
 ) -> Result<(), std::fmt::Error> {
     if let Some(data) = served.oldest() {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now = crate::snapshot::unix_now();
         gauge(
             e,
             "snapshot_age_seconds",

@@ -21,9 +21,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::access::TsigKey;
-use crate::answer::unix_now;
 use crate::metrics::{Metrics, NotifyResult};
-use crate::snapshot::{Snapshot, SnapshotStore};
+use crate::snapshot::{Snapshot, SnapshotStore, unix_now};
+use crate::wire::{QR, u16_at};
 
 /// Tries per NOTIFY before giving up.
 pub const TRIES: u32 = 5;
@@ -192,13 +192,12 @@ async fn response(socket: &UdpSocket, target: SocketAddr, id: u16) {
             std::future::pending::<()>().await;
             return;
         };
-        if from != target || len < 4 {
+        let message = &buf[..len];
+        let (Some(got), Some(flags)) = (u16_at(message, 0), u16_at(message, 2)) else {
             continue;
-        }
-        let header = &buf[..len];
-        let is_response = header[2] & 0x80 != 0;
-        let opcode = (header[2] >> 3) & 0x0F;
-        if is_response && opcode == 4 && u16::from_be_bytes([header[0], header[1]]) == id {
+        };
+        let is_notify_response = flags & QR != 0 && (flags >> 11) & 0xF == 4;
+        if from == target && is_notify_response && got == id {
             return;
         }
     }

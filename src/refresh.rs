@@ -22,7 +22,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -34,7 +34,7 @@ use crate::discovery::{
     self, Assembled, Discover, DiscoveryError, FailureReason, Inventory, aws_addresses,
     mass_removal,
 };
-use crate::snapshot::{self, DataSource, Served, SnapshotStore};
+use crate::snapshot::{self, DataSource, Served, SnapshotStore, unix_now};
 
 /// What `config` serves with `last`.
 pub fn served(config: &Config, last: Option<&LastGood>) -> Served {
@@ -140,12 +140,6 @@ fn jitter() -> f64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
     (h.finish() as f64 / u64::MAX as f64) * 2.0 - 1.0
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// The last good inventory and where it came from; kept across reloads.

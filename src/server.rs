@@ -28,11 +28,12 @@ use tracing::{debug, error, info, warn};
 
 use hickory_proto::rr::RecordType;
 
-use crate::answer::{Client, Response, Transport, respond, unix_now};
+use crate::answer::{Client, Response, Transport, respond};
 use crate::fast::{self, Fast};
 use crate::metrics::TransferOutcome;
 use crate::metrics::{Metrics, Outcome};
 use crate::snapshot::SnapshotStore;
+use crate::snapshot::unix_now;
 use crate::transfer::{self, Plan};
 
 /// Largest UDP datagram we read; anything longer is cut and then fails to parse.

@@ -702,6 +702,14 @@ pub fn build(
     }
 }
 
+/// Seconds since the Unix epoch (0 if the clock is before it): serials, TSIG times,
+/// data ages.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 fn next_serial(previous: u32, now_unix: u64) -> u32 {
     let now = now_unix as u32;
     // RFC 1982 comparison: `now` must be "greater than" previous.

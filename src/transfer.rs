@@ -252,23 +252,14 @@ pub fn refused(plan: &Plan) -> Vec<u8> {
     buf.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
     buf.extend_from_slice(&plan.question);
     if let Some(signed) = &plan.signed {
-        tsig::sign_response(&mut buf, signed, crate::answer::unix_now(), None);
+        tsig::sign_response(&mut buf, signed, crate::snapshot::unix_now(), None);
     }
     buf
 }
 
-/// The length of the header and question of a request, i.e. where its question
-/// section ends (for copying it into the transfer's first message).
+/// Where the question section of a request ends (its one name is never compressed),
+/// for copying it into the transfer's first message.
 pub fn question_end(query: &[u8]) -> Option<usize> {
-    let mut at = HEADER_LEN;
-    loop {
-        let len = usize::from(*query.get(at)?);
-        if len == 0 {
-            return Some(at + 1 + 4).filter(|end| *end <= query.len());
-        }
-        if len & 0xC0 != 0 {
-            return None; // a question name is not compressed
-        }
-        at += 1 + len;
-    }
+    let end = QName::empty().read(query, HEADER_LEN)? + 4;
+    (end <= query.len()).then_some(end)
 }

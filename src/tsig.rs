@@ -9,6 +9,7 @@ use hickory_proto::rr::{Name, Record};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 
 use crate::access::TsigKey;
+use crate::wire::u16_at;
 
 /// The fudge we sign with and accept (RFC 8945 section 10 recommends 300 s).
 pub const FUDGE: u16 = 300;
@@ -43,18 +44,6 @@ pub enum Verdict {
         unsigned: Option<Box<Record>>,
         signed: Option<Box<Signed>>,
     },
-}
-
-impl Verdict {
-    /// The label used in metrics for a failed check.
-    pub fn error_label(error: &TsigError) -> &'static str {
-        match error {
-            TsigError::BadKey => "tsig_badkey",
-            TsigError::BadSig => "tsig_badsig",
-            TsigError::BadTime => "tsig_badtime",
-            _ => "tsig_other",
-        }
-    }
 }
 
 /// Checks the TSIG of `query` (already parsed as `msg`, TSIG last) against `keys`
@@ -191,7 +180,7 @@ fn append(message: &mut Vec<u8>, key: &Name, tsig: TSIG) -> Option<()> {
     let end = u32::try_from(message.len()).ok()?;
     let mut encoder = BinEncoder::with_offset(message, end);
     record.emit(&mut encoder).ok()?;
-    let arcount = u16::from_be_bytes([message[10], message[11]]).checked_add(1)?;
+    let arcount = u16_at(message, 10)?.checked_add(1)?;
     message[10..12].copy_from_slice(&arcount.to_be_bytes());
     Some(())
 }
