@@ -192,28 +192,81 @@ pub fn free_port() -> u16 {
 pub struct Moto {
     child: Option<Child>,
     pub port: u16,
+    /// Where it logs the API calls it gets (`FAKE_EC2_REQUEST_LOG`).
+    log: PathBuf,
+}
+
+fn fake_ec2() -> Command {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/fake_ec2.py");
+    let mut cmd = Command::new(python());
+    cmd.arg(script).stdout(Stdio::null());
+    cmd
 }
 
 impl Moto {
+    /// An emulator on a port the kernel picks (port 0, read back from its "Running on"
+    /// line): two tests can never end up on one emulator, as they could with a port
+    /// found free and bound later.
     pub fn start() -> Moto {
-        Self::start_on(free_port())
+        use std::io::BufRead;
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log = std::env::temp_dir().join(format!(
+            "privatelink-dns-fake-ec2-{}-{n}.log",
+            std::process::id()
+        ));
+        let mut child = fake_ec2()
+            .args(["-H", "127.0.0.1", "-p", "0"])
+            .env("FAKE_EC2_REQUEST_LOG", &log)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start moto");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Reads the port, then keeps draining stderr (a full pipe would stall moto).
+        std::thread::spawn(move || {
+            const MARK: &str = "Running on http://127.0.0.1:";
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(rest) = line.split(MARK).nth(1) {
+                    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                    let _ = tx.send(digits.parse::<u16>().ok());
+                }
+            }
+        });
+        let port = rx
+            .recv_timeout(Duration::from_secs(30))
+            .ok()
+            .flatten()
+            .expect("moto did not say which port it took within 30 s");
+        Self::wait_ready(Moto {
+            child: Some(child),
+            port,
+            log,
+        })
     }
 
+    /// An emulator on `port` (a restart where an earlier one was).
     pub fn start_on(port: u16) -> Moto {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/fake_ec2.py");
-        let _ = std::fs::remove_file(Self::request_log(port)); // a previous emulator's
-        let child = Command::new(python())
-            .arg(script)
+        let log = Self::request_log(port);
+        let _ = std::fs::remove_file(&log); // a previous emulator's
+        let child = fake_ec2()
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .env("FAKE_EC2_REQUEST_LOG", Self::request_log(port))
-            .stdout(Stdio::null())
+            .env("FAKE_EC2_REQUEST_LOG", &log)
             .stderr(Stdio::null())
             .spawn()
             .expect("start moto");
-        let moto = Moto {
+        Self::wait_ready(Moto {
             child: Some(child),
             port,
-        };
+            log,
+        })
+    }
+
+    fn wait_ready(moto: Moto) -> Moto {
+        let port = moto.port;
         let deadline = Instant::now() + Duration::from_secs(30);
         while !moto.ready() {
             assert!(
@@ -235,7 +288,7 @@ impl Moto {
 
     /// Every API call so far, one `(service, action, access key id)` each.
     pub fn requests(&self) -> Vec<(String, String, String)> {
-        std::fs::read_to_string(Self::request_log(self.port))
+        std::fs::read_to_string(&self.log)
             .unwrap_or_default()
             .lines()
             .filter_map(|l| {
@@ -283,7 +336,7 @@ impl Moto {
     }
 
     fn remove_request_log(&self) {
-        let _ = std::fs::remove_file(Self::request_log(self.port));
+        let _ = std::fs::remove_file(&self.log);
     }
 
     /// A client for seeding, with explicit dummy credentials.
