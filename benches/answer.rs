@@ -39,6 +39,7 @@ fn zone(records: usize) -> ZoneData {
         soa: SoaParams::defaults(&origin, ns.clone()),
         ns: vec![ns],
         ns_ttl: 3600,
+        fixed: Default::default(),
         origin,
         records: recs,
         transfer: Default::default(),

@@ -4,8 +4,8 @@
 //! `deny_unknown_fields`). [`Config::from_toml`] parses and checks everything, and
 //! every error names the file, line, column and key. Nothing here touches sockets.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,7 +16,10 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::access::{ALGORITHMS, Acl, TransferPolicy, TsigKey};
+use crate::names::{Conflict, NamesBuilder};
 use crate::snapshot::{Settings, SoaParams, ZoneData};
+use crate::wire::QName;
+use crate::zonefile;
 
 /// The configuration served when no `--config` is given: static demo records on
 /// `127.0.0.1:5300`, so the daemon runs on a fresh machine with nothing else.
@@ -494,6 +497,9 @@ struct ZoneFile {
     /// Records of the zone.
     #[serde(default)]
     record: Vec<RecordFile>,
+    /// An RFC 1035 master file with more of the zone's records (A and AAAA; SOA and NS
+    /// at the apex), relative to this config file. Read at start and at every reload.
+    file: Option<Spanned<String>>,
     /// Replaces `[transfer]` for this zone.
     transfer: Option<TransferFile>,
 }
@@ -996,10 +1002,27 @@ fn check_zones(
     files: &[ZoneFile],
     nameserver: &Name,
 ) -> Result<Vec<ZoneConfig>, ConfigError> {
+    // Origins first, so that each record can be checked against the zones below its own.
+    let origins: Vec<Option<Name>> = files
+        .iter()
+        .enumerate()
+        .map(|(zi, z)| parse_fqdn(src, &z.origin, &format!("zone[{zi}].origin")).ok())
+        .collect();
     let mut zones = Vec::with_capacity(files.len());
     let mut seen_origins: HashMap<LowerName, usize> = HashMap::new();
     for (zi, z) in files.iter().enumerate() {
-        let zone = check_zone(src, zi, z, nameserver)?;
+        let nested: Vec<Name> = origins
+            .iter()
+            .enumerate()
+            .filter_map(|(i, o)| o.as_ref().filter(|_| i != zi))
+            .filter(|o| {
+                origins[zi]
+                    .as_ref()
+                    .is_some_and(|own| own.zone_of(o) && *o != own)
+            })
+            .cloned()
+            .collect();
+        let zone = check_zone(src, zi, z, nameserver, &nested)?;
         if let Some(first) = seen_origins.insert(LowerName::new(&zone.origin), zi) {
             return Err(src.error(
                 z.origin.span(),
@@ -1009,8 +1032,16 @@ fn check_zones(
         }
         zones.push(zone);
     }
-    check_occlusion(src, files, &zones)?;
     Ok(zones)
+}
+
+/// The zone of `nested` (zones configured below this one) that `name` is in: its
+/// record belongs there.
+fn occluded(name: &Name, nested: &[Name]) -> Option<String> {
+    let inner = nested.iter().find(|o| o.zone_of(name))?;
+    Some(format!(
+        "{name} is inside zone {inner}, which is configured separately; move the record there"
+    ))
 }
 
 fn check_zone(
@@ -1018,6 +1049,7 @@ fn check_zone(
     zi: usize,
     z: &ZoneFile,
     default_ns: &Name,
+    nested: &[Name],
 ) -> Result<ZoneConfig, ConfigError> {
     let origin = parse_fqdn(src, &z.origin, &format!("zone[{zi}].origin"))?;
     if origin.is_wildcard() {
@@ -1028,26 +1060,47 @@ fn check_zone(
         ));
     }
     let ttl = positive(src, z.ttl.as_ref(), 300, &format!("zone[{zi}].ttl"))?;
-    let ns = check_ns(src, zi, z, default_ns)?;
-    let soa = check_soa(src, zi, z.soa.as_ref(), &origin, &ns[0])?;
-    let mut records: Vec<RecordConfig> = Vec::with_capacity(z.record.len());
-    let mut seen: HashMap<LowerName, usize> = HashMap::new();
-    for (ri, r) in z.record.iter().enumerate() {
-        let key = format!("zone[{zi}].record[{ri}]");
-        let record = check_record(src, &key, r, &origin, ttl)?;
-        if let Some(first) = seen.insert(LowerName::new(&record.name), ri) {
-            return Err(src.error(
-                r.name.span(),
-                format!("{key}.name"),
-                format!("{} is already defined by zone[{zi}].record[{first}]; list all its addresses there", record.name),
-            ));
+    let origin_wire = QName::from_name(&origin).map_or(vec![0], |q| q.as_bytes().to_vec());
+    let mut fixed = NamesBuilder::new(&origin_wire);
+    let (records, seen) = check_records(src, zi, z, &origin, ttl, nested, &mut fixed)?;
+    let from_file = match &z.file {
+        Some(file) => {
+            let mut reader = FileRecords {
+                zi,
+                origin: &origin,
+                nested,
+                seen: &seen,
+                fixed: &mut fixed,
+                apex: Apex::default(),
+                wire: Vec::with_capacity(256),
+                wire_of_last: false,
+            };
+            Some(read_zone_file(src, zi, file, ttl, &mut reader)?)
         }
-        records.push(record);
+        None => None,
+    };
+    let (fixed, conflict) = fixed.finish();
+    if let (Some(Conflict::Ttl { name, first, then }), Some(file)) = (conflict, &from_file) {
+        return Err(ConfigError::Invalid {
+            path: file.path.clone(),
+            line: then.0 as usize,
+            column: 1,
+            key: format!("zone[{zi}].file"),
+            message: format!(
+                "TTL {} differs from TTL {} of the same RRset of {name} on line {}; an RRset has one TTL (RFC 2181)",
+                then.1, first.1, first.0
+            ),
+        });
     }
+    let (ns, ns_ttl, soa) = check_apex(src, zi, z, &origin, default_ns, from_file.as_ref())?;
     // An in-zone name server needs addresses to be reachable by a resolver that
     // follows the NS set (glue, RFC 9471).
+    let exists = |n: &Name| {
+        seen.contains_key(&LowerName::new(n))
+            || QName::from_name(&n.to_lowercase()).is_some_and(|q| fixed.contains(q.as_bytes()))
+    };
     for n in &ns {
-        if origin.zone_of(n) && !seen.contains_key(&LowerName::new(n)) {
+        if origin.zone_of(n) && !exists(n) {
             let span = z.ns.as_ref().map_or(z.origin.span(), |s| s.span());
             return Err(src.error(
                 span,
@@ -1059,11 +1112,285 @@ fn check_zone(
     Ok(ZoneConfig {
         origin,
         ns,
-        ns_ttl: soa.ttl,
+        ns_ttl: ns_ttl.unwrap_or(soa.ttl),
         soa,
         records,
+        fixed: Arc::new(fixed),
         transfer: Arc::default(),
     })
+}
+
+/// The `[[zone.record]]`s: AWS-backed ones come back as records, static ones go into
+/// `fixed`; with every name, to find them again.
+fn check_records(
+    src: &Source<'_>,
+    zi: usize,
+    z: &ZoneFile,
+    origin: &Name,
+    ttl: u32,
+    nested: &[Name],
+    fixed: &mut NamesBuilder,
+) -> Result<(Vec<RecordConfig>, HashMap<LowerName, usize>), ConfigError> {
+    let mut records = Vec::new();
+    let mut seen: HashMap<LowerName, usize> = HashMap::new();
+    let mut wire = Vec::with_capacity(256);
+    for (ri, r) in z.record.iter().enumerate() {
+        let key = format!("zone[{zi}].record[{ri}]");
+        let record = check_record(src, &key, r, origin, ttl)?;
+        if let Some(first) = seen.insert(LowerName::new(&record.name), ri) {
+            return Err(src.error(
+                r.name.span(),
+                format!("{key}.name"),
+                format!("{} is already defined by zone[{zi}].record[{first}]; list all its addresses there", record.name),
+            ));
+        }
+        if let Some(message) = occluded(&record.name, nested) {
+            return Err(src.error(r.name.span(), format!("{key}.name"), message));
+        }
+        match &record.addresses {
+            Addresses::Static { a, aaaa } => {
+                lower_wire(&record.name, &mut wire);
+                let ips = a.iter().map(|&v4| IpAddr::V4(v4));
+                for ip in ips.chain(aaaa.iter().map(|&v6| IpAddr::V6(v6))) {
+                    fixed.add(&wire, record.ttl, 0, ip);
+                }
+            }
+            Addresses::Endpoint(_) => records.push(record),
+        }
+    }
+    Ok((records, seen))
+}
+
+/// The apex NS names (with their TTL if a file gave them) and SOA: from the zone
+/// file, or from the `ns` and `soa` keys, never both.
+fn check_apex(
+    src: &Source<'_>,
+    zi: usize,
+    z: &ZoneFile,
+    origin: &Name,
+    default_ns: &Name,
+    from_file: Option<&FromFile>,
+) -> Result<(Vec<Name>, Option<u32>, SoaParams), ConfigError> {
+    let apex = from_file.map(|f| &f.apex);
+    let (ns, ns_ttl) = match apex.filter(|a| !a.ns.is_empty()) {
+        Some(apex) => {
+            if let Some(list) = &z.ns {
+                return Err(in_file_too(src, list.span(), zi, "ns", "NS", from_file));
+            }
+            (apex.ns.clone(), apex.ns_ttl)
+        }
+        None => (check_ns(src, zi, z, default_ns)?, None),
+    };
+    let soa = match apex.and_then(|a| a.soa.clone()) {
+        Some(soa) => {
+            if z.soa.is_some() {
+                return Err(in_file_too(
+                    src,
+                    z.origin.span(),
+                    zi,
+                    "soa",
+                    "SOA",
+                    from_file,
+                ));
+            }
+            soa
+        }
+        None => check_soa(src, zi, z.soa.as_ref(), origin, &ns[0])?,
+    };
+    Ok((ns, ns_ttl, soa))
+}
+
+/// `name` lower-cased in wire form, into `out`.
+fn lower_wire(name: &Name, out: &mut Vec<u8>) {
+    out.clear();
+    for label in name.iter() {
+        out.push(label.len() as u8);
+        out.extend(label.iter().map(u8::to_ascii_lowercase));
+    }
+    out.push(0);
+}
+
+/// The error for an apex RRset given both in a `[[zone]]` key and in its file.
+fn in_file_too(
+    src: &Source<'_>,
+    span: Range<usize>,
+    zi: usize,
+    key: &str,
+    rtype: &str,
+    file: Option<&FromFile>,
+) -> ConfigError {
+    let path = file.map_or("", |f| f.path.as_str());
+    let message = format!("{rtype} records are also in {path}; give them in one place");
+    src.error(span, format!("zone[{zi}].{key}"), message)
+}
+
+/// What a zone's `file` gave besides its A and AAAA records.
+struct FromFile {
+    /// As shown in errors: the path joined to the config file's directory.
+    path: String,
+    apex: Apex,
+}
+
+/// The SOA and NS RRsets a zone file gives at its apex.
+#[derive(Default)]
+struct Apex {
+    soa: Option<SoaParams>,
+    ns: Vec<Name>,
+    ns_ttl: Option<u32>,
+}
+
+/// Reads `[[zone]] file` into `reader`, one line at a time: no document is held,
+/// whatever its size.
+fn read_zone_file(
+    src: &Source<'_>,
+    zi: usize,
+    file: &Spanned<String>,
+    zone_ttl: u32,
+    reader: &mut FileRecords<'_>,
+) -> Result<FromFile, ConfigError> {
+    let key = format!("zone[{zi}].file");
+    let path = match Path::new(src.path).parent() {
+        Some(dir) if src.path != DEMO_NAME => dir.join(file.get_ref()),
+        _ => Path::new(file.get_ref()).to_path_buf(),
+    };
+    let shown = path.display().to_string();
+    let input = std::fs::File::open(&path)
+        .map_err(|e| src.error(file.span(), &key, format!("cannot read {shown}: {e}")))?;
+    let origin = reader.origin.clone();
+    let read = zonefile::read(
+        std::io::BufReader::with_capacity(64 * 1024, input),
+        &origin,
+        zone_ttl,
+        |entry| reader.add(entry),
+    );
+    read.map_err(|e| ConfigError::Invalid {
+        path: shown.clone(),
+        line: e.line,
+        column: 1,
+        key,
+        message: e.message,
+    })?;
+    Ok(FromFile {
+        path: shown,
+        apex: std::mem::take(&mut reader.apex),
+    })
+}
+
+/// Adds the records of a zone file to a zone's.
+struct FileRecords<'a> {
+    zi: usize,
+    origin: &'a Name,
+    /// Zones configured below this one.
+    nested: &'a [Name],
+    /// The zone's `[[zone.record]]` names.
+    seen: &'a HashMap<LowerName, usize>,
+    fixed: &'a mut NamesBuilder,
+    apex: Apex,
+    /// The owner of the last A or AAAA record, lower-cased wire form.
+    wire: Vec<u8>,
+    /// Whether `wire` is the owner of the record read last (checked).
+    wire_of_last: bool,
+}
+
+impl FileRecords<'_> {
+    fn add(&mut self, entry: zonefile::Entry) -> Result<(), String> {
+        let (name, ttl, origin) = (entry.owner, entry.ttl, self.origin);
+        if ttl == 0 {
+            return Err("TTL 0: must be at least 1 (0 disables caching in every resolver)".into());
+        }
+        // The owner of the record before was checked, and is in `wire` if it had
+        // addresses.
+        let same = entry.same_owner && self.wire_of_last;
+        self.wire_of_last = false;
+        if !same && !origin.zone_of(&name) {
+            return Err(format!("{name} is outside its zone {origin}"));
+        }
+        let at_apex = || {
+            if LowerName::new(&name) == LowerName::new(origin) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "an SOA or NS record below the apex ({name}) would delegate; privatelink-dns serves none"
+                ))
+            }
+        };
+        let apex = &mut self.apex;
+        match entry.data {
+            zonefile::Data::A(ip) => self.address(&name, same, ttl, entry.line, IpAddr::V4(ip)),
+            zonefile::Data::Aaaa(ip) => self.address(&name, same, ttl, entry.line, IpAddr::V6(ip)),
+            zonefile::Data::Ns(ns) => {
+                at_apex()?;
+                if apex.ns_ttl.is_some_and(|t| t != ttl) {
+                    return Err(format!(
+                        "TTL {ttl} differs from the apex NS records before it; an RRset has one TTL"
+                    ));
+                }
+                apex.ns_ttl = Some(ttl);
+                let ns = ns.to_lowercase();
+                if !apex.ns.contains(&ns) {
+                    apex.ns.push(ns);
+                }
+                Ok(())
+            }
+            zonefile::Data::Soa {
+                mname,
+                rname,
+                refresh,
+                retry,
+                expire,
+                minimum,
+            } => {
+                at_apex()?;
+                if apex.soa.is_some() {
+                    return Err("a second SOA record; a zone has one".into());
+                }
+                apex.soa = Some(SoaParams {
+                    mname: mname.to_lowercase(),
+                    rname: rname.to_lowercase(),
+                    refresh,
+                    retry,
+                    expire,
+                    minimum,
+                    ttl,
+                });
+                Ok(())
+            }
+        }
+    }
+
+    /// One A or AAAA record; `same`: of the owner checked last.
+    fn address(
+        &mut self,
+        name: &Name,
+        same: bool,
+        ttl: u32,
+        line: usize,
+        ip: IpAddr,
+    ) -> Result<(), String> {
+        if same {
+            self.fixed.add(&self.wire, ttl, line as u32, ip);
+            self.wire_of_last = true;
+            return Ok(());
+        }
+        if name.iter().skip(1).any(|l| l == b"*") {
+            return Err("`*` is a wildcard only as the leftmost label (RFC 4592)".into());
+        }
+        if !self.seen.is_empty()
+            && let Some(ri) = self.seen.get(&LowerName::new(name))
+        {
+            return Err(format!(
+                "{name} is already defined by zone[{}].record[{ri}]; give its addresses in one place",
+                self.zi
+            ));
+        }
+        if let Some(message) = occluded(name, self.nested) {
+            return Err(message);
+        }
+        lower_wire(name, &mut self.wire);
+        self.wire_of_last = true;
+        self.fixed.add(&self.wire, ttl, line as u32, ip);
+        Ok(())
+    }
 }
 
 fn check_ns(
@@ -1352,32 +1679,6 @@ fn check_discover(
 }
 
 /// A record that falls inside a more specific configured zone would never be served.
-fn check_occlusion(
-    src: &Source<'_>,
-    files: &[ZoneFile],
-    zones: &[ZoneConfig],
-) -> Result<(), ConfigError> {
-    let origins: HashSet<LowerName> = zones.iter().map(|z| LowerName::new(&z.origin)).collect();
-    for (zi, zone) in zones.iter().enumerate() {
-        for (ri, rec) in zone.records.iter().enumerate() {
-            let mut n = rec.name.base_name();
-            let mut cur = rec.name.clone();
-            while cur.num_labels() > zone.origin.num_labels() {
-                if origins.contains(&LowerName::new(&cur)) {
-                    return Err(src.error(
-                        files[zi].record[ri].name.span(),
-                        format!("zone[{zi}].record[{ri}].name"),
-                        format!("{} is inside zone {cur}, which is configured separately; move the record there", rec.name),
-                    ));
-                }
-                cur = n.clone();
-                n = n.base_name();
-            }
-        }
-    }
-    Ok(())
-}
-
 fn positive(
     src: &Source<'_>,
     v: Option<&Spanned<u32>>,
@@ -1673,20 +1974,24 @@ a = ["192.0.2.3"]
             "t",
         )
         .unwrap();
-        let names: Vec<_> = c.zones[0]
-            .records
-            .iter()
-            .map(|r| (r.name.to_string(), r.ttl))
+        // Static records go into the zone's name index (lower-cased there).
+        assert!(c.zones[0].records.is_empty());
+        let names: BTreeSet<_> = c.zones[0]
+            .fixed
+            .records()
+            .into_iter()
+            .map(|(name, records)| (name.to_string(), records[0].ttl))
             .collect();
-        assert_eq!(
-            names,
-            vec![
-                ("example.com.".to_string(), 120),
-                ("a.b.example.com.".to_string(), 30),
-                ("www.example.com.".to_string(), 120),
-                ("*.s3.us-east-1.example.com.".to_string(), 120),
-            ]
-        );
+        let want: BTreeSet<_> = [
+            ("example.com.", 120),
+            ("a.b.example.com.", 30),
+            ("www.example.com.", 120),
+            ("*.s3.us-east-1.example.com.", 120),
+        ]
+        .into_iter()
+        .map(|(n, t)| (n.to_string(), t))
+        .collect();
+        assert_eq!(names, want);
     }
 
     /// `queries-sample-rate` becomes "one in round(1/rate)".
@@ -2171,5 +2476,227 @@ transfer = { notify = ["10.7.0.1"] }
             assert!(e.contains(&format!("key `{key}`")), "key {key} in {e:?}");
             assert!(e.contains(words), "{words:?} in {e:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod zone_file_tests {
+    use super::*;
+    use std::io::Write as _;
+
+    /// A config file and a zone file beside it, loaded as the daemon loads them.
+    fn load(toml: &str, zone: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("zones")).unwrap();
+        let mut f = std::fs::File::create(dir.path().join("zones/example.com.zone")).unwrap();
+        f.write_all(zone.as_bytes()).unwrap();
+        std::fs::write(dir.path().join("pldns.toml"), toml).unwrap();
+        Config::load(&dir.path().join("pldns.toml"))
+    }
+
+    const ZONE: &str =
+        "[[zone]]\norigin = \"example.com\"\nttl = 120\nfile = \"zones/example.com.zone\"\n";
+
+    fn invalid(e: ConfigError) -> (String, usize, String, String) {
+        match e {
+            ConfigError::Invalid {
+                path,
+                line,
+                key,
+                message,
+                ..
+            } => (path, line, key, message),
+            other => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn records_soa_and_ns_come_from_the_file() {
+        let c = load(
+            &format!("{ZONE}[[zone.record]]\nname = \"api\"\na = [\"192.0.2.1\"]\n"),
+            "$TTL 300\n@ 3600 IN SOA ns1 admin 2024 1h 15m 2w 30\n@ 600 NS ns1\n@ 600 NS ns2.other.test.\n\
+             ns1 A 10.0.0.53\nwww A 10.0.0.1\nwww AAAA fd00::1\nnottl.sub 60 A 10.0.0.9\n",
+        )
+        .unwrap();
+        let z = &c.zones[0];
+        assert_eq!(
+            z.ns.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+            ["ns1.example.com.", "ns2.other.test."]
+        );
+        assert_eq!(z.ns_ttl, 600);
+        assert_eq!(
+            (z.soa.mname.to_string(), z.soa.rname.to_string()),
+            ("ns1.example.com.".into(), "admin.example.com.".into())
+        );
+        assert_eq!(
+            (
+                z.soa.refresh,
+                z.soa.retry,
+                z.soa.expire,
+                z.soa.minimum,
+                z.soa.ttl
+            ),
+            (3600, 900, 1_209_600, 30, 3600)
+        );
+        let got: BTreeSet<String> = z
+            .fixed
+            .records()
+            .into_iter()
+            .flat_map(|(_, rs)| {
+                rs.into_iter()
+                    .map(|r| format!("{} {} {}", r.name, r.ttl, r.data))
+            })
+            .collect();
+        let want: BTreeSet<String> = [
+            "api.example.com. 120 192.0.2.1",
+            "ns1.example.com. 300 10.0.0.53",
+            "www.example.com. 300 10.0.0.1",
+            "www.example.com. 300 fd00::1",
+            "nottl.sub.example.com. 60 10.0.0.9",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect();
+        assert_eq!(got, want);
+        // The empty non-terminal between them exists.
+        assert!(
+            z.fixed
+                .node(&"sub.example.com.".parse().unwrap())
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn without_ttl_directive_records_take_the_zone_ttl() {
+        let c = load(ZONE, "www A 10.0.0.1\n").unwrap();
+        assert_eq!(c.zones[0].fixed.records()[0].1[0].ttl, 120);
+        // No SOA or NS in the file: the config's defaults.
+        assert_eq!(c.zones[0].ns[0].to_string(), "ns.privatelink-dns.invalid.");
+    }
+
+    #[test]
+    fn errors_name_the_zone_file_its_line_and_the_key() {
+        let cases: &[(&str, &str, usize, &str)] = &[
+            (
+                "",
+                "www A 10.0.0.1\nwww CNAME x\n",
+                2,
+                "type CNAME is not served",
+            ),
+            (
+                "",
+                "\n\nwww.example.org. A 10.0.0.1\n",
+                3,
+                "is outside its zone example.com.",
+            ),
+            (
+                "",
+                "www 60 A 10.0.0.1\nwww 30 A 10.0.0.2\n",
+                2,
+                "TTL 30 differs from TTL 60",
+            ),
+            ("", "sub NS ns1.other.test.\n", 1, "below the apex"),
+            ("", "www 0 A 10.0.0.1\n", 1, "TTL 0"),
+            (
+                "",
+                "@ SOA a b 1 2 3 4 5\n@ SOA a b 1 2 3 4 5\n",
+                2,
+                "a second SOA",
+            ),
+            ("", "a.*.x A 10.0.0.1\n", 1, "only as the leftmost label"),
+            (
+                "[[zone.record]]\nname = \"www\"\na = [\"192.0.2.1\"]\n",
+                "www A 10.0.0.1\n",
+                1,
+                "already defined by zone[0].record[0]",
+            ),
+            (
+                "[[zone]]\norigin = \"in.example.com\"\n",
+                "x.in A 10.0.0.1\n",
+                1,
+                "inside zone in.example.com., which is configured separately",
+            ),
+        ];
+        for (extra, zone, line, message) in cases {
+            let (path, got_line, key, got) =
+                invalid(load(&format!("{ZONE}{extra}"), zone).unwrap_err());
+            assert!(path.ends_with("zones/example.com.zone"), "{path}");
+            assert_eq!(
+                (got_line, key.as_str()),
+                (*line, "zone[0].file"),
+                "{zone:?}: {got}"
+            );
+            assert!(got.contains(message), "{zone:?}: {got}");
+        }
+    }
+
+    #[test]
+    fn soa_or_ns_in_both_places_and_a_missing_file_are_config_errors() {
+        let (path, _, key, message) = invalid(
+            load(
+                &format!("{ZONE}ns = [\"ns.x.test\"]\n"),
+                "@ NS ns1.x.test.\n",
+            )
+            .unwrap_err(),
+        );
+        assert!(path.ends_with("pldns.toml"));
+        assert_eq!(key, "zone[0].ns");
+        assert!(message.contains("NS records are also in"), "{message}");
+        let (_, _, key, _) = invalid(
+            load(
+                &format!("{ZONE}[zone.soa]\nrefresh = 60\n"),
+                "@ SOA a b 1 2 3 4 5\n",
+            )
+            .unwrap_err(),
+        );
+        assert_eq!(key, "zone[0].soa");
+        let missing = ZONE.replace("zones/example.com.zone", "zones/none.zone");
+        let (path, line, key, message) = invalid(load(&missing, "").unwrap_err());
+        assert!(path.ends_with("pldns.toml"));
+        assert_eq!((line, key.as_str()), (4, "zone[0].file"));
+        assert!(
+            message.contains("cannot read") && message.contains("zones/none.zone"),
+            "{message}"
+        );
+        // An in-zone name server must have addresses, in the file or the config.
+        let (_, _, key, message) = invalid(load(ZONE, "@ NS ns1\n").unwrap_err());
+        assert_eq!(key, "zone[0].ns");
+        assert!(
+            message.contains("has no record with its addresses"),
+            "{message}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod zone_file_round_trip {
+    use super::*;
+
+    /// What `zonefile::render` writes, the reader reads back as the same zone.
+    #[test]
+    fn a_rendered_zone_reads_back_the_same() {
+        let toml = "[[zone]]\norigin = \"rt.example\"\nttl = 77\n\
+            [[zone.record]]\nname = \"@\"\na = [\"192.0.2.1\", \"192.0.2.2\"]\naaaa = [\"2001:db8::1\"]\n\
+            [[zone.record]]\nname = \"a.b.c\"\na = [\"192.0.2.3\"]\nttl = 5\n\
+            [[zone.record]]\nname = \"*.w\"\naaaa = [\"2001:db8::2\"]\n";
+        let from_toml = Config::from_toml(toml, "t").unwrap();
+        let zones = crate::discovery::static_zones(&from_toml);
+        let snap = crate::snapshot::build(&zones, from_toml.server.settings.clone(), None, 7);
+        let zone = snap
+            .zone(&Name::from_ascii("rt.example.").unwrap())
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("rt.zone"), crate::zonefile::render(zone)).unwrap();
+        let config = dir.path().join("c.toml");
+        std::fs::write(
+            &config,
+            "[[zone]]\norigin = \"rt.example\"\nfile = \"rt.zone\"\n",
+        )
+        .unwrap();
+        let from_file = Config::load(&config).unwrap();
+        let (a, b) = (&from_toml.zones[0], &from_file.zones[0]);
+        assert_eq!(a.fixed, b.fixed);
+        assert_eq!((&a.soa, &a.ns, a.ns_ttl), (&b.soa, &b.ns, b.ns_ttl));
     }
 }

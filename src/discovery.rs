@@ -388,6 +388,7 @@ fn resolve_zone(zone: &ZoneConfig, endpoints: &[Endpoint], out: &mut Assembled) 
         ns_ttl: zone.ns_ttl,
         soa: zone.soa.clone(),
         records: records.collect(),
+        fixed: zone.fixed.clone(),
         transfer: zone.transfer.clone(),
     }
 }
@@ -536,6 +537,7 @@ impl DiscoveredZone {
                     aaaa: d.aaaa.into_iter().collect(),
                 })
                 .collect(),
+            fixed: Arc::default(),
             origin: self.origin,
             transfer: self.transfer,
         }
@@ -703,7 +705,11 @@ a = ["192.0.2.1"]
         let a = assemble(&config(""), None);
         let z = zone(&a, "internal.example.com.");
         assert!(record(z, "internal.example.com.").a.is_empty());
-        assert_eq!(record(z, "static.internal.example.com.").a.len(), 1);
+        // A static name is in the zone's fixed index, built once with the config.
+        let fixed = z
+            .fixed
+            .node(&"static.internal.example.com.".parse().unwrap());
+        assert_eq!(fixed.unwrap().count(), 1);
     }
 
     #[test]

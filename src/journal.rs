@@ -202,6 +202,7 @@ mod tests {
             soa: SoaParams::defaults(&origin, ns.clone()),
             ns: vec![ns],
             ns_ttl: 3600,
+            fixed: Default::default(),
             records: vec![
                 RecordData {
                     name: Name::from_ascii("www.j.test.").unwrap(),

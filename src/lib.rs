@@ -24,6 +24,7 @@
 //!   the mass-removal hold; the only caller of [`snapshot::SnapshotStore::update`]
 //!   besides a reload of a config without AWS.
 //! - [`cache`]: the last good inventory on disk, for cold starts.
+//! - [`names`]: one zone's names and pre-encoded RRsets in one buffer, and their builder.
 //! - [`snapshot`]: the immutable table (with what it serves and where that came from),
 //!   its builder and its lookup.
 //! - [`wire`]: header constants, the UDP size rule and the question name both encoders share.
@@ -56,6 +57,7 @@ pub mod http;
 pub mod journal;
 pub mod logging;
 pub mod metrics;
+pub mod names;
 pub mod notify;
 pub mod refresh;
 pub mod server;

@@ -9,21 +9,20 @@
 //! whole new snapshot inside [`SnapshotStore::update`], the one way to publish;
 //! readers never lock. This module does no I/O and knows nothing about sockets.
 
-use std::collections::{BTreeMap, HashSet};
-use std::hash::BuildHasher;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
-use hashbrown::HashTable;
-use hickory_proto::rr::rdata::{A, AAAA, NS, SOA};
+use hickory_proto::rr::rdata::{NS, SOA};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::BinDecodable;
-use rustc_hash::{FxBuildHasher, FxHashMap};
+use rustc_hash::FxHashMap;
 
 use crate::access::{Acl, TransferPolicy, TsigKey};
 use crate::journal::Journal;
-use crate::wire::{HEADER_LEN, MAX_NAME, QName, TYPE_A, TYPE_AAAA};
+pub use crate::names::Node;
+use crate::names::{A_RR_LEN, AAAA_RR_LEN, Names, NamesBuilder};
+use crate::wire::{HEADER_LEN, MAX_NAME, QName};
 
 /// SOA timers of a zone (RFC 1035 3.3.13). The serial is not here: the builder owns it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +78,9 @@ pub struct ZoneData<R = RecordData> {
     pub ns_ttl: u32,
     pub soa: SoaParams,
     pub records: Vec<R>,
+    /// Names whose addresses never change (static records, a zone file), indexed once
+    /// when the config is read; a snapshot of a zone without other records shares it.
+    pub fixed: Arc<Names>,
     /// Who may transfer the zone, and whom to NOTIFY.
     pub transfer: Arc<TransferPolicy>,
 }
@@ -180,203 +182,6 @@ impl Served {
     }
 }
 
-/// Size of one pre-encoded A RR: pointer, type, class, TTL, RDLENGTH, 4 bytes.
-const A_RR_LEN: usize = 16;
-/// Size of one pre-encoded AAAA RR: pointer, type, class, TTL, RDLENGTH, 16 bytes.
-const AAAA_RR_LEN: usize = 28;
-
-/// The record sets at one owner name, pre-encoded for an answer section whose owner
-/// is the question name (compression pointer 0xC00C): built once, copied per query.
-/// A view into its zone's [`Names`]. An empty node is an empty non-terminal.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Node<'z> {
-    a: &'z [u8],
-    aaaa: &'z [u8],
-}
-
-impl<'z> Node<'z> {
-    pub fn is_empty(&self) -> bool {
-        self.a.is_empty() && self.aaaa.is_empty()
-    }
-
-    /// The pre-encoded RRset of `qtype` (A or AAAA) and its RR count; empty for
-    /// other types or when the name has none.
-    #[inline]
-    pub fn rrset(&self, qtype: u16) -> (&'z [u8], u16) {
-        match qtype {
-            TYPE_A => (self.a, (self.a.len() / A_RR_LEN) as u16),
-            TYPE_AAAA => (self.aaaa, (self.aaaa.len() / AAAA_RR_LEN) as u16),
-            _ => (&[], 0),
-        }
-    }
-
-    /// The A records, owned by `owner`.
-    pub fn a_records(&self, owner: &Name) -> Vec<Record> {
-        decode(self.a, A_RR_LEN, owner, |rdata| {
-            <[u8; 4]>::try_from(rdata).map(|b| RData::A(A(Ipv4Addr::from(b))))
-        })
-    }
-
-    /// The AAAA records, owned by `owner`.
-    pub fn aaaa_records(&self, owner: &Name) -> Vec<Record> {
-        decode(self.aaaa, AAAA_RR_LEN, owner, |rdata| {
-            <[u8; 16]>::try_from(rdata).map(|b| RData::AAAA(AAAA(Ipv6Addr::from(b))))
-        })
-    }
-
-    fn count(&self) -> usize {
-        self.a.len() / A_RR_LEN + self.aaaa.len() / AAAA_RR_LEN
-    }
-}
-
-/// Names being built: lower-cased wire name to (A RRset, AAAA RRset), in name order.
-type Entries = BTreeMap<Box<[u8]>, (Vec<u8>, Vec<u8>)>;
-
-/// Every name of a zone with its RRsets, in one buffer found through a table of
-/// offsets: one allocation per zone, not three per name (issue #15).
-#[derive(Clone, Default)]
-struct Names {
-    /// Entries back to back, sorted by name: the lower-cased wire name after its
-    /// length (one byte), then the A RRset and the AAAA RRset, each after its length
-    /// (four bytes).
-    arena: Box<[u8]>,
-    /// Offsets of the entries in `arena`, hashed by name.
-    table: HashTable<u32>,
-}
-
-impl Names {
-    /// From (lower-cased wire name, A RRset, AAAA RRset), in name order.
-    fn build(entries: Entries) -> Names {
-        let size: usize = entries
-            .iter()
-            .map(|(name, (a, aaaa))| 1 + name.len() + 8 + a.len() + aaaa.len())
-            .sum();
-        let mut arena = Vec::with_capacity(size);
-        let mut offsets = Vec::with_capacity(entries.len());
-        for (name, (a, aaaa)) in &entries {
-            let Ok(at) = u32::try_from(arena.len()) else {
-                tracing::error!("a zone of more than 4 GB cannot be indexed; names left out");
-                break;
-            };
-            offsets.push(at);
-            arena.push(name.len() as u8);
-            arena.extend_from_slice(name);
-            for rrset in [a, aaaa] {
-                arena.extend_from_slice(&(rrset.len() as u32).to_be_bytes());
-                arena.extend_from_slice(rrset);
-            }
-        }
-        let mut names = Names {
-            arena: arena.into_boxed_slice(),
-            table: HashTable::with_capacity(offsets.len()),
-        };
-        for at in offsets {
-            let hash = hash(names.name_at(at));
-            let (arena, table) = (&names.arena, &mut names.table);
-            table.insert_unique(hash, at, |&other| hash_at(arena, other));
-        }
-        names
-    }
-
-    fn name_at(&self, at: u32) -> &[u8] {
-        name_at(&self.arena, at)
-    }
-
-    /// The node of the entry at `at`, and where the next entry starts.
-    fn entry_at(&self, at: u32) -> (&[u8], Node<'_>, usize) {
-        let name = self.name_at(at);
-        let mut pos = at as usize + 1 + name.len();
-        let mut rrset = || {
-            let len = u32::from_be_bytes(self.arena[pos..pos + 4].try_into().unwrap_or([0; 4]));
-            let bytes = &self.arena[pos + 4..pos + 4 + len as usize];
-            pos += 4 + len as usize;
-            bytes
-        };
-        let (a, aaaa) = (rrset(), rrset());
-        (name, Node { a, aaaa }, pos)
-    }
-
-    /// The offset of `name`'s entry.
-    #[inline]
-    fn find(&self, name: &[u8]) -> Option<u32> {
-        let found = self.table.find(hash(name), |&at| self.name_at(at) == name);
-        found.copied()
-    }
-
-    #[inline]
-    fn get(&self, name: &[u8]) -> Option<Node<'_>> {
-        Some(self.entry_at(self.find(name)?).1)
-    }
-
-    fn contains(&self, name: &[u8]) -> bool {
-        self.find(name).is_some()
-    }
-
-    /// Every (wire name, node), in name order.
-    fn iter(&self) -> impl Iterator<Item = (&[u8], Node<'_>)> {
-        let mut at = 0;
-        std::iter::from_fn(move || {
-            if at >= self.arena.len() {
-                return None;
-            }
-            let (name, node, next) = self.entry_at(at as u32);
-            at = next;
-            Some((name, node))
-        })
-    }
-}
-
-impl PartialEq for Names {
-    fn eq(&self, other: &Self) -> bool {
-        self.arena == other.arena // entries are in name order: the same names, the same bytes
-    }
-}
-
-impl std::fmt::Debug for Names {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "Names({} names, {} bytes)",
-            self.table.len(),
-            self.arena.len()
-        )
-    }
-}
-
-fn name_at(arena: &[u8], at: u32) -> &[u8] {
-    let at = at as usize;
-    let len = usize::from(arena[at]);
-    &arena[at + 1..at + 1 + len]
-}
-
-#[inline]
-fn hash(name: &[u8]) -> u64 {
-    FxBuildHasher.hash_one(name)
-}
-
-fn hash_at(arena: &[u8], at: u32) -> u64 {
-    hash(name_at(arena, at))
-}
-
-/// Records back from a pre-encoded RRset (fixed-size RRs, TTL at byte 6, RDATA at 12).
-fn decode<E>(
-    wire: &[u8],
-    rr_len: usize,
-    owner: &Name,
-    rdata: impl Fn(&[u8]) -> Result<RData, E>,
-) -> Vec<Record> {
-    wire.chunks_exact(rr_len)
-        .filter_map(|rr| {
-            let ttl = u32::from_be_bytes([rr[6], rr[7], rr[8], rr[9]]);
-            Some(Record::from_rdata(
-                owner.clone(),
-                ttl,
-                rdata(&rr[12..]).ok()?,
-            ))
-        })
-        .collect()
-}
-
 /// The SOA RR of negative answers, but for its owner and RDLENGTH. MNAME and RNAME
 /// are compressed per answer against the question name (which ends in the apex), so
 /// querying the name server's own name costs two bytes, as in Knot and NSD.
@@ -475,7 +280,7 @@ pub struct Zone {
     /// TTL for the SOA in negative answers: min(SOA TTL, SOA minimum) (RFC 2308 section 3).
     pub negative_ttl: u32,
     pub ns: Vec<Record>,
-    nodes: Names,
+    nodes: Arc<Names>,
     negative: NegativeSoa,
     transfer: Arc<TransferPolicy>,
 }
@@ -741,7 +546,7 @@ fn build_zone(data: &ZoneData) -> Zone {
         .map(|n| Record::from_rdata(origin.clone(), data.ns_ttl, RData::NS(NS(n.clone()))))
         .collect();
     Zone {
-        nodes: build_nodes(&origin, &data.records),
+        nodes: build_nodes(&origin, data),
         soa: Record::from_rdata(origin.clone(), data.soa.ttl, RData::SOA(soa)),
         origin,
         negative_ttl,
@@ -751,54 +556,28 @@ fn build_zone(data: &ZoneData) -> Zone {
     }
 }
 
-/// Every name of the zone, and every empty non-terminal above one (RFC 8020).
-fn build_nodes(origin: &Name, records: &[RecordData]) -> Names {
-    let key = |name: &Name| QName::from_name(name).map(|q| Box::<[u8]>::from(q.as_bytes()));
-    let mut nodes = Entries::new();
-    nodes.extend(key(origin).map(|k| (k, Default::default())));
-    for rec in records {
+/// Every name of the zone, and every empty non-terminal above one (RFC 8020): the
+/// fixed names, shared as they are when the zone has no other records.
+fn build_nodes(origin: &Name, data: &ZoneData) -> Arc<Names> {
+    if data.records.is_empty() && !data.fixed.is_empty() {
+        return data.fixed.clone();
+    }
+    let origin = QName::from_name(origin).map_or(vec![0], |q| q.as_bytes().to_vec());
+    let mut builder = NamesBuilder::new(&origin);
+    builder.add_names(&data.fixed);
+    for rec in &data.records {
         let owner = rec.name.to_lowercase();
-        let Some(owner_key) = key(&owner) else {
+        let Some(key) = QName::from_name(&owner) else {
             tracing::error!(name = %owner, "record name cannot be indexed; not served");
             continue;
         };
-        let (a, aaaa) = nodes.entry(owner_key).or_default();
-        let v4 = distinct(&rec.a).map(|ip| ip.octets().to_vec());
-        encode_rrset(a, RecordType::A, rec.ttl, v4);
-        let v6 = distinct(&rec.aaaa).map(|ip| ip.octets().to_vec());
-        encode_rrset(aaaa, RecordType::AAAA, rec.ttl, v6);
-        let mut parent = owner.base_name();
-        while origin.zone_of(&parent) && parent.num_labels() > origin.num_labels() {
-            if let Some(k) = key(&parent) {
-                nodes.entry(k).or_default();
-            }
-            parent = parent.base_name();
+        builder.add_name(key.as_bytes());
+        let ips = rec.a.iter().map(|&v4| IpAddr::V4(v4));
+        for ip in ips.chain(rec.aaaa.iter().map(|&v6| IpAddr::V6(v6))) {
+            builder.add(key.as_bytes(), rec.ttl, 0, ip);
         }
     }
-    Names::build(nodes)
-}
-
-/// `items` without repeats, in their order.
-fn distinct<T: Copy + Eq + std::hash::Hash>(items: &[T]) -> impl Iterator<Item = T> + '_ {
-    let mut seen = HashSet::with_capacity(items.len());
-    items.iter().copied().filter(move |item| seen.insert(*item))
-}
-
-/// Appends one RR per RDATA to `out`, each owned by a pointer to the question.
-fn encode_rrset(
-    out: &mut Vec<u8>,
-    rtype: RecordType,
-    ttl: u32,
-    rdatas: impl Iterator<Item = Vec<u8>>,
-) {
-    for rdata in rdatas {
-        out.extend_from_slice(&[0xC0, 0x0C]);
-        out.extend_from_slice(&u16::from(rtype).to_be_bytes());
-        out.extend_from_slice(&u16::from(DNSClass::IN).to_be_bytes());
-        out.extend_from_slice(&ttl.to_be_bytes());
-        out.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
-        out.extend_from_slice(&rdata);
-    }
+    Arc::new(builder.finish().0)
 }
 
 /// The parts of the negative SOA RR that do not depend on the question.
@@ -896,6 +675,20 @@ impl SnapshotStore {
     }
 }
 
+/// Fixes glibc's mmap threshold at 256 KiB, once at start. glibc raises the threshold
+/// to the size of each large block freed (up to 32 MiB), so after the first reload the
+/// staging and index buffers of the next one come from the heap, where their pages
+/// stay after they are freed: the reload peak grew by 5 MB over five reloads of
+/// 100,000 names (issue #15). A fixed threshold keeps them mapped, and unmapped when
+/// freed. Nothing on the query path allocates blocks this large.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt sets one allocator parameter; it takes no pointers.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+    }
+}
+
 /// Gives the memory freed by a rebuild (the old snapshot, a parsed config, the
 /// assembled zones: many small blocks) back to the OS. glibc's malloc keeps freed
 /// small blocks in its arenas, so without this the resident size grows with every
@@ -912,6 +705,7 @@ fn return_freed_memory() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::TYPE_A;
 
     fn name(s: &str) -> Name {
         Name::from_ascii(s).unwrap()
@@ -922,6 +716,7 @@ mod tests {
             origin: name("example.com."),
             ns: vec![name("ns1.example.com.")],
             ns_ttl: 3600,
+            fixed: Default::default(),
             soa: SoaParams {
                 mname: name("ns1.example.com."),
                 rname: name("hostmaster.example.com."),

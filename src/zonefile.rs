@@ -1,10 +1,26 @@
-//! Renders a built zone as an RFC 1035 master file, for other servers to load the
-//! same data (the Knot DNS differential test, the benchmarks) and for operators
-//! who want to see what is served.
+//! RFC 1035 master files, both ways.
+//!
+//! - [`render`]: a built zone as a master file, for other servers to load the same
+//!   data (the Knot DNS differential test, the benchmarks) and for operators who want
+//!   to see what is served.
+//! - [`read`]: the records of a master file, one at a time, for `[[zone]] file`: the
+//!   way to give a zone thousands of static names (issue #15: a TOML document costs
+//!   about 40 bytes of parser memory per byte; this costs one line at a time).
+//!
+//! The reader takes the subset privatelink-dns serves: A and AAAA records anywhere in
+//! the zone, SOA and NS at the apex; `$ORIGIN` and `$TTL`; relative names, `@`,
+//! owners left blank, parentheses, comments, class IN, TTLs with units ("1h").
+//! Anything else (another type, `$INCLUDE`, `$GENERATE`) is an error that names the
+//! line, never skipped. (hickory-proto's parser reads the whole file into records
+//! first and its errors carry no line, so it is not used here; its name and TTL
+//! parsers are.)
 
 use std::fmt::Write as _;
+use std::io::BufRead;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use hickory_proto::rr::Record;
+use hickory_proto::rr::{Name, Record};
+use hickory_proto::serialize::txt::parse_ttl;
 
 use crate::snapshot::Zone;
 
@@ -38,6 +54,373 @@ pub fn render(zone: &Zone) -> String {
     out
 }
 
+/// Longest line read, in bytes: a bound for a file that is not a zone file.
+pub const MAX_LINE: u64 = 64 * 1024;
+
+/// One record of a master file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The line the record starts on, from 1.
+    pub line: usize,
+    /// Absolute, as written (not lower-cased).
+    pub owner: Name,
+    /// The owner is the one of the record before (written the same, or left blank),
+    /// so a reader can skip checking it again.
+    pub same_owner: bool,
+    pub ttl: u32,
+    pub data: Data,
+}
+
+/// The data of a record the reader takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Data {
+    A(Ipv4Addr),
+    Aaaa(Ipv6Addr),
+    Ns(Name),
+    /// The serial is left out: privatelink-dns keeps its own.
+    Soa {
+        mname: Name,
+        rname: Name,
+        refresh: u32,
+        retry: u32,
+        expire: u32,
+        minimum: u32,
+    },
+}
+
+/// Why a master file could not be read: the line, and what is wrong there.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {message}")]
+pub struct ReadError {
+    pub line: usize,
+    pub message: String,
+}
+
+/// Reads `input`, a master file for zone `origin`, and hands each record to `each`
+/// in file order; a message from `each` becomes the error of that record's line. A
+/// record without a TTL takes the last `$TTL`, else `default_ttl`.
+pub fn read(
+    input: impl BufRead,
+    origin: &Name,
+    default_ttl: u32,
+    mut each: impl FnMut(Entry) -> Result<(), String>,
+) -> Result<(), ReadError> {
+    let mut lines = Lines {
+        input,
+        line: 0,
+        buf: String::new(),
+    };
+    let mut state = State {
+        origin: origin.clone(),
+        ttl: default_ttl,
+        owner: None,
+    };
+    let mut entry = Tokens::default();
+    while lines.next_entry(&mut entry)? {
+        let fail = |message: String| ReadError {
+            line: entry.line,
+            message,
+        };
+        if let Some(record) = state.entry(&entry).map_err(fail)? {
+            each(record).map_err(fail)?;
+        }
+    }
+    Ok(())
+}
+
+/// What earlier lines set: `$ORIGIN`, `$TTL`, the last owner (with its text, so a
+/// run of records of one owner parses it once).
+struct State {
+    origin: Name,
+    ttl: u32,
+    owner: Option<(String, Name)>,
+}
+
+impl State {
+    /// A directive changes the state (`None`); a record comes back.
+    fn entry(&mut self, entry: &Tokens) -> Result<Option<Entry>, String> {
+        let mut tokens = entry.iter();
+        let (owner, same_owner) = if entry.blank_owner {
+            let (_, owner) = self
+                .owner
+                .as_ref()
+                .ok_or("a record with a blank owner needs a record before it")?;
+            (owner.clone(), true)
+        } else {
+            let first = tokens.next().unwrap_or_default();
+            let directive = if first.starts_with('$') {
+                first.to_ascii_uppercase()
+            } else {
+                String::new()
+            };
+            match directive.as_str() {
+                "$ORIGIN" => {
+                    self.origin = self.name(one(tokens, "$ORIGIN")?)?;
+                    self.owner = None;
+                    return Ok(None);
+                }
+                "$TTL" => {
+                    self.ttl = ttl(one(tokens, "$TTL")?)?;
+                    return Ok(None);
+                }
+                d if d.starts_with('$') => {
+                    return Err(format!("{first} is not supported (only $ORIGIN and $TTL)"));
+                }
+                _ => match &self.owner {
+                    Some((text, name)) if text == first => (name.clone(), true),
+                    _ => {
+                        let name = self.name(first)?;
+                        self.owner = Some((first.to_string(), name.clone()));
+                        (name, false)
+                    }
+                },
+            }
+        };
+        let mut ttl_here = None;
+        let rtype = loop {
+            let token = tokens.next().ok_or("the record has no type")?;
+            if token.starts_with(|c: char| c.is_ascii_digit()) && ttl_here.is_none() {
+                ttl_here = Some(self::ttl(token)?);
+            } else if token.eq_ignore_ascii_case("IN") {
+                continue;
+            } else if ["CH", "HS", "CS", "ANY", "NONE"]
+                .iter()
+                .any(|c| token.eq_ignore_ascii_case(c))
+                || token
+                    .get(..5)
+                    .is_some_and(|p| p.eq_ignore_ascii_case("CLASS"))
+            {
+                return Err(format!("class {token}: only IN is served"));
+            } else {
+                break token;
+            }
+        };
+        let data = self.data(rtype, tokens)?;
+        Ok(Some(Entry {
+            line: entry.line,
+            owner,
+            same_owner,
+            ttl: ttl_here.unwrap_or(self.ttl),
+            data,
+        }))
+    }
+
+    fn data<'t>(&self, rtype: &str, rdata: impl Iterator<Item = &'t str>) -> Result<Data, String> {
+        let mut fields = [""; 8];
+        let mut n = 0;
+        for field in rdata {
+            if let Some(slot) = fields.get_mut(n) {
+                *slot = field;
+            }
+            n += 1;
+        }
+        let count = |want: usize| {
+            if n == want {
+                Ok(())
+            } else {
+                let s = if want == 1 { "" } else { "s" };
+                Err(format!("{rtype} takes {want} field{s}, found {n}"))
+            }
+        };
+        let f = &fields;
+        if rtype.eq_ignore_ascii_case("A") {
+            count(1)?;
+            let ip = f[0]
+                .parse()
+                .map_err(|_| format!("{:?} is not an IPv4 address", f[0]))?;
+            Ok(Data::A(ip))
+        } else if rtype.eq_ignore_ascii_case("AAAA") {
+            count(1)?;
+            let ip = f[0]
+                .parse()
+                .map_err(|_| format!("{:?} is not an IPv6 address", f[0]))?;
+            Ok(Data::Aaaa(ip))
+        } else if rtype.eq_ignore_ascii_case("NS") {
+            count(1)?;
+            Ok(Data::Ns(self.name(f[0])?))
+        } else if rtype.eq_ignore_ascii_case("SOA") {
+            count(7)?;
+            f[2].parse::<u32>()
+                .map_err(|_| format!("SOA serial {:?} is not a number", f[2]))?;
+            Ok(Data::Soa {
+                mname: self.name(f[0])?,
+                rname: self.name(f[1])?,
+                refresh: ttl(f[3])?,
+                retry: ttl(f[4])?,
+                expire: ttl(f[5])?,
+                minimum: ttl(f[6])?,
+            })
+        } else {
+            Err(format!(
+                "type {} is not served: privatelink-dns serves A and AAAA records, and SOA and NS at the apex",
+                rtype.to_ascii_uppercase()
+            ))
+        }
+    }
+
+    /// `@`, a name relative to the current origin, or an absolute name. Master files
+    /// are ASCII: escapes are read, IDNA is not applied.
+    fn name(&self, text: &str) -> Result<Name, String> {
+        if text == "@" {
+            return Ok(self.origin.clone());
+        }
+        let bad = |e: hickory_proto::ProtoError| format!("{text:?} is not a domain name: {e}");
+        let name = Name::from_ascii(text).map_err(bad)?;
+        if name.is_fqdn() {
+            return Ok(name);
+        }
+        let mut name = name.append_domain(&self.origin).map_err(bad)?;
+        name.set_fqdn(true);
+        Ok(name)
+    }
+}
+
+/// The one argument of a directive.
+fn one<'a>(mut tokens: impl Iterator<Item = &'a str>, directive: &str) -> Result<&'a str, String> {
+    match (tokens.next(), tokens.next()) {
+        (Some(arg), None) => Ok(arg),
+        _ => Err(format!("{directive} takes one argument")),
+    }
+}
+
+/// A TTL or SOA timer: seconds, or with units ("1h30m"), at most 2^31 - 1.
+fn ttl(text: &str) -> Result<u32, String> {
+    match parse_ttl(text) {
+        Ok(v) if v <= i32::MAX as u32 => Ok(v),
+        Ok(_) => Err(format!(
+            "{text:?} is more than 2147483647 (RFC 2181 section 8)"
+        )),
+        Err(_) => Err(format!("{text:?} is not a TTL")),
+    }
+}
+
+/// One entry's tokens: a line, or lines joined by parentheses. Reused from entry to
+/// entry: the tokens are ranges of one string.
+#[derive(Debug, Default)]
+struct Tokens {
+    line: usize,
+    blank_owner: bool,
+    text: String,
+    ends: Vec<(usize, usize)>,
+}
+
+impl Tokens {
+    fn clear(&mut self) {
+        self.text.clear();
+        self.ends.clear();
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &str> {
+        self.ends.iter().map(|&(a, b)| &self.text[a..b])
+    }
+
+    fn push(&mut self, token: &str) {
+        let start = self.text.len();
+        self.text.push_str(token);
+        self.ends.push((start, self.text.len()));
+    }
+}
+
+/// Entries from lines, one line in memory at a time.
+struct Lines<R> {
+    input: R,
+    line: usize,
+    buf: String,
+}
+
+impl<R: BufRead> Lines<R> {
+    /// The next entry into `entry`; false at the end.
+    fn next_entry(&mut self, entry: &mut Tokens) -> Result<bool, ReadError> {
+        entry.clear();
+        let mut depth = 0usize;
+        loop {
+            self.buf.clear();
+            let read = std::io::Read::take(&mut self.input, MAX_LINE + 1)
+                .read_line(&mut self.buf)
+                .map_err(|e| self.error(e.to_string()))?;
+            if read == 0 {
+                return match depth {
+                    0 => Ok(false),
+                    _ => Err(ReadError {
+                        line: entry.line,
+                        message: "a parenthesis is not closed".into(),
+                    }),
+                };
+            }
+            self.line += 1;
+            if read as u64 > MAX_LINE {
+                return Err(self.error(format!("a line longer than {MAX_LINE} bytes")));
+            }
+            if depth == 0 {
+                entry.line = self.line;
+                entry.blank_owner = self.buf.starts_with([' ', '\t']);
+            }
+            depth = tokenize(&self.buf, depth, entry).map_err(|m| self.error(m))?;
+            if depth == 0 && !entry.ends.is_empty() {
+                return Ok(true);
+            }
+        }
+    }
+
+    fn error(&self, message: String) -> ReadError {
+        ReadError {
+            line: self.line.max(1),
+            message,
+        }
+    }
+}
+
+/// Splits one line into `tokens`; returns the parenthesis depth after it. A
+/// backslash keeps the next character in the token (the name parser reads the
+/// escape); a quoted string is one token; `;` starts a comment. Works on bytes: every
+/// delimiter is ASCII, so a token never ends inside a character.
+fn tokenize(line: &str, mut depth: usize, tokens: &mut Tokens) -> Result<usize, String> {
+    let bytes = line.as_bytes();
+    // Past a backslash at `i`: the escaped character too.
+    let escaped = |i: usize| i + 1 + line[i + 1..].chars().next().map_or(0, char::len_utf8);
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b';' => break,
+            b' ' | b'\t' | b'\r' | b'\n' => i += 1,
+            b'(' => {
+                depth += 1;
+                i += 1;
+            }
+            b')' => {
+                depth = depth.checked_sub(1).ok_or("a `)` without its `(`")?;
+                i += 1;
+            }
+            b'"' => {
+                let mut j = i + 1;
+                loop {
+                    match bytes.get(j) {
+                        None => return Err("a quoted string does not end on its line".into()),
+                        Some(b'"') => break,
+                        Some(b'\\') => j = escaped(j),
+                        Some(_) => j += 1,
+                    }
+                }
+                tokens.push(&line[i + 1..j]);
+                i = j + 1;
+            }
+            _ => {
+                let mut j = i;
+                while let Some(&c) = bytes.get(j) {
+                    match c {
+                        b'\\' => j = escaped(j),
+                        b' ' | b'\t' | b'\r' | b'\n' | b'(' | b')' | b';' | b'"' => break,
+                        _ => j += 1,
+                    }
+                }
+                tokens.push(&line[i..j.min(line.len())]);
+                i = j;
+            }
+        }
+    }
+    Ok(depth)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -59,5 +442,164 @@ mod tests {
         assert!(text.contains("api.internal.example.com. 60 IN AAAA fd00:ec2::16\n"));
         assert!(text.contains(" IN SOA ns.privatelink-dns.invalid. hostmaster.internal.example.com. 42 3600 900 1209600 60\n"));
         assert_eq!(text.lines().count(), 1 + 1 + 1 + 3 + 4);
+    }
+}
+
+#[cfg(test)]
+mod read_tests {
+    use super::*;
+
+    fn origin() -> Name {
+        Name::from_ascii("example.com.").unwrap()
+    }
+
+    fn all(text: &str) -> Result<Vec<Entry>, ReadError> {
+        let mut out = Vec::new();
+        read(text.as_bytes(), &origin(), 300, |e| {
+            out.push(e);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    fn err(text: &str) -> ReadError {
+        all(text).expect_err(text)
+    }
+
+    fn n(s: &str) -> Name {
+        Name::from_ascii(s).unwrap()
+    }
+
+    #[test]
+    fn reads_what_is_served() {
+        let text = "; a comment\n\
+            $TTL 1h\n\
+            @ 3600 IN SOA ns1 hostmaster.example.com. ( 2024010101 ; serial\n\
+            \t1h 15m 2w 60 )\n\
+            @ IN NS ns1\n\
+            ns1 60 IN A 10.0.0.53\n\
+            api A 10.0.0.1\n\
+            \tA 10.0.0.2 ; same owner\n\
+            api.example.com. IN 30 AAAA fd00::1\n\
+            $ORIGIN sub.example.com.\n\
+            *\tA 10.9.9.9\n";
+        let got = all(text).unwrap();
+        let summary: Vec<_> = got
+            .iter()
+            .map(|e| (e.line, e.owner.to_string(), e.ttl))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (3, "example.com.".into(), 3600),
+                (5, "example.com.".into(), 3600),
+                (6, "ns1.example.com.".into(), 60),
+                (7, "api.example.com.".into(), 3600),
+                (8, "api.example.com.".into(), 3600),
+                (9, "api.example.com.".into(), 30),
+                (11, "*.sub.example.com.".into(), 3600),
+            ]
+        );
+        assert_eq!(
+            got[0].data,
+            Data::Soa {
+                mname: n("ns1.example.com."),
+                rname: n("hostmaster.example.com."),
+                refresh: 3600,
+                retry: 900,
+                expire: 1_209_600,
+                minimum: 60
+            }
+        );
+        assert_eq!(got[1].data, Data::Ns(n("ns1.example.com.")));
+        assert_eq!(got[3].data, Data::A("10.0.0.1".parse().unwrap()));
+        assert_eq!(got[5].data, Data::Aaaa("fd00::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn a_record_without_ttl_takes_the_default_until_a_ttl_directive() {
+        let got = all("a A 10.0.0.1\n$TTL 42\nb A 10.0.0.2\n").unwrap();
+        assert_eq!(got[0].ttl, 300);
+        assert_eq!(got[1].ttl, 42);
+    }
+
+    #[test]
+    fn escapes_and_quotes_stay_in_their_token() {
+        let got = all("a\\.b A 10.0.0.1\n").unwrap();
+        assert_eq!(got[0].owner.num_labels(), 3);
+        assert_eq!(got[0].owner.to_ascii(), "a\\.b.example.com.");
+        // A quoted `;` or `(` is not a comment or a group: the line fails on its type.
+        let e = err("x TXT \"a ; ( b\"\ny A 10.0.0.1\n");
+        assert_eq!(e.line, 1);
+        assert!(e.message.contains("type TXT is not served"), "{e}");
+    }
+
+    #[test]
+    fn every_error_names_its_line() {
+        let cases: &[(&str, usize, &str)] = &[
+            ("a A 10.0.0.1\nb CNAME a\n", 2, "type CNAME is not served"),
+            ("a A 10.0.0.256\n", 1, "is not an IPv4 address"),
+            ("a AAAA 10.0.0.1\n", 1, "is not an IPv6 address"),
+            ("a A 10.0.0.1 10.0.0.2\n", 1, "A takes 1 field, found 2"),
+            ("\n\na CH A 10.0.0.1\n", 3, "class CH: only IN is served"),
+            ("$INCLUDE other.zone\n", 1, "$INCLUDE is not supported"),
+            (
+                "$GENERATE 1-9 x$ A 10.0.0.$\n",
+                1,
+                "$GENERATE is not supported",
+            ),
+            ("$TTL\n", 1, "$TTL takes one argument"),
+            ("$TTL 9999999999\n", 1, "is not a TTL"),
+            ("a 4294967295 A 10.0.0.1\n", 1, "more than 2147483647"),
+            ("\tA 10.0.0.1\n", 1, "blank owner needs a record before it"),
+            ("a\n", 1, "the record has no type"),
+            (
+                "@ SOA a b ( 1 2 3\n 4 5\n",
+                1,
+                "a parenthesis is not closed",
+            ),
+            ("a A 10.0.0.1 )\n", 1, "a `)` without its `(`"),
+            ("a TXT \"open\n", 1, "quoted string does not end"),
+            (
+                "@ SOA a b serial 1 2 3 4\n",
+                1,
+                "SOA serial \"serial\" is not a number",
+            ),
+            ("@ SOA a b 1 2 3 4\n", 1, "SOA takes 7 fields, found 6"),
+            ("a..b A 10.0.0.1\n", 1, "is not a domain name"),
+        ];
+        for (text, line, message) in cases {
+            let e = err(text);
+            assert_eq!(e.line, *line, "{text:?}: {e}");
+            assert!(e.message.contains(message), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_message_from_the_caller_names_the_line() {
+        let e = read(
+            "a A 10.0.0.1\nb A 10.0.0.2\n".as_bytes(),
+            &origin(),
+            60,
+            |e| {
+                if e.owner.to_ascii().starts_with('b') {
+                    Err("no b".into())
+                } else {
+                    Ok(())
+                }
+            },
+        )
+        .unwrap_err();
+        assert_eq!((e.line, e.message.as_str()), (2, "no b"));
+    }
+
+    #[test]
+    fn a_line_without_end_is_bounded() {
+        let text = "a".repeat(MAX_LINE as usize + 10);
+        let e = err(&text);
+        assert!(e.message.contains("longer than"), "{e}");
+        let bytes = [b'a', b' ', b'A', b' ', 0xff, b'\n'];
+        let e = read(&bytes[..], &origin(), 60, |_| Ok(())).unwrap_err();
+        assert_eq!(e.line, 1, "{e}");
     }
 }

@@ -45,6 +45,31 @@ fn every_example_config_parses() {
     }
 }
 
+/// A bad zone file exits 64 naming the zone file, its line and the `file` key.
+#[test]
+fn a_bad_zone_file_exits_64_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pldns.toml");
+    let zone = dir.path().join("z.zone");
+    std::fs::write(
+        &path,
+        "[[zone]]\norigin = \"example.com\"\nfile = \"z.zone\"\n",
+    )
+    .unwrap();
+    std::fs::write(&zone, "; header\nwww A 10.0.0.1\nwww A 10.0.0.300\n").unwrap();
+    for args in [vec!["check-config", "--config"], vec!["--config"]] {
+        let out = Command::new(BIN).args(&args).arg(&path).output().unwrap();
+        assert_eq!(out.status.code(), Some(64), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("{}:3:", zone.display())), "{err}");
+        assert!(
+            err.contains("key `zone[0].file`") && err.contains("not an IPv4 address"),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1, "one clean line: {err}");
+    }
+}
+
 /// (file content, line, key) for errors that must exit 64 naming file, line and key.
 #[test]
 fn bad_configs_exit_64_naming_file_line_and_key() {
@@ -261,7 +286,7 @@ fn reference_config_and_docs_show_every_key() {
                 "removal-hold",
             ],
         ),
-        ("zone", &["origin", "ttl", "ns", "soa"]),
+        ("zone", &["origin", "ttl", "ns", "soa", "file"]),
         (
             "zone.soa",
             &[

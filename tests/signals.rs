@@ -117,6 +117,45 @@ fn ask(addr: SocketAddr) -> Vec<String> {
         .collect()
 }
 
+/// A zone file is part of the config: SIGHUP reads it again; a bad one is refused with
+/// its own path, line and key, and the last good data keeps serving.
+#[test]
+fn sighup_rereads_a_zone_file_and_refuses_a_bad_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    let zone = dir.path().join("example.com.zone");
+    let port = support::free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    std::fs::write(
+        &path,
+        format!("[server]\nlisten = [\"127.0.0.1:{port}\"]\n[[zone]]\norigin = \"example.com\"\nfile = \"example.com.zone\"\n"),
+    )
+    .unwrap();
+    std::fs::write(&zone, "$TTL 60\nwww A 192.0.2.1\n").unwrap();
+    let mut d = Daemon::start(&path);
+    assert_eq!(ask(addr), ["192.0.2.1"]);
+
+    std::fs::write(&zone, "$TTL 60\nwww A 192.0.2.2\n  A 192.0.2.3\n").unwrap();
+    d.signal("-HUP");
+    d.wait_log("config reloaded");
+    let mut got = ask(addr);
+    got.sort();
+    assert_eq!(got, ["192.0.2.2", "192.0.2.3"]);
+
+    std::fs::write(&zone, "$TTL 60\nwww A 192.0.2.4\nwww MX 10 mail\n").unwrap();
+    d.signal("-HUP");
+    let line = d.wait_log("reload refused");
+    assert!(
+        line.contains("example.com.zone:3:")
+            && line.contains("zone[0].file")
+            && line.contains("type MX"),
+        "{line}"
+    );
+    let mut got = ask(addr);
+    got.sort();
+    assert_eq!(got, ["192.0.2.2", "192.0.2.3"]);
+}
+
 #[test]
 fn sighup_reloads_valid_config_and_refuses_invalid_one() {
     let dir = tempfile::tempdir().unwrap();
