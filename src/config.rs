@@ -1002,27 +1002,11 @@ fn check_zones(
     files: &[ZoneFile],
     nameserver: &Name,
 ) -> Result<Vec<ZoneConfig>, ConfigError> {
-    // Origins first, so that each record can be checked against the zones below its own.
-    let origins: Vec<Option<Name>> = files
-        .iter()
-        .enumerate()
-        .map(|(zi, z)| parse_fqdn(src, &z.origin, &format!("zone[{zi}].origin")).ok())
-        .collect();
+    let nested = nested_zones(src, files);
     let mut zones = Vec::with_capacity(files.len());
     let mut seen_origins: HashMap<LowerName, usize> = HashMap::new();
     for (zi, z) in files.iter().enumerate() {
-        let nested: Vec<Name> = origins
-            .iter()
-            .enumerate()
-            .filter_map(|(i, o)| o.as_ref().filter(|_| i != zi))
-            .filter(|o| {
-                origins[zi]
-                    .as_ref()
-                    .is_some_and(|own| own.zone_of(o) && *o != own)
-            })
-            .cloned()
-            .collect();
-        let zone = check_zone(src, zi, z, nameserver, &nested)?;
+        let zone = check_zone(src, zi, z, nameserver, &nested[zi])?;
         if let Some(first) = seen_origins.insert(LowerName::new(&zone.origin), zi) {
             return Err(src.error(
                 z.origin.span(),
@@ -1033,6 +1017,33 @@ fn check_zones(
         zones.push(zone);
     }
     Ok(zones)
+}
+
+/// For each zone, the origins of the zones configured below it, so that each record
+/// can be checked against them: one walk up from each origin (10,000 zones must not
+/// cost 10,000 x 10,000 comparisons). Unparsable origins are left to `check_zone`.
+fn nested_zones(src: &Source<'_>, files: &[ZoneFile]) -> Vec<Vec<Name>> {
+    let origins: Vec<Option<Name>> = files
+        .iter()
+        .enumerate()
+        .map(|(zi, z)| parse_fqdn(src, &z.origin, &format!("zone[{zi}].origin")).ok())
+        .collect();
+    let index: HashMap<LowerName, usize> = origins
+        .iter()
+        .enumerate()
+        .filter_map(|(i, o)| Some((LowerName::new(o.as_ref()?), i)))
+        .collect();
+    let mut nested = vec![Vec::new(); files.len()];
+    for origin in origins.iter().flatten() {
+        let mut parent = origin.clone();
+        while !parent.is_root() {
+            parent = parent.base_name();
+            if let Some(&outer) = index.get(&LowerName::new(&parent)) {
+                nested[outer].push(origin.clone());
+            }
+        }
+    }
+    nested
 }
 
 /// The zone of `nested` (zones configured below this one) that `name` is in: its
