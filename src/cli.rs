@@ -70,7 +70,6 @@ enum Command {
 
 /// The whole program; `main.rs` only calls this.
 pub fn main() -> ExitCode {
-    crate::snapshot::tune_allocator();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {

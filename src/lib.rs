@@ -6,10 +6,12 @@
 //! Data flows one way:
 //!
 //! ```text
-//! sources: config (zones whose records say where their addresses come from),
+//! sources: config (zones: static names indexed once, from TOML or a zone file, into
+//!          names::Names; AWS-backed records that say where their addresses come from),
 //!          aws::Ec2Discovery (→ plain discovery::Inventory), cache (the last one, on disk)
 //!   → discovery::assemble  (pure: config + inventory → zones with addresses)
-//!   → snapshot::build      (pure: one index of lower-cased wire names, pre-encoded RRsets)
+//!   → snapshot::build      (pure: one index of lower-cased wire names, pre-encoded RRsets;
+//!                          a zone with only static names shares the config's index)
 //!   → SnapshotStore::update (the one writer; readers never lock; feeds the IXFR
 //!                          journal and wakes notify)
 //!   → Snapshot::lookup     (the one lookup) → answer::answer | fast::answer_udp
@@ -42,7 +44,7 @@
 //! - [`app`]: wiring, binding, reload, shutdown.
 //! - [`cli`]: the command line: `run`, `check-config`, `discover`, `probe`.
 //! - [`logging`]: stderr through a bounded queue; a lost line is counted, never a panic.
-//! - [`zonefile`]: a built zone as an RFC 1035 master file.
+//! - [`zonefile`]: RFC 1035 master files: a built zone written out, a zone file read in.
 
 pub mod access;
 pub mod answer;

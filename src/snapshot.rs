@@ -671,34 +671,6 @@ impl SnapshotStore {
         // The old snapshot is freed here, or by the last reader that still holds it.
         drop(self.current.swap(Arc::new(snapshot)));
         self.version.send_modify(|v| *v += 1);
-        return_freed_memory();
-    }
-}
-
-/// Fixes glibc's mmap threshold at 256 KiB, once at start. glibc raises the threshold
-/// to the size of each large block freed (up to 32 MiB), so after the first reload the
-/// staging and index buffers of the next one come from the heap, where their pages
-/// stay after they are freed: the reload peak grew by 5 MB over five reloads of
-/// 100,000 names (issue #15). A fixed threshold keeps them mapped, and unmapped when
-/// freed. Nothing on the query path allocates blocks this large.
-pub fn tune_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt sets one allocator parameter; it takes no pointers.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
-    }
-}
-
-/// Gives the memory freed by a rebuild (the old snapshot, a parsed config, the
-/// assembled zones: many small blocks) back to the OS. glibc's malloc keeps freed
-/// small blocks in its arenas, so without this the resident size grows with every
-/// reload of a large config instead of following the data.
-fn return_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks and trims the allocator's own free lists; it is
-    // thread-safe and takes no pointers.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
 
@@ -709,6 +681,30 @@ mod tests {
 
     fn name(s: &str) -> Name {
         Name::from_ascii(s).unwrap()
+    }
+
+    /// A zone with only static names serves the index the config built, not a copy
+    /// (issue #15); one with AWS-backed records gets its own, with both kinds in it.
+    #[test]
+    fn static_names_are_shared_not_copied() {
+        let config = crate::config::Config::from_toml(
+            "[[zone]]\norigin = \"s.test\"\n[[zone.record]]\nname = \"a\"\na = [\"192.0.2.1\"]\n",
+            "t",
+        )
+        .unwrap();
+        let zones = crate::discovery::static_zones(&config);
+        let snap = build(&zones, config.server.settings.clone(), None, 1);
+        let built = snap.zone(&name("s.test.")).unwrap();
+        assert!(Arc::ptr_eq(&built.nodes, &config.zones[0].fixed));
+        let mut mixed = zones[0].clone();
+        mixed.records.push(rec("b.s.test.", &["192.0.2.2"]));
+        let snap = build(&[mixed], config.server.settings.clone(), None, 1);
+        let built = snap.zone(&name("s.test.")).unwrap();
+        assert!(!Arc::ptr_eq(&built.nodes, &config.zones[0].fixed));
+        assert_eq!(built.nodes.len(), 3, "{:?}", built.nodes);
+        assert!(
+            built.node(&name("a.s.test.")).is_some() && built.node(&name("b.s.test.")).is_some()
+        );
     }
 
     fn zone(records: Vec<RecordData>) -> ZoneData {
