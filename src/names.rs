@@ -342,7 +342,7 @@ impl NamesBuilder {
 /// The labels of `name` above `origin` (both wire form), if `name` is in it.
 fn relative<'n>(name: &'n [u8], origin: &[u8]) -> Option<&'n [u8]> {
     let mut at = 0;
-    while name.len() - at > origin.len() {
+    while name.len().saturating_sub(at) > origin.len() {
         at += 1 + usize::from(*name.get(at)?);
     }
     (name.get(at..)? == origin).then(|| &name[..at])
@@ -607,5 +607,8 @@ mod tests {
             Some(&b""[..])
         );
         assert_eq!(relative(&wire("com."), &wire("example.com.")), None);
+        // Not a well-formed wire name: no panic, no answer.
+        let bogus = [&[0x20u8][..], &[b'a'; 15]].concat();
+        assert_eq!(relative(&bogus, &wire("example.com.")), None);
     }
 }
