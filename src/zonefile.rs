@@ -337,7 +337,10 @@ impl<R: BufRead> Lines<R> {
             self.buf.clear();
             let read = std::io::Read::take(&mut self.input, MAX_LINE + 1)
                 .read_line(&mut self.buf)
-                .map_err(|e| self.error(e.to_string()))?;
+                .map_err(|e| ReadError {
+                    line: self.line + 1,
+                    message: e.to_string(),
+                })?;
             if read == 0 {
                 return match depth {
                     0 => Ok(false),
@@ -356,6 +359,14 @@ impl<R: BufRead> Lines<R> {
                 entry.blank_owner = self.buf.starts_with([' ', '\t']);
             }
             depth = tokenize(&self.buf, depth, entry).map_err(|m| self.error(m))?;
+            if entry.text.len() as u64 > MAX_LINE {
+                let message =
+                    format!("an entry longer than {MAX_LINE} bytes (a parenthesis not closed?)");
+                return Err(ReadError {
+                    line: entry.line,
+                    message,
+                });
+            }
             if depth == 0 && !entry.ends.is_empty() {
                 return Ok(true);
             }
@@ -598,8 +609,13 @@ mod read_tests {
         let text = "a".repeat(MAX_LINE as usize + 10);
         let e = err(&text);
         assert!(e.message.contains("longer than"), "{e}");
-        let bytes = [b'a', b' ', b'A', b' ', 0xff, b'\n'];
+        let bytes = [b'\n', b'a', b' ', b'A', b' ', 0xff, b'\n'];
         let e = read(&bytes[..], &origin(), 60, |_| Ok(())).unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+        // An entry that never closes its parenthesis stops at the same bound.
+        let open = format!("@ SOA a b (\n{}", "1 2 3\n".repeat(30_000));
+        let e = err(&open);
         assert_eq!(e.line, 1, "{e}");
+        assert!(e.message.contains("parenthesis not closed"), "{e}");
     }
 }
