@@ -1265,6 +1265,11 @@ fn read_zone_file(
         _ => Path::new(file.get_ref()).to_path_buf(),
     };
     let shown = path.display().to_string();
+    // A regular file only: a FIFO or a device would block the reload with no bound.
+    if std::fs::metadata(&path).is_ok_and(|m| !m.is_file()) {
+        let message = format!("{shown} is not a regular file");
+        return Err(src.error(file.span(), &key, message));
+    }
     let input = std::fs::File::open(&path)
         .map_err(|e| src.error(file.span(), &key, format!("cannot read {shown}: {e}")))?;
     let origin = reader.origin.clone();
@@ -2670,6 +2675,11 @@ mod zone_file_tests {
             message.contains("cannot read") && message.contains("zones/none.zone"),
             "{message}"
         );
+        // Not a regular file: a FIFO would block the reload forever; a directory is no zone.
+        let dir = ZONE.replace("zones/example.com.zone", "zones");
+        let (_, _, key, message) = invalid(load(&dir, "").unwrap_err());
+        assert_eq!(key, "zone[0].file");
+        assert!(message.contains("is not a regular file"), "{message}");
         // An in-zone name server must have addresses, in the file or the config.
         let (_, _, key, message) = invalid(load(ZONE, "@ NS ns1\n").unwrap_err());
         assert_eq!(key, "zone[0].ns");
