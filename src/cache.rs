@@ -43,7 +43,17 @@ pub enum CacheError {
     },
     #[error("{path}: cache format {found}, expected {FORMAT}")]
     Format { path: PathBuf, found: u32 },
+    #[error(
+        "{path}: not a regular file; a cache file must be one (a FIFO or a device would block)"
+    )]
+    NotRegular { path: PathBuf },
+    #[error("{path}: {size} bytes, more than a cache file may have ({MAX_BYTES}); not read")]
+    TooLarge { path: PathBuf, size: u64 },
 }
+
+/// The largest cache file read or written: about 100,000 endpoints. A larger file
+/// (a sparse file, another file given by mistake) is never read into memory.
+pub const MAX_BYTES: u64 = 64 * 1024 * 1024;
 
 #[derive(Serialize, Deserialize)]
 struct CacheFile {
@@ -131,6 +141,12 @@ pub fn save(
         path: path.to_path_buf(),
         source,
     })?;
+    if body.len() as u64 > MAX_BYTES {
+        return Err(CacheError::TooLarge {
+            path: path.to_path_buf(),
+            size: body.len() as u64,
+        });
+    }
     write_atomically(path, &body).map_err(|source| CacheError::Io {
         path: path.to_path_buf(),
         source,
@@ -138,39 +154,69 @@ pub fn save(
 }
 
 /// Writes `body` to a temporary file beside `path` and renames it over `path`; on
-/// any error the temporary file is removed and `path` is untouched.
+/// any error the temporary file is removed and `path` is untouched. The temporary
+/// file has a random name and is created with O_EXCL (tempfile), so a link planted
+/// under a predictable name cannot make us write through it.
 fn write_atomically(path: &Path, body: &[u8]) -> std::io::Result<()> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp.{}",
+    let prefix = format!(
+        ".{}.tmp.",
         path.file_name()
-            .map_or("cache".into(), |n| n.to_string_lossy()),
-        std::process::id()
-    ));
-    let written = std::fs::File::create(&tmp).and_then(|mut file| {
-        file.write_all(body)?;
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&tmp, path)
-    });
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
+            .map_or("cache".into(), |n| n.to_string_lossy())
+    );
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&prefix)
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .tempfile_in(dir)?;
+    tmp.write_all(body)?;
+    tmp.as_file().sync_all()?;
+    // On failure the temporary file is dropped, which removes it.
+    tmp.persist(path).map_err(|e| e.error)?;
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }
     Ok(())
 }
 
+/// Reads the cache file: a regular file of at most [`MAX_BYTES`]. Opened without
+/// blocking, so a FIFO in its place is refused instead of waiting for a writer.
 pub fn load(path: &Path) -> Result<Cached, CacheError> {
-    let body = std::fs::read(path).map_err(|source| CacheError::Io {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |source| CacheError::Io {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    if !meta.is_file() {
+        return Err(CacheError::NotRegular {
+            path: path.to_path_buf(),
+        });
+    }
+    if meta.len() > MAX_BYTES {
+        return Err(CacheError::TooLarge {
+            path: path.to_path_buf(),
+            size: meta.len(),
+        });
+    }
+    let mut body = Vec::with_capacity(meta.len() as usize);
+    file.take(MAX_BYTES + 1)
+        .read_to_end(&mut body)
+        .map_err(io)?;
+    if body.len() as u64 > MAX_BYTES {
+        return Err(CacheError::TooLarge {
+            path: path.to_path_buf(),
+            size: body.len() as u64,
+        });
+    }
     #[derive(Deserialize)]
     struct Version {
         format: u32,
@@ -365,5 +411,55 @@ region = "eu-west-1"
             .collect();
         names.sort();
         assert_eq!(names, ["snapshot.json"], "no .tmp left");
+    }
+
+    #[test]
+    fn only_a_regular_file_of_bounded_size_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        // A sparse file larger than the cap: refused from its size, nothing read.
+        let big = dir.path().join("big.json");
+        std::fs::File::create(&big)
+            .unwrap()
+            .set_len(1 << 30)
+            .unwrap();
+        assert!(
+            matches!(load(&big), Err(CacheError::TooLarge { size, .. }) if size == 1 << 30),
+            "{:?}",
+            load(&big).err()
+        );
+        // A FIFO with no writer: refused at once instead of blocking on open.
+        let fifo = dir.path().join("fifo.json");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert!(matches!(load(&fifo), Err(CacheError::NotRegular { .. })));
+        // A directory.
+        assert!(matches!(
+            load(dir.path()),
+            Err(CacheError::NotRegular { .. }) | Err(CacheError::Io { .. })
+        ));
+    }
+
+    #[test]
+    fn a_link_planted_at_a_predictable_temporary_name_is_not_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        let path = dir.path().join("snapshot.json");
+        // The names older versions used (and a guess at ours): all links to the victim.
+        for name in [
+            format!(".snapshot.json.tmp.{}", std::process::id()),
+            format!("snapshot.json.tmp.{}", std::process::id()),
+            "snapshot.json.tmp".to_string(),
+        ] {
+            std::os::unix::fs::symlink(&victim, dir.path().join(name)).unwrap();
+        }
+        let c = config(CONFIG);
+        save(&path, &c, &inventory(&c), 1).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        assert!(load(&path).is_ok());
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&path).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o644);
     }
 }
