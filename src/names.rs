@@ -12,7 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use hashbrown::HashTable;
 use hickory_proto::rr::rdata::{A, AAAA};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
-use rustc_hash::FxBuildHasher;
+use rustc_hash::{FxBuildHasher, FxHashSet};
 
 use crate::wire::{TYPE_A, TYPE_AAAA};
 
@@ -226,7 +226,20 @@ pub enum Conflict {
         first: (u32, u32),
         then: (u32, u32),
     },
+    /// An RRset too large for any response to carry ([`MAX_RRSET_BYTES`]); `line` is
+    /// where its first record was written.
+    TooLarge { name: Name, line: u32, bytes: usize },
 }
+
+/// The most bytes of records one RRset may have, as served (owner compressed): a
+/// DNS message is at most 65,535 bytes, and a response also carries the header,
+/// the longest question (259), OPT and a TSIG (at most about 350): 1 KiB is kept
+/// for them. [`MAX_A`] A records, or [`MAX_AAAA`] AAAA records, of one name.
+pub const MAX_RRSET_BYTES: usize = 65_535 - 1024;
+/// The most A records one name may have: 16 bytes each as served (4,031).
+pub const MAX_A: usize = MAX_RRSET_BYTES / A_RR_LEN;
+/// The most AAAA records one name may have: 28 bytes each as served (2,303).
+pub const MAX_AAAA: usize = MAX_RRSET_BYTES / AAAA_RR_LEN;
 
 /// Stages records, then writes one [`Names`]. Each record is staged as bytes: the
 /// owner relative to the origin (lower-cased wire labels, after their length), a
@@ -321,19 +334,24 @@ impl NamesBuilder {
         let upper: usize = at.len() * (AAAA_RR_LEN + 9 + origin.len()) / 2 + staged.len();
         let mut writer = Writer::with_capacity(upper + extra.len() * (origin.len() + 32), origin);
         let mut extra = extra.into_iter().peekable();
+        // The addresses of the RRset being written, to fold repeats: one set reused
+        // for every RRset (a scan of what was written would be quadratic in a name
+        // with many records).
+        let mut seen = FxHashSet::default();
         let mut start = 0;
         while start < at.len() {
             let name = staged_name(&staged, at[start]);
             let end = start + at[start..].partition_point(|&r| staged_name(&staged, r) == name);
             while let Some(e) = extra.next_if(|e| e.as_slice() < name) {
-                writer.entry(&e, &staged, &[]);
+                writer.entry(&e, &staged, &[], &mut seen);
             }
-            writer.entry(name, &staged, &at[start..end]);
+            writer.entry(name, &staged, &at[start..end], &mut seen);
             start = end;
         }
         for e in extra {
-            writer.entry(&e, &staged, &[]);
+            writer.entry(&e, &staged, &[], &mut seen);
         }
+        drop(seen);
         drop((staged, at));
         writer.finish()
     }
@@ -420,7 +438,13 @@ impl Writer {
 
     /// One name (relative to the origin) with its staged records (at offsets
     /// `records` in `staged`).
-    fn entry(&mut self, relative: &[u8], staged: &[u8], records: &[u32]) {
+    fn entry<'s>(
+        &mut self,
+        relative: &[u8],
+        staged: &'s [u8],
+        records: &[u32],
+        seen: &mut FxHashSet<&'s [u8]>,
+    ) {
         let len = relative.len() + self.origin.len();
         let (Ok(offset), Ok(len)) = (u32::try_from(self.arena.len()), u8::try_from(len)) else {
             tracing::error!(
@@ -433,14 +457,12 @@ impl Writer {
         self.arena.extend_from_slice(relative);
         self.arena.extend_from_slice(&self.origin);
         let name = offset as usize + 1..offset as usize + 1 + usize::from(len);
-        for (kind, rtype, rr_len) in [
-            (KIND_A, RecordType::A, A_RR_LEN),
-            (KIND_AAAA, RecordType::AAAA, AAAA_RR_LEN),
-        ] {
+        for (kind, rtype) in [(KIND_A, RecordType::A), (KIND_AAAA, RecordType::AAAA)] {
             let len_at = self.arena.len();
             self.arena.extend_from_slice(&[0; 4]);
             let start = self.arena.len();
             let mut first: Option<(u32, u32)> = None;
+            seen.clear();
             for (_, ttl, line, rdata) in records
                 .iter()
                 .map(|&r| staged_record(staged, r))
@@ -454,10 +476,7 @@ impl Writer {
                         then: (line, ttl),
                     });
                 }
-                if self.arena[start..]
-                    .chunks_exact(rr_len)
-                    .any(|rr| &rr[12..] == rdata)
-                {
+                if !seen.insert(rdata) {
                     continue; // the same record again: an RRset is a set
                 }
                 self.arena.extend_from_slice(&[0xC0, 0x0C]);
@@ -470,8 +489,18 @@ impl Writer {
                     .extend_from_slice(&(rdata.len() as u16).to_be_bytes());
                 self.arena.extend_from_slice(rdata);
             }
-            let len = (self.arena.len() - start) as u32;
-            self.arena[len_at..start].copy_from_slice(&len.to_be_bytes());
+            let len = self.arena.len() - start;
+            if len > MAX_RRSET_BYTES
+                && self.conflict.is_none()
+                && let Some((_, line)) = first
+            {
+                self.conflict = Some(Conflict::TooLarge {
+                    name: to_name(&self.arena[name.clone()]),
+                    line,
+                    bytes: len,
+                });
+            }
+            self.arena[len_at..start].copy_from_slice(&(len as u32).to_be_bytes());
         }
     }
 
@@ -610,5 +639,73 @@ mod tests {
         // Not a well-formed wire name: no panic, no answer.
         let bogus = [&[0x20u8][..], &[b'a'; 15]].concat();
         assert_eq!(relative(&bogus, &wire("example.com.")), None);
+    }
+
+    #[test]
+    fn a_million_copies_of_a_few_thousand_addresses_load_in_linear_time() {
+        // One name, 1,000,000 records cycling through MAX_A addresses: each repeat is
+        // found in a hash set, not by scanning the RRset (which took minutes).
+        let mut b = NamesBuilder::new(&wire("example.com."));
+        let owner = wire("x.example.com.");
+        for i in 0..1_000_000u32 {
+            let n = i % MAX_A as u32;
+            b.add(
+                &owner,
+                60,
+                i + 1,
+                IpAddr::from(std::net::Ipv4Addr::from(0x0A00_0000 + n)),
+            );
+        }
+        let (names, conflict) = b.finish();
+        assert_eq!(conflict, None);
+        assert_eq!(
+            usize::from(names.get(&owner).unwrap().rrset(TYPE_A).1),
+            MAX_A
+        );
+        assert_eq!(MAX_A, 4_031);
+        assert_eq!(MAX_AAAA, 2_303);
+    }
+
+    #[test]
+    fn an_rrset_no_message_can_carry_is_a_conflict() {
+        let mut b = NamesBuilder::new(&wire("example.com."));
+        let owner = wire("x.example.com.");
+        for i in 0..=MAX_A as u32 {
+            b.add(
+                &owner,
+                60,
+                i + 5,
+                IpAddr::from(std::net::Ipv4Addr::from(0x0A00_0000 + i)),
+            );
+        }
+        // AAAA at the limit is fine.
+        let v6 = wire("y.example.com.");
+        for i in 0..MAX_AAAA as u128 {
+            b.add(
+                &v6,
+                60,
+                1,
+                IpAddr::from(std::net::Ipv6Addr::from(0xfd00_u128 << 112 | i)),
+            );
+        }
+        let (_, conflict) = b.finish();
+        assert_eq!(
+            conflict,
+            Some(Conflict::TooLarge {
+                name: Name::from_ascii("x.example.com.").unwrap(),
+                line: 5,
+                bytes: (MAX_A + 1) * 16,
+            })
+        );
+        let mut b = NamesBuilder::new(&wire("example.com."));
+        for i in 0..=MAX_AAAA as u128 {
+            b.add(
+                &v6,
+                60,
+                1,
+                IpAddr::from(std::net::Ipv6Addr::from(0xfd00_u128 << 112 | i)),
+            );
+        }
+        assert!(matches!(b.finish().1, Some(Conflict::TooLarge { .. })));
     }
 }
