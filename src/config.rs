@@ -304,6 +304,8 @@ pub struct ServerConfig {
     pub listen: Vec<SocketAddr>,
     pub tcp_idle_timeout: Duration,
     pub max_tcp_connections: usize,
+    /// Most TCP connections one source holds at once (None: a quarter of the cap).
+    pub max_tcp_per_source: Option<usize>,
     /// NS name for zones that list none, and for discovered zones.
     pub nameserver: Name,
     /// How long in-flight answers get on SIGTERM.
@@ -328,6 +330,8 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     /// HTTP connections open at once (before the file-descriptor budget).
     pub max_connections: usize,
+    /// Most HTTP connections one source holds at once (None: a quarter of the cap).
+    pub max_per_source: Option<usize>,
     /// How long a client has to send a request's headers.
     pub header_timeout: Duration,
 }
@@ -394,6 +398,10 @@ struct HttpFile {
     listen: Spanned<String>,
     /// HTTP connections open at once, 1..=1024; more are closed on accept. Default 32.
     max_connections: Option<Spanned<usize>>,
+    /// HTTP connections one source address (an IPv6 /64) may hold at once,
+    /// 1..=max-connections; more from it are closed on accept. Default: a quarter of
+    /// max-connections (8), so idle clients from one place never starve the probes.
+    max_connections_per_source: Option<Spanned<usize>>,
     /// Time a client has to send a request's headers. Default "5s".
     header_timeout: Option<Spanned<String>>,
 }
@@ -458,6 +466,10 @@ struct ServerFile {
     tcp_idle_timeout: Option<Spanned<String>>,
     /// Most TCP connections open at once; more are closed on accept. Default 1024.
     max_tcp_connections: Option<Spanned<usize>>,
+    /// TCP connections one source address (an IPv6 /64) may hold at once,
+    /// 1..=max-tcp-connections; more from it are closed on accept. Default: a quarter
+    /// of max-tcp-connections (256).
+    max_tcp_connections_per_source: Option<Spanned<usize>>,
     /// NS name used where a zone gives none. Default "ns.privatelink-dns.invalid.".
     nameserver: Option<Spanned<String>>,
     /// CH TXT answer for `id.server` and `hostname.bind`; unset: REFUSED.
@@ -753,6 +765,20 @@ fn check_server(src: &Source<'_>, s: ServerFile) -> Result<ServerConfig, ConfigE
         "server.max-tcp-connections",
         || format!("must be between 1 and {MAX_TCP_CONNECTIONS}"),
     )?;
+    let max_tcp_per_source = s
+        .max_tcp_connections_per_source
+        .as_ref()
+        .map(|v| {
+            in_range(
+                src,
+                Some(v),
+                1,
+                1..=max_tcp_connections,
+                "server.max-tcp-connections-per-source",
+                || format!("must be between 1 and max-tcp-connections ({max_tcp_connections})"),
+            )
+        })
+        .transpose()?;
     let udp_workers = match in_range(
         src,
         s.udp_workers.as_ref(),
@@ -777,6 +803,7 @@ fn check_server(src: &Source<'_>, s: ServerFile) -> Result<ServerConfig, ConfigE
             "server.tcp-idle-timeout",
         )?,
         max_tcp_connections,
+        max_tcp_per_source,
         nameserver,
         shutdown_grace: duration_or(
             src,
@@ -962,16 +989,32 @@ fn check_http(
             format!("{addr} is also a DNS address ({dns} in [server] listen)"),
         ));
     }
+    let max_connections = in_range(
+        src,
+        h.max_connections.as_ref(),
+        32,
+        1..=MAX_HTTP_CONNECTIONS,
+        "http.max-connections",
+        || format!("must be between 1 and {MAX_HTTP_CONNECTIONS}"),
+    )?;
+    let max_per_source = h
+        .max_connections_per_source
+        .as_ref()
+        .map(|v| {
+            in_range(
+                src,
+                Some(v),
+                1,
+                1..=max_connections,
+                "http.max-connections-per-source",
+                || format!("must be between 1 and max-connections ({max_connections})"),
+            )
+        })
+        .transpose()?;
     Ok(HttpConfig {
         listen: addr,
-        max_connections: in_range(
-            src,
-            h.max_connections.as_ref(),
-            32,
-            1..=MAX_HTTP_CONNECTIONS,
-            "http.max-connections",
-            || format!("must be between 1 and {MAX_HTTP_CONNECTIONS}"),
-        )?,
+        max_connections,
+        max_per_source,
         header_timeout: duration_or(
             src,
             h.header_timeout.as_ref(),
@@ -1051,7 +1094,8 @@ fn nested_zones(src: &Source<'_>, files: &[ZoneFile]) -> Vec<Vec<Name>> {
 fn occluded(name: &Name, nested: &[Name]) -> Option<String> {
     let inner = nested.iter().find(|o| o.zone_of(name))?;
     Some(format!(
-        "{name} is inside zone {inner}, which is configured separately; move the record there"
+        "{} is inside zone {inner}, which is configured separately; move the record there",
+        crate::zonefile::shown(name)
     ))
 }
 
@@ -1091,17 +1135,42 @@ fn check_zone(
         None => None,
     };
     let (fixed, conflict) = fixed.finish();
-    if let (Some(Conflict::Ttl { name, first, then }), Some(file)) = (conflict, &from_file) {
-        return Err(ConfigError::Invalid {
-            path: file.path.clone(),
-            line: then.0 as usize,
-            column: 1,
-            key: format!("zone[{zi}].file"),
-            message: format!(
-                "TTL {} differs from TTL {} of the same RRset of {name} on line {}; an RRset has one TTL (RFC 2181)",
-                then.1, first.1, first.0
-            ),
-        });
+    match (conflict, &from_file) {
+        (Some(Conflict::Ttl { name, first, then }), Some(file)) => {
+            return Err(ConfigError::Invalid {
+                path: file.path.clone(),
+                line: then.0 as usize,
+                column: 1,
+                key: format!("zone[{zi}].file"),
+                message: format!(
+                    "TTL {} differs from TTL {} of the same RRset of {} on line {}; an RRset has one TTL (RFC 2181)",
+                    then.1,
+                    first.1,
+                    zonefile::shown(&name),
+                    first.0
+                ),
+            });
+        }
+        (Some(Conflict::TooLarge { name, line, bytes }), file) => {
+            let message = format!(
+                "the addresses of {} take {bytes} bytes; no DNS message can carry more than {} of one RRset (at most {} A or {} AAAA records a name)",
+                zonefile::shown(&name),
+                crate::names::MAX_RRSET_BYTES,
+                crate::names::MAX_A,
+                crate::names::MAX_AAAA,
+            );
+            return Err(match file {
+                Some(file) if line > 0 => ConfigError::Invalid {
+                    path: file.path.clone(),
+                    line: line as usize,
+                    column: 1,
+                    key: format!("zone[{zi}].file"),
+                    message,
+                },
+                _ => src.error(z.origin.span(), format!("zone[{zi}].record"), message),
+            });
+        }
+        _ => {}
     }
     let (ns, ns_ttl, soa) = check_apex(src, zi, z, &origin, default_ns, from_file.as_ref())?;
     // An in-zone name server needs addresses to be reachable by a resolver that
@@ -1272,9 +1341,10 @@ fn read_zone_file(
     }
     let input = std::fs::File::open(&path)
         .map_err(|e| src.error(file.span(), &key, format!("cannot read {shown}: {e}")))?;
+    let before = input.metadata().ok().map(|m| (m.len(), m.modified().ok()));
     let origin = reader.origin.clone();
     let read = zonefile::read(
-        std::io::BufReader::with_capacity(64 * 1024, input),
+        std::io::BufReader::with_capacity(64 * 1024, &input),
         &origin,
         zone_ttl,
         |entry| reader.add(entry),
@@ -1282,10 +1352,19 @@ fn read_zone_file(
     read.map_err(|e| ConfigError::Invalid {
         path: shown.clone(),
         line: e.line,
-        column: 1,
-        key,
+        column: e.column,
+        key: key.clone(),
         message: e.message,
     })?;
+    // A file rewritten in place while it was read gave part of one version and part
+    // of another: refused, so the data served before stays (write by rename instead).
+    let after = input.metadata().ok().map(|m| (m.len(), m.modified().ok()));
+    if before != after {
+        let message = format!(
+            "{shown} changed while it was read; write zone files to a temporary name and rename them into place"
+        );
+        return Err(src.error(file.span(), &key, message));
+    }
     Ok(FromFile {
         path: shown,
         apex: std::mem::take(&mut reader.apex),
@@ -1319,14 +1398,18 @@ impl FileRecords<'_> {
         let same = entry.same_owner && self.wire_of_last;
         self.wire_of_last = false;
         if !same && !origin.zone_of(&name) {
-            return Err(format!("{name} is outside its zone {origin}"));
+            return Err(format!(
+                "{} is outside its zone {origin}",
+                zonefile::shown(&name)
+            ));
         }
         let at_apex = || {
             if LowerName::new(&name) == LowerName::new(origin) {
                 Ok(())
             } else {
                 Err(format!(
-                    "an SOA or NS record below the apex ({name}) would delegate; privatelink-dns serves none"
+                    "an SOA or NS record below the apex ({}) would delegate; privatelink-dns serves none",
+                    zonefile::shown(&name)
                 ))
             }
         };
@@ -1395,7 +1478,8 @@ impl FileRecords<'_> {
             && let Some(ri) = self.seen.get(&LowerName::new(name))
         {
             return Err(format!(
-                "{name} is already defined by zone[{}].record[{ri}]; give its addresses in one place",
+                "{} is already defined by zone[{}].record[{ri}]; give its addresses in one place",
+                zonefile::shown(name),
                 self.zi
             ));
         }
@@ -2687,6 +2771,118 @@ mod zone_file_tests {
             message.contains("has no record with its addresses"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn no_error_quotes_what_the_file_holds() {
+        // A zone file that is really a secret (a TSIG key file named by mistake), and
+        // a secret in a record: the error names the line and column, never the text.
+        for zone in [
+            "c3VwM3ItczNjcmV0LWtleS1tYXRlcmlhbA==\n",
+            "www A 10.0.0.1\nwww A sup3r-s3cret\n",
+            "sup3r-s3cret.www TXT x\n",
+            "www 60 A 10.0.0.1\nsup3r-s3cret 60 TYPE65280 \\# 0\n",
+            "$INCLUDE /etc/sup3r-s3cret\n",
+        ] {
+            let e = load(ZONE, zone).unwrap_err().to_string();
+            assert!(
+                !e.contains("sup3r-s3cret") && !e.contains("c3VwM3ItczNjcmV0"),
+                "{e}"
+            );
+            assert!(e.contains("example.com.zone:"), "{e}");
+        }
+        // A name that is only unusual is shown, one with odd bytes is not.
+        let e = load(ZONE, "a_b 60 A 10.0.0.1\na_b 30 A 10.0.0.2\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a_b.example.com."), "{e}");
+    }
+
+    #[test]
+    fn too_many_addresses_for_one_name_are_a_config_error() {
+        let zone: String = (0..=crate::names::MAX_A as u32)
+            .map(|i| format!("big A {}\n", std::net::Ipv4Addr::from(0x0A00_0000 + i)))
+            .collect();
+        let (path, line, key, message) = invalid(load(ZONE, &format!("\n{zone}")).unwrap_err());
+        assert!(path.ends_with("example.com.zone"));
+        assert_eq!((line, key.as_str()), (2, "zone[0].file"));
+        assert!(message.contains("at most 4031 A"), "{message}");
+        // In the TOML: the zone is named.
+        let a: Vec<String> = (0..=crate::names::MAX_A as u32)
+            .map(|i| format!("\"{}\"", std::net::Ipv4Addr::from(0x0A00_0000 + i)))
+            .collect();
+        let toml = format!(
+            "[[zone]]\norigin = \"example.com\"\n[[zone.record]]\nname = \"big\"\na = [{}]\n",
+            a.join(",")
+        );
+        let e = Config::from_toml(&toml, "t.toml").unwrap_err().to_string();
+        assert!(
+            e.starts_with("t.toml:2:") && e.contains("zone[0].record"),
+            "{e}"
+        );
+        // The same address a million times is one record, and loads.
+        let zone = "big A 10.0.0.1\n".repeat(1_000_000);
+        let c = load(ZONE, &zone).unwrap();
+        assert_eq!(c.zones[0].fixed.records()[0].1.len(), 1);
+    }
+
+    #[test]
+    fn a_zone_file_rewritten_while_it_is_read_is_refused() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        // A large zone; a second thread appends to it once it sees the file open
+        // (in /proc/self/fd). An append after the read's last check is legitimately
+        // missed, so a few attempts are made; one must see the change.
+        for attempt in 0..6u32 {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::create_dir(dir.path().join("zones")).unwrap();
+            let zone_path = dir.path().join("zones/example.com.zone");
+            let lines = 50_000usize << attempt;
+            let body: String = (0..lines).map(|i| format!("n{i} A 10.0.0.1\n")).collect();
+            std::fs::write(&zone_path, body).unwrap();
+            std::fs::write(dir.path().join("pldns.toml"), ZONE).unwrap();
+            let done = std::sync::Arc::new(AtomicBool::new(false));
+            let appender = {
+                let (done, zone_path) = (done.clone(), zone_path.clone());
+                std::thread::spawn(move || {
+                    while !done.load(Ordering::Relaxed) {
+                        let open = std::fs::read_dir("/proc/self/fd").unwrap().any(|e| {
+                            e.ok()
+                                .and_then(|e| std::fs::read_link(e.path()).ok())
+                                .is_some_and(|t| t == zone_path)
+                        });
+                        if open {
+                            let mut f = std::fs::OpenOptions::new()
+                                .append(true)
+                                .open(&zone_path)
+                                .unwrap();
+                            f.write_all(b"late A 10.0.0.2\n").unwrap();
+                            return true;
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
+                    false
+                })
+            };
+            let got = Config::load(&dir.path().join("pldns.toml"));
+            done.store(true, Ordering::Relaxed);
+            let appended = appender.join().unwrap();
+            if let Err(e) = got {
+                // Named at the `file` key of the config: no line of the zone is at fault.
+                let (path, line, key, message) = invalid(e);
+                assert!(path.ends_with("pldns.toml"), "{path}: {message}");
+                assert_eq!(line, 4);
+                assert!(
+                    message.contains("zones/example.com.zone changed"),
+                    "{message}"
+                );
+                assert_eq!(key, "zone[0].file");
+                assert!(message.contains("changed while it was read"), "{message}");
+                assert!(appended);
+                return;
+            }
+            eprintln!("attempt {attempt}: the append came too late ({appended}); again, larger");
+        }
+        panic!("the append was never seen during the read");
     }
 }
 

@@ -63,8 +63,12 @@ fn a_bad_zone_file_exits_64_naming_it() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(&format!("{}:3:", zone.display())), "{err}");
         assert!(
-            err.contains("key `zone[0].file`") && err.contains("not an IPv4 address"),
+            err.contains("key `zone[0].file`") && err.contains("an IPv4 address was expected"),
             "{err}"
+        );
+        assert!(
+            !err.contains("10.0.0.300"),
+            "the file's text is not quoted: {err}"
         );
         assert_eq!(err.lines().count(), 1, "one clean line: {err}");
     }
@@ -260,6 +264,7 @@ fn reference_config_and_docs_show_every_key() {
                 "udp-payload-size",
                 "tcp-idle-timeout",
                 "max-tcp-connections",
+                "max-tcp-connections-per-source",
                 "nameserver",
                 "identity",
                 "version",
@@ -267,7 +272,15 @@ fn reference_config_and_docs_show_every_key() {
                 "shutdown-grace",
             ],
         ),
-        ("http", &["listen", "max-connections", "header-timeout"]),
+        (
+            "http",
+            &[
+                "listen",
+                "max-connections",
+                "max-connections-per-source",
+                "header-timeout",
+            ],
+        ),
         (
             "log",
             &["level", "format", "queries", "queries-sample-rate"],
