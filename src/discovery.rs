@@ -246,11 +246,49 @@ pub fn aws_addresses(assembled: &Assembled) -> BTreeSet<(&str, IpAddr)> {
         .collect()
 }
 
-/// How many of `old`'s addresses `new` would remove, when that is a mass removal:
-/// more than half of them, or all of them.
-pub fn mass_removal<T: Ord>(old: &BTreeSet<T>, new: &BTreeSet<T>) -> Option<usize> {
-    let removed = old.difference(new).count();
-    (removed > 0 && (removed * 2 > old.len() || new.is_empty())).then_some(removed)
+/// What a discovery would take away: the addresses of names that lose some (fewer
+/// than before, or none), and how many names lose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Loss {
+    pub addresses: usize,
+    pub names: usize,
+}
+
+/// What `new` takes from `old` (both sets of (name, address)), when that is a mass
+/// removal: more than half of the addresses, or all of them. A name counts only
+/// what it loses in number: addresses replaced by as many others (an endpoint
+/// recreated, an EKS ENI set rotated, a cache older than the VPC) are no loss, and
+/// apply at once; a name emptied or thinned out is.
+pub fn mass_removal<N: Ord, A: Ord>(
+    old: &BTreeSet<(N, A)>,
+    new: &BTreeSet<(N, A)>,
+) -> Option<Loss> {
+    fn per_name<N: Ord, A>(set: &BTreeSet<(N, A)>) -> Vec<(&N, usize)> {
+        let mut counts: Vec<(&N, usize)> = Vec::new();
+        for (name, _) in set {
+            match counts.last_mut() {
+                Some((n, c)) if *n == name => *c += 1,
+                _ => counts.push((name, 1)),
+            }
+        }
+        counts
+    }
+    let now = per_name(new);
+    let mut loss = Loss {
+        addresses: 0,
+        names: 0,
+    };
+    for (name, before) in per_name(old) {
+        let after = now
+            .binary_search_by(|(n, _)| (*n).cmp(name))
+            .map_or(0, |i| now[i].1);
+        if after < before {
+            loss.addresses += before - after;
+            loss.names += 1;
+        }
+    }
+    let mass = loss.addresses * 2 > old.len() || (new.is_empty() && !old.is_empty());
+    (loss.addresses > 0 && mass).then_some(loss)
 }
 
 /// The zones to serve, with warnings and where every discovered address came from.
@@ -677,26 +715,37 @@ a = ["192.0.2.1"]
     }
 
     #[test]
-    fn mass_removal_is_more_than_half_or_all() {
-        let set = |v: &[u32]| v.iter().copied().collect::<BTreeSet<u32>>();
-        // (old, new, removed if mass removal)
-        let rows: &[(&[u32], &[u32], Option<usize>)] = &[
+    fn mass_removal_is_more_than_half_or_all_of_what_names_lose() {
+        // "a1" is name a, address 1.
+        let set = |v: &[&str]| {
+            v.iter()
+                .map(|s| (s[..1].to_string(), s[1..].parse::<u32>().unwrap()))
+                .collect::<BTreeSet<_>>()
+        };
+        // (old, new, (addresses, names) lost if a mass removal)
+        type Row<'a> = (&'a [&'a str], &'a [&'a str], Option<(usize, usize)>);
+        let rows: &[Row] = &[
             (&[], &[], None),
-            (&[], &[1], None),
-            (&[1, 2, 3, 4], &[1, 2], None),
-            (&[1, 2, 3, 4], &[1], Some(3)),
-            (&[1, 2, 3, 4], &[5, 6, 7, 8], Some(4)),
-            (&[1, 2, 3, 4], &[1, 5, 6, 7], Some(3)),
-            (&[1], &[], Some(1)),
-            (&[1, 2], &[2, 3], None),
-            (&[1, 2, 3], &[4], Some(3)),
+            (&[], &["a1"], None),
+            (&["a1", "b2", "c3", "d4"], &["a1", "b2"], None),
+            (&["a1", "b2", "c3", "d4"], &["a1"], Some((3, 3))),
+            (&["a1", "a2", "a3", "a4"], &["a1"], Some((3, 1))),
+            (&["a1"], &[], Some((1, 1))),
+            (&["a1", "b2", "c3"], &["d4"], Some((3, 3))),
+            (&["a1", "a2", "a3"], &["a4"], Some((2, 1))),
+            // Replaced by as many (or more) others: no loss, whatever the addresses.
+            (&["a1", "a2", "a3", "a4"], &["a5", "a6", "a7", "a8"], None),
+            (&["a1", "b2", "c3", "d4"], &["a5", "b6", "c7", "d8"], None),
+            (&["a1", "a2"], &["a3", "a4", "a5"], None),
+            (&["a1", "b2"], &["b3", "c4"], None),
+            // One name replaced, three emptied: the three count.
+            (&["a1", "b2", "c3", "d4"], &["a5"], Some((3, 3))),
+            // A name that moves (another name gets the addresses) is a loss of the old name.
+            (&["a1", "a2"], &["b1", "b2"], Some((2, 1))),
         ];
         for (old, new, want) in rows {
-            assert_eq!(
-                mass_removal(&set(old), &set(new)),
-                *want,
-                "{old:?} -> {new:?}"
-            );
+            let got = mass_removal(&set(old), &set(new)).map(|l| (l.addresses, l.names));
+            assert_eq!(got, *want, "{old:?} -> {new:?}");
         }
     }
 

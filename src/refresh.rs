@@ -31,7 +31,7 @@ use tracing::{debug, error, info, warn};
 use crate::cache;
 use crate::config::Config;
 use crate::discovery::{
-    self, Assembled, Discover, DiscoveryError, FailureReason, Inventory, aws_addresses,
+    self, Assembled, Discover, DiscoveryError, FailureReason, Inventory, Loss, aws_addresses,
     mass_removal,
 };
 use crate::snapshot::{self, DataSource, Served, SnapshotStore, unix_now};
@@ -78,6 +78,11 @@ pub struct RefreshStats {
     pub cache_write_failures: AtomicU64,
     /// While a mass removal is held: how many served addresses it would remove (0: none held).
     pub removal_held: AtomicU64,
+    /// While a removal is held: how many names would lose addresses.
+    pub removal_held_names: AtomicU64,
+    /// While a removal is held: since when, and until when (unix seconds; 0: none held).
+    pub removal_held_since_unix: AtomicU64,
+    pub removal_held_until_unix: AtomicU64,
     /// Private DNS names from the API refused in the data being served.
     pub rejected_names: AtomicU64,
     /// The last discovery error, for /readyz and logs.
@@ -100,6 +105,30 @@ impl RefreshStats {
         self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1
     }
 
+    /// The removal being held, if any: (addresses, names, since, until), unix seconds.
+    pub fn held(&self) -> Option<(u64, u64, u64, u64)> {
+        let addresses = self.removal_held.load(Ordering::Relaxed);
+        (addresses > 0).then(|| {
+            (
+                addresses,
+                self.removal_held_names.load(Ordering::Relaxed),
+                self.removal_held_since_unix.load(Ordering::Relaxed),
+                self.removal_held_until_unix.load(Ordering::Relaxed),
+            )
+        })
+    }
+
+    /// Records the hold in force: (what it keeps, since, until), or none.
+    fn set_held(&self, held: Option<(Loss, u64, u64)>) {
+        let (addresses, names, since, until) = held.map_or((0, 0, 0, 0), |(l, s, u)| {
+            (l.addresses as u64, l.names as u64, s, u)
+        });
+        self.removal_held_names.store(names, Ordering::Relaxed);
+        self.removal_held_since_unix.store(since, Ordering::Relaxed);
+        self.removal_held_until_unix.store(until, Ordering::Relaxed);
+        self.removal_held.store(addresses, Ordering::Relaxed);
+    }
+
     /// The last discovery error, if the last attempt failed.
     pub fn last_error(&self) -> Option<String> {
         if self.consecutive_failures.load(Ordering::Relaxed) == 0 {
@@ -110,6 +139,11 @@ impl RefreshStats {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
+}
+
+/// Unix seconds as an RFC 3339 time, for logs and /readyz.
+pub fn rfc3339(unix: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(unix)).to_string()
 }
 
 /// How long to wait before the next discovery.
@@ -190,7 +224,7 @@ impl<D: Discover> Refresher<D> {
         stats: Arc<RefreshStats>,
     ) -> Self {
         // A hold belongs to the refresher that saw it; a new one (a reload) starts without.
-        stats.removal_held.store(0, Ordering::Relaxed);
+        stats.set_held(None);
         Self {
             source,
             config,
@@ -320,7 +354,7 @@ impl<D: Discover> Refresher<D> {
         let new = discovery::assemble(&self.config, Some(&inventory));
         let (old_addrs, new_addrs) = (aws_addresses(&old), aws_addresses(&new));
         let hold = self.removal_hold();
-        if let Some(removed) =
+        if let Some(loss) =
             mass_removal(&old_addrs, &new_addrs).filter(|_| !hold.is_zero() && !self.apply_removals)
         {
             let addresses: BTreeSet<(String, IpAddr)> =
@@ -328,31 +362,34 @@ impl<D: Discover> Refresher<D> {
             match &self.held {
                 Some(h) if h.addresses == addresses && h.since.elapsed() >= hold => {
                     warn!(
-                        removed,
+                        removed = loss.addresses,
+                        names = loss.names,
                         of = old_addrs.len(),
                         held_for = ?h.since.elapsed(),
                         "the removal persisted for the hold; applying it"
                     );
                 }
                 Some(h) if h.addresses == addresses => {
-                    debug!(removed, "removal still held");
+                    debug!(removed = loss.addresses, "removal still held");
                     return Outcome::Held;
                 }
                 _ => {
+                    let since = unix_now();
+                    let until = since + hold.as_secs();
                     warn!(
-                        removed,
+                        removed = loss.addresses,
+                        names = loss.names,
                         of = old_addrs.len(),
                         remaining = new_addrs.len(),
-                        ?hold,
-                        "discovery would remove most AWS-backed addresses; serving the previous data until the same result persists for the hold (SIGHUP applies it now)"
+                        since = %rfc3339(since),
+                        until = %rfc3339(until),
+                        "removal held: discovery would take most AWS-backed addresses away (names losing addresses, not replaced); the previous data serves until the same result has come back for the hold (SIGHUP applies it now)"
                     );
                     self.held = Some(Held {
                         addresses,
                         since: Instant::now(),
                     });
-                    self.stats
-                        .removal_held
-                        .store(removed as u64, Ordering::Relaxed);
+                    self.stats.set_held(Some((loss, since, until)));
                     return Outcome::Held;
                 }
             }
@@ -360,7 +397,7 @@ impl<D: Discover> Refresher<D> {
             info!("the held removal did not persist; serving the new data");
         }
         self.held = None;
-        self.stats.removal_held.store(0, Ordering::Relaxed);
+        self.stats.set_held(None);
 
         let good = LastGood {
             inventory,
@@ -415,14 +452,24 @@ impl<D: Discover> Refresher<D> {
 
     /// The cache file's targets saved for this config, as the last good data (not yet
     /// published). Those saved for another config are left out and named.
-    fn load_cache(&self) {
+    /// Read on a blocking thread, so a stop request is seen during it (a stuck
+    /// network mount).
+    async fn load_cache(&self) {
         let Some(path) = self.cache_file() else {
             return;
         };
-        let cached = match cache::load(&path) {
-            Ok(cached) => cached,
-            Err(error) => {
+        let read = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || cache::load(&path)).await
+        };
+        let cached = match read {
+            Ok(Ok(cached)) => cached,
+            Ok(Err(error)) => {
                 error!(%error, "cannot use the cache file; ignoring it");
+                return;
+            }
+            Err(error) => {
+                error!(%error, "cannot use the cache file: its reader failed; ignoring it");
                 return;
             }
         };
@@ -453,7 +500,7 @@ impl<D: Discover> Refresher<D> {
     pub async fn initial_load(&mut self) {
         if self.last().is_none() {
             // The cache is the baseline a mass removal is measured against.
-            self.load_cache();
+            self.load_cache().await;
         }
         if let Ok(Outcome::Applied) = self.refresh_once().await {
             return;
@@ -776,6 +823,50 @@ mod removal_guard {
         assert_eq!(r.refresh_once().await.unwrap(), Outcome::Applied);
         assert!(served(&store).is_empty(), "applied after the hold");
         assert_eq!(stats.removal_held.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn addresses_replaced_by_as_many_apply_at_once_and_losses_are_held_with_their_times() {
+        let other = &["10.9.1.4", "10.9.2.4"];
+        // Every address replaced (a recreated endpoint, rotated ENIs): applied at once,
+        // with a one-hour hold in force.
+        let (mut r, store, stats) = refresher(
+            config("1h", None),
+            &[
+                inventory(TWO),
+                inventory(other),
+                inventory(&["10.8.0.1", "10.8.0.2", "10.8.0.3"]),
+                inventory(&["10.7.0.1"]),
+            ],
+        );
+        r.initial_load().await;
+        assert_eq!(r.refresh_once().await.unwrap(), Outcome::Applied);
+        assert_eq!(served(&store), other);
+        // More addresses than before, none of the old ones: applied too.
+        assert_eq!(r.refresh_once().await.unwrap(), Outcome::Applied);
+        assert_eq!(served(&store).len(), 3);
+        assert_eq!(stats.held(), None);
+        // Three to one: two of three lost, whatever the addresses; held, with when.
+        let before = unix_now();
+        assert_eq!(r.refresh_once().await.unwrap(), Outcome::Held);
+        assert_eq!(served(&store).len(), 3);
+        let (addresses, names, since, until) = stats.held().expect("held");
+        assert_eq!((addresses, names), (2, 1));
+        assert!(since >= before && since <= unix_now(), "{since}");
+        assert_eq!(until, since + 3600);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cold_start_from_a_stale_cache_applies_what_replaces_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.json");
+        let config = config("1h", Some(&path));
+        // The cache saw other addresses (an older VPC layout); the API answers now.
+        cache::save(&path, &config, &inventory(&["10.9.1.4", "10.9.2.4"]), 1).unwrap();
+        let (mut r, store, stats) = refresher(config, &[inventory(TWO)]);
+        r.initial_load().await;
+        assert_eq!(served(&store), TWO, "applied at once, not held for an hour");
+        assert_eq!(stats.held(), None);
     }
 
     #[tokio::test(start_paused = true)]

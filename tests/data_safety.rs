@@ -63,6 +63,7 @@ struct Rig {
     proxy: FaultProxy,
     server: Server,
     vpc: Vpc,
+    endpoint: String,
     cache: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -72,7 +73,8 @@ impl Rig {
         aws_env();
         let moto = Moto::start();
         let vpc = Vpc::create(moto.client()).await;
-        vpc.endpoint(SSM, &[0, 1], &[("privatelink-dns/name", "api")])
+        let endpoint = vpc
+            .endpoint(SSM, &[0, 1], &[("privatelink-dns/name", "api")])
             .await;
         let proxy = FaultProxy::start(moto.port).await;
         let dir = tempfile::tempdir().unwrap();
@@ -85,6 +87,7 @@ impl Rig {
             proxy,
             server,
             vpc,
+            endpoint,
             cache,
             _dir: dir,
         };
@@ -274,7 +277,16 @@ async fn an_emptied_account_is_held_then_applied_and_a_reload_applies_it_at_once
         4.0,
         "2 names × 2"
     );
-    assert_eq!(rig.readyz().await.0, 200);
+    // /readyz says so plainly: held, since when, until when.
+    let (status, body) = rig.readyz().await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("removal held"), "{body}");
+    assert!(
+        body.contains(" since 20") && body.contains(" until 20"),
+        "{body}"
+    );
+    assert!(!body.contains("has not answered yet"), "{body}");
+    assert!(sample(&m, "privatelink_dns_removal_held_until_timestamp_seconds") > 0.0);
 
     let dns = rig.dns();
     eventually(LIMIT, "the removal applied after the hold", || async {
@@ -324,6 +336,75 @@ async fn an_emptied_account_is_held_then_applied_and_a_reload_applies_it_at_once
     assert!(a(dns, API).await.is_empty(), "applied by the reload");
     assert_eq!(stats.removal_held.load(Ordering::Relaxed), 0);
     rig.server.shutdown().await;
+}
+
+/// An endpoint recreated (another endpoint, other addresses, the same name): its
+/// name loses no address, so the new ones are served at the next refresh, with an
+/// hour's removal hold in force. A cold start from a cache whose addresses the API
+/// now replaces serves the API's at once too, and /readyz says the data is from AWS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recreated_endpoint_and_a_stale_cache_are_replacements_not_removals() {
+    if !moto_available() {
+        return;
+    }
+    let rig = Rig::start("removal-hold = \"1h\"").await;
+    let dns = rig.dns();
+    // The replacement, made before the old one goes (so it gets other addresses);
+    // tagged for `api` once the old one is deleted.
+    let new = rig.vpc.endpoint_without_private_dns(SSM, &[0, 1]).await;
+    rig.vpc.delete(&rig.endpoint).await;
+    tag_api(&rig.vpc, &new).await;
+    let old = ["10.0.1.4", "10.0.2.4"];
+    eventually(LIMIT, "the new endpoint's addresses served", || async {
+        let now = a(dns, API).await;
+        now.len() == 2 && now.iter().all(|ip| !old.contains(&ip.as_str()))
+    })
+    .await;
+    let replaced = a(dns, API).await;
+    assert_eq!(rig.stats().held(), None);
+    rig.server.shutdown().await;
+
+    // Cold start: the cache still has the old addresses; EC2 answers with others.
+    let cfg = config(
+        &rig.proxy.url(),
+        &rig.vpc.id,
+        &rig.cache,
+        "removal-hold = \"1h\"",
+    );
+    let cached = std::fs::read_to_string(&rig.cache).unwrap();
+    assert!(cached.contains(&replaced[0]), "{cached}");
+    // Created before the cached one goes, so it has other addresses.
+    let newest = rig.vpc.endpoint_without_private_dns(SSM, &[0, 2]).await;
+    rig.vpc.delete(&new).await;
+    tag_api(&rig.vpc, &newest).await;
+    let server = Server::start(&cfg).await.unwrap();
+    let now = a(server.udp_addrs()[0], API).await;
+    assert_eq!(now.len(), 2, "{now:?}");
+    assert!(
+        now.iter().all(|ip| !replaced.contains(ip)),
+        "{now:?} {replaced:?}"
+    );
+    assert_eq!(server.stats().held(), None);
+    let (status, body) = http_get(server.http_addr().unwrap(), "/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("data from AWS"), "{body}");
+    server.shutdown().await;
+}
+
+/// Tags `endpoint` for the `api` record.
+async fn tag_api(vpc: &Vpc, endpoint: &str) {
+    vpc.ec2
+        .create_tags()
+        .resources(endpoint)
+        .tags(
+            aws_sdk_ec2::types::Tag::builder()
+                .key("privatelink-dns/name")
+                .value("api")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
 }
 
 fn inventory(region: &str, vpc: &str) -> Inventory {
