@@ -131,6 +131,7 @@ pub fn respond(
     let Ok(msg) = Message::from_vec(query) else {
         return Some(reply.finish(ResponseCode::FormErr, transport, CLASSIC_UDP_SIZE));
     };
+
     // Echo OPT iff the query had one; advertise our own size; echo only DO.
     let client_size = msg.edns.as_ref().map(|e| e.max_payload());
     let our_size = snapshot.settings.udp_payload_size;
@@ -149,7 +150,7 @@ pub fn respond(
     if msg.queries.len() == 1 {
         reply.question = Some(msg.queries[0].clone());
     }
-    let reply = match screen(reply, &msg, snapshot, client, transport, limit) {
+    let reply = match screen(reply, query, &msg, snapshot, client, transport, limit) {
         Ok(reply) => reply,
         Err(response) => return Some(response),
     };
@@ -164,12 +165,13 @@ pub fn respond(
 }
 
 /// What is refused before the question is looked at: a source outside
-/// `allow-query`, NOTIFY, other opcodes, not exactly one question, EDNS versions
-/// above 0, a TSIG that is not the last record. (The `Err` is the finished answer:
+/// `allow-query`, an EDNS option longer than its record, NOTIFY, other opcodes, not
+/// exactly one question, EDNS versions above 0, a TSIG that is not the last record. (The `Err` is the finished answer:
 /// large, but made once per refused request, never on the answering path.)
 #[allow(clippy::result_large_err)]
 fn screen<'s>(
     mut reply: Reply<'s>,
+    query: &[u8],
     msg: &Message,
     snapshot: &Snapshot,
     client: &Client,
@@ -180,6 +182,11 @@ fn screen<'s>(
         && !acl.allows(client.source)
     {
         return Err(reply.refuse(Refusal::QueryAcl, transport, limit));
+    }
+    if msg.edns.is_some() && !crate::wire::opt_options_fit(query) {
+        // An option longer than its OPT record (RFC 6891 6.1.2).
+        reply.opt = None;
+        return Err(reply.finish(ResponseCode::FormErr, transport, limit));
     }
     if msg.metadata.op_code == OpCode::Notify {
         // What Knot DNS answers as a primary: we take NOTIFY from no one.

@@ -222,6 +222,7 @@ impl Server {
         let limits = TcpLimits {
             idle_timeout: config.server.tcp_idle_timeout,
             max_connections: max_tcp_connections,
+            max_per_source: per_source(config.server.max_tcp_per_source, max_tcp_connections),
         };
         let span = info_span!("tcp", addr = %t);
         let fut = server::serve_tcp(tcp, self.serve.clone(), limits, self.shutdown.clone());
@@ -246,6 +247,7 @@ impl Server {
         };
         let limits = HttpLimits {
             max_connections,
+            max_per_source: per_source(http.max_per_source, max_connections),
             header_timeout: http.header_timeout,
         };
         let fut = http::serve(listener, state, limits, self.shutdown.clone());
@@ -480,6 +482,11 @@ pub async fn run_with(
     // task are seen during it, and dropping it (on a stop, or for a newer SIGHUP)
     // cancels it. Nothing half-applied is served: a dropped reload stops at an await.
     let mut reloading: Option<Pin<Box<dyn Future<Output = ReloadReport> + '_>>> = None;
+    // The new config is read and checked on a blocking thread, also beside the
+    // signals: a large file or a slow disk must not keep SIGTERM waiting. A newer
+    // SIGHUP replaces it (the older read finishes unseen).
+    let mut loading: Option<tokio::task::JoinHandle<Result<Config, crate::config::ConfigError>>> =
+        None;
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {
@@ -487,7 +494,9 @@ pub async fn run_with(
                 break;
             }
             _ = term.recv() => {
-                if reloading.is_some() {
+                if loading.is_some() {
+                    info!("SIGTERM received while a new config is read; stopping");
+                } else if reloading.is_some() {
                     info!("SIGTERM received during a reload; stopping");
                 } else {
                     info!("SIGTERM received; stopping");
@@ -499,15 +508,26 @@ pub async fn run_with(
                     warn!("SIGHUP received, but there is no --config file to reload (built-in demo)");
                     continue;
                 };
-                match Config::load(path) {
-                    Ok(new) => {
+                if loading.is_some() {
+                    info!("SIGHUP while a new config is read: the file is read again");
+                }
+                let path = path.clone();
+                loading = Some(tokio::task::spawn_blocking(move || Config::load(&path)));
+            }
+            loaded = async { loading.as_mut().expect("guarded by is_some").await }, if loading.is_some() => {
+                loading = None;
+                match loaded {
+                    Ok(Ok(new)) => {
                         if reloading.is_some() {
                             info!("SIGHUP during a reload: the newer config replaces it");
                         }
                         reloading = Some(Box::pin(server.reload(new)));
                     }
-                    Err(error) => {
+                    Ok(Err(error)) => {
                         error!(%error, "reload refused: the new config is invalid; the previous one keeps serving");
+                    }
+                    Err(error) => {
+                        error!(%error, "reload refused: reading the new config failed; the previous one keeps serving");
                     }
                 }
             }
@@ -602,6 +622,12 @@ impl FdBudget {
             http,
         }
     }
+}
+
+/// Connections one source may hold of `cap` (the cap after the descriptor budget):
+/// as configured, else a quarter; never more than the cap, never 0.
+pub fn per_source(configured: Option<usize>, cap: usize) -> usize {
+    configured.unwrap_or(cap / 4).clamp(1, cap.max(1))
 }
 
 /// RLIMIT_NOFILE's soft limit, raised to the hard limit first (best effort).

@@ -23,7 +23,8 @@ use tokio_util::task::TaskTracker;
 use tracing::debug;
 
 use crate::metrics::Metrics;
-use crate::refresh::RefreshStats;
+use crate::refresh::{RefreshStats, rfc3339};
+use crate::server::Sources;
 use crate::snapshot::SnapshotStore;
 
 /// What the handlers read.
@@ -39,6 +40,8 @@ pub struct HttpState {
 pub struct HttpLimits {
     /// Connections open at once; more are closed on accept.
     pub max_connections: usize,
+    /// Connections one source holds at once; more from it are closed on accept.
+    pub max_per_source: usize,
     /// Time to send a request's headers.
     pub header_timeout: Duration,
 }
@@ -64,8 +67,13 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .with_state(state);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let sources = Sources::new(limits.max_per_source);
     let tracker = TaskTracker::new();
     while let Some((stream, peer)) = crate::server::accept(&listener, &shutdown, "http").await {
+        let Some(mine) = sources.take(peer.ip()) else {
+            debug!(%peer, "http connections per source reached; closing new connection");
+            continue;
+        };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             debug!(%peer, "http connection cap reached; closing new connection");
             continue;
@@ -88,7 +96,7 @@ pub async fn serve(
                 }
                 () = shutdown.cancelled() => {}
             }
-            drop(permit);
+            drop((permit, mine));
         });
     }
     drop(listener);
@@ -104,16 +112,25 @@ async fn healthz() -> &'static str {
 async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
     let snap = s.store.load();
     let served = &snap.served;
+    let held = s.stats.held().map_or(String::new(), |(addresses, names, since, until)| {
+        format!(
+            "removal held: the EC2 API's last answer would take {addresses} addresses from {names} names; the previous data serves since {} until {} if that answer persists (SIGHUP applies it now)\n",
+            rfc3339(since),
+            rfc3339(until)
+        )
+    });
     if served.ready() {
         let source = if served.targets.is_empty() {
             "static config"
+        } else if served.from_cache() && !held.is_empty() {
+            "the cache file (the EC2 API answered; its answer is held, see below)"
         } else if served.from_cache() {
             "the cache file (the EC2 API has not answered yet)"
         } else {
             "AWS"
         };
         let body = format!(
-            "ready: {} zones, {} records, data from {source}\n",
+            "ready: {} zones, {} records, data from {source}\n{held}",
             snap.zone_count(),
             snap.record_count()
         );
@@ -126,7 +143,7 @@ async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
     let missing = served.missing();
     let body = if served.published {
         format!(
-            "not ready: no discovery data (and no cache file saved for this config) for {}; last error: {why}\n",
+            "not ready: no discovery data (and no cache file saved for this config) for {}; last error: {why}\n{held}",
             missing.join("; ")
         )
     } else {

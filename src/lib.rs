@@ -25,7 +25,7 @@
 //! - [`refresh`]: the loop that keeps the snapshot in sync; backoff, stale-on-error,
 //!   the mass-removal hold; the only caller of [`snapshot::SnapshotStore::update`]
 //!   besides a reload of a config without AWS.
-//! - [`cache`]: the last good inventory on disk, for cold starts.
+//! - [`cache`]: the last good inventory on disk, for cold starts (bounded, regular files only).
 //! - [`names`]: one zone's names and pre-encoded RRsets in one buffer, and their builder.
 //! - [`snapshot`]: the immutable table (with what it serves and where that came from),
 //!   its builder and its lookup.
@@ -38,13 +38,15 @@
 //! - [`journal`]: recent versions of transferable zones, for IXFR differences.
 //! - [`notify`]: NOTIFY to secondaries on every serial change.
 //! - [`fast`]: the allocation-free UDP encoder for plain A/AAAA queries.
-//! - [`server`]: sockets, TCP framing, limits.
+//! - [`server`]: sockets, TCP framing, limits (the global caps, and what one source may hold).
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics` on its own accept loop.
 //! - [`metrics`]: query and refresh metrics (OpenMetrics).
 //! - [`app`]: wiring, binding, reload, shutdown.
 //! - [`cli`]: the command line: `run`, `check-config`, `discover`, `probe`.
-//! - [`logging`]: stderr through a bounded queue; a lost line is counted, never a panic.
-//! - [`zonefile`]: RFC 1035 master files: a built zone written out, a zone file read in.
+//! - [`logging`]: stderr through a bounded queue; a lost line is counted, never a panic;
+//!   events a client can repeat at will are throttled, the DNS library's own are off.
+//! - [`zonefile`]: RFC 1035 master files: a built zone written out, a zone file read in
+//!   (errors give line and column, never the file's text).
 
 pub mod access;
 pub mod answer;

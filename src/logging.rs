@@ -68,6 +68,81 @@ impl Drop for Guard {
     }
 }
 
+/// A repeated event (one per packet or connection, which a client can cause at will)
+/// logged at most once per [`THROTTLE_INTERVAL`], with the count of those not
+/// logged in between; each one not logged is counted in
+/// [`suppressed`] (`privatelink_dns_log_events_suppressed_total`).
+#[derive(Debug, Default)]
+pub struct Throttle {
+    /// When this event was last logged: milliseconds since [`epoch`], plus 1 (0: never).
+    last: AtomicU64,
+    skipped: AtomicU64,
+}
+
+/// How often a throttled event is logged at most.
+pub const THROTTLE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+static SUPPRESSED: AtomicU64 = AtomicU64::new(0);
+
+/// Events not logged by a [`Throttle`] so far.
+pub fn suppressed() -> u64 {
+    SUPPRESSED.load(Ordering::Relaxed)
+}
+
+fn epoch() -> std::time::Instant {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(std::time::Instant::now)
+}
+
+impl Throttle {
+    pub const fn new() -> Self {
+        Self {
+            last: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(n)` when this occurrence is to be logged, `n` being how many were not
+    /// since the last one logged; `None` (and counted) otherwise.
+    pub fn allow(&self) -> Option<u64> {
+        self.allow_at(epoch().elapsed().as_millis() as u64 + 1)
+    }
+
+    /// [`Throttle::allow`] at `now`, milliseconds since [`epoch`] plus 1.
+    fn allow_at(&self, now: u64) -> Option<u64> {
+        let last = self.last.load(Ordering::Relaxed);
+        let due = last == 0 || now.saturating_sub(last) >= THROTTLE_INTERVAL.as_millis() as u64;
+        if due
+            && self
+                .last
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            return Some(self.skipped.swap(0, Ordering::Relaxed));
+        }
+        self.skipped.fetch_add(1, Ordering::Relaxed);
+        SUPPRESSED.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+}
+
+/// The filter: `RUST_LOG` if set (and valid), else the config's level, with the DNS
+/// library's own events left out: hickory-proto logs a WARN for some malformed
+/// packets, which anyone who can send a packet could turn into a log flood. (Our code
+/// counts malformed packets in metrics instead.) Directives that name `hickory`
+/// themselves are taken as written.
+pub fn filter(level: &str, rust_log: Option<&str>) -> tracing_subscriber::EnvFilter {
+    let chosen = rust_log
+        .filter(|v| tracing_subscriber::EnvFilter::try_new(v).is_ok())
+        .unwrap_or(level);
+    let mut directives = chosen.to_string();
+    if !chosen.contains("hickory") {
+        directives.push_str(",hickory_proto=off,hickory_net=off");
+    }
+    tracing_subscriber::EnvFilter::try_new(&directives)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level))
+}
+
 /// Sets up logging: `RUST_LOG` wins over the config's level.
 pub fn init(level: &str, format: LogFormat) -> Guard {
     let (writer, guard) = NonBlockingBuilder::default()
@@ -76,8 +151,7 @@ pub fn init(level: &str, format: LogFormat) -> Guard {
         .thread_name("privatelink-dns-log")
         .finish(Stderr);
     let _ = QUEUE_FULL.set(writer.error_counter());
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let filter = filter(level, std::env::var("RUST_LOG").ok().as_deref());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
@@ -93,4 +167,41 @@ pub fn init(level: &str, format: LogFormat) -> Guard {
 /// Writes one line to stderr, if it can (the binary's last words: `error: …`).
 pub fn say(line: std::fmt::Arguments<'_>) {
     let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_dns_library_is_quiet_unless_named() {
+        for (level, rust_log, want) in [
+            ("info", None, "hickory_proto=off"),
+            ("debug", Some("trace"), "hickory_proto=off"),
+            ("info", Some("not a [filter"), "hickory_proto=off"),
+        ] {
+            let f = filter(level, rust_log).to_string();
+            assert!(f.contains(want) && f.contains("hickory_net=off"), "{f}");
+        }
+        let f = filter("info,hickory_proto=debug", None).to_string();
+        assert!(!f.contains("hickory_proto=off"), "{f}");
+        let f = filter("info", Some("warn,hickory_proto=warn")).to_string();
+        assert!(!f.contains("=off"), "{f}");
+    }
+
+    #[test]
+    fn a_throttled_event_is_logged_once_then_counted() {
+        let t = Throttle::new();
+        let before = suppressed();
+        let interval = THROTTLE_INTERVAL.as_millis() as u64;
+        assert_eq!(t.allow_at(5), Some(0));
+        for i in 0..1000 {
+            assert_eq!(t.allow_at(6 + i), None);
+        }
+        assert_eq!(t.allow_at(4 + interval), None);
+        assert!(suppressed() - before >= 1001);
+        // Due again after the interval: the count of those left out comes with it.
+        assert_eq!(t.allow_at(5 + interval), Some(1001));
+        assert_eq!(t.allow_at(6 + interval), None);
+    }
 }

@@ -99,6 +99,7 @@ pub struct Metrics {
     latency: Arc<Latency>,
     tcp_open: Gauge,
     tcp_rejected: Counter,
+    tcp_rejected_source: Counter,
     refusals: Family<ReasonLabels, Counter>,
     transfers: Family<TransferLabels, Counter>,
     notify: Family<NotifyLabels, Counter>,
@@ -206,6 +207,12 @@ impl Metrics {
             "TCP connections closed on accept at max-tcp-connections",
             tcp_rejected.clone(),
         );
+        let tcp_rejected_source = Counter::default();
+        registry.register(
+            "tcp_connections_rejected_per_source",
+            "TCP connections closed on accept because their source held max-tcp-connections-per-source",
+            tcp_rejected_source.clone(),
+        );
         let refusals = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "refusals",
@@ -245,6 +252,7 @@ impl Metrics {
             latency,
             tcp_open,
             tcp_rejected,
+            tcp_rejected_source,
             refusals,
             transfers,
             notify,
@@ -340,6 +348,10 @@ impl Metrics {
 
     pub fn tcp_rejected(&self) {
         self.tcp_rejected.inc();
+    }
+
+    pub fn tcp_rejected_source(&self) {
+        self.tcp_rejected_source.inc();
     }
 
     /// The Prometheus text exposition.
@@ -482,6 +494,12 @@ impl Collector for RefreshCollector {
             "Log lines lost: stderr not read fast enough, or failing",
             crate::logging::dropped(),
         )?;
+        counter(
+            &mut e,
+            "log_events_suppressed",
+            "Repeated events (one per packet or connection) not logged: each is logged at most once per 10 s, with a count",
+            crate::logging::suppressed(),
+        )?;
         let served = &snap.served;
         gauge(
             &mut e,
@@ -597,6 +615,12 @@ fn encode_served(
         "removal_held_addresses",
         "Served addresses the held discovery would remove",
         held as f64,
+    )?;
+    gauge(
+        e,
+        "removal_held_until_timestamp_seconds",
+        "Unix time at which the held removal applies if the same result persists (0: none held)",
+        s.removal_held_until_unix.load(Ordering::Relaxed) as f64,
     )?;
     gauge(
         e,

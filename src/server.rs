@@ -15,7 +15,8 @@
 //! the core produces the exact bytes and these shells send them; hickory-proto does
 //! the wire format.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -30,6 +31,7 @@ use hickory_proto::rr::RecordType;
 
 use crate::answer::{Client, Response, Transport, respond};
 use crate::fast::{self, Fast};
+use crate::logging::Throttle;
 use crate::metrics::TransferOutcome;
 use crate::metrics::{Metrics, Outcome};
 use crate::snapshot::SnapshotStore;
@@ -147,11 +149,15 @@ impl ServeContext {
         let Some(out) = out.get_mut(..len) else {
             // The core keeps UDP answers within the payload size, and the buffer holds
             // the largest one: cut, this would go out as a malformed packet.
-            error!(
-                len,
-                buffer = out.len(),
-                "a UDP response is larger than the send buffer; not sent (a bug)"
-            );
+            static TOO_LARGE: Throttle = Throttle::new();
+            if let Some(not_logged) = TOO_LARGE.allow() {
+                error!(
+                    len,
+                    buffer = out.len(),
+                    not_logged,
+                    "a UDP response is larger than the send buffer; not sent (a bug)"
+                );
+            }
             return None;
         };
         out.copy_from_slice(&response.bytes);
@@ -360,6 +366,76 @@ fn sockaddr_to_std(addr: &libc::sockaddr_storage) -> Option<SocketAddr> {
 pub struct TcpLimits {
     pub idle_timeout: Duration,
     pub max_connections: usize,
+    /// Most connections one source holds at once (see [`Sources`]).
+    pub max_per_source: usize,
+}
+
+/// Connections held by each source, so that one source (idle clients, a slow
+/// loris) cannot take every slot of a listener: DNS over TCP (and with it TC
+/// fallback and transfers), or the HTTP port the health probes use. A source is an
+/// IPv4 address or an IPv6 /64 (what one host usually has to itself).
+#[derive(Debug)]
+pub struct Sources {
+    max: usize,
+    held: std::sync::Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One connection's place in [`Sources`], given back when dropped.
+#[derive(Debug)]
+pub struct SourceSlot {
+    sources: Arc<Sources>,
+    key: IpAddr,
+}
+
+impl Sources {
+    /// At most `max` connections (at least 1) from one source.
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self {
+            max: max.max(1),
+            held: std::sync::Mutex::default(),
+        })
+    }
+
+    /// A slot for a connection from `ip`, unless its source holds `max` already.
+    pub fn take(self: &Arc<Self>, ip: IpAddr) -> Option<SourceSlot> {
+        let key = source_key(ip);
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let n = held.entry(key).or_insert(0);
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(SourceSlot {
+            sources: self.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut held = self.sources.held.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = held.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// The source an address belongs to: itself (IPv4, an IPv4-mapped IPv6 address
+/// as IPv4), or its /64.
+fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !((1u128 << 64) - 1),
+            )),
+        },
+    }
 }
 
 /// Accepts TCP connections on `listener` until `shutdown` is cancelled; then stops
@@ -371,8 +447,14 @@ pub async fn serve_tcp(
     shutdown: CancellationToken,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let sources = Sources::new(limits.max_per_source);
     let tracker = tokio_util::task::TaskTracker::new();
     while let Some((stream, peer)) = accept(&listener, &shutdown, "tcp").await {
+        let Some(mine) = sources.take(peer.ip()) else {
+            cx.metrics.tcp_rejected_source();
+            drop(stream);
+            continue;
+        };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             debug!(%peer, "tcp connection cap reached; closing new connection");
             cx.metrics.tcp_rejected();
@@ -389,7 +471,7 @@ pub async fn serve_tcp(
                 debug!(%error, %peer, "tcp connection ended with an error");
             }
             cx.metrics.tcp_closed();
-            drop(permit);
+            drop((permit, mine));
         });
     }
     drop(listener); // refuse new connections while the open ones finish
@@ -412,7 +494,10 @@ pub(crate) async fn accept(
             r = listener.accept() => match r {
                 Ok(r) => return Some(r),
                 Err(error) => {
-                    warn!(%error, listener = what, "accept failed");
+                    static ACCEPT_FAILED: Throttle = Throttle::new();
+                    if let Some(not_logged) = ACCEPT_FAILED.allow() {
+                        warn!(%error, listener = what, not_logged, "accept failed");
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
@@ -502,7 +587,10 @@ async fn serve_transfer(
     let started = Instant::now();
     let Ok(_permit) = cx.transfers.clone().try_acquire_owned() else {
         cx.metrics.transfer(plan.qtype, TransferOutcome::Busy);
-        warn!(client = %peer, zone = %plan.origin, "transfer refused: max-transfers reached");
+        static BUSY: Throttle = Throttle::new();
+        if let Some(not_logged) = BUSY.allow() {
+            warn!(client = %peer, zone = %plan.origin, not_logged, "transfer refused: max-transfers reached");
+        }
         return send(stream, peer, &transfer::refused(plan), idle, shutdown).await;
     };
     let snapshot = cx.store.load_full();
@@ -604,6 +692,25 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::refresh::RefreshStats;
+
+    #[test]
+    fn a_source_is_an_ipv4_address_or_an_ipv6_slash_64() {
+        let sources = Sources::new(2);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let a = sources.take(ip("192.0.2.1")).unwrap();
+        let b = sources.take(ip("::ffff:192.0.2.1")).unwrap(); // the same host
+        assert!(sources.take(ip("192.0.2.1")).is_none());
+        assert!(sources.take(ip("192.0.2.2")).is_some());
+        let _c = sources.take(ip("2001:db8::1")).unwrap();
+        let _d = sources.take(ip("2001:db8::ffff:1")).unwrap();
+        assert!(sources.take(ip("2001:db8::2")).is_none(), "same /64");
+        assert!(sources.take(ip("2001:db8:0:1::1")).is_some(), "another /64");
+        drop(a);
+        assert!(sources.take(ip("192.0.2.1")).is_some(), "a slot given back");
+        // Entries of sources holding nothing are removed: the map stays small.
+        drop(b);
+        assert!(!sources.held.lock().unwrap().contains_key(&ip("192.0.2.1")));
+    }
 
     #[test]
     fn a_response_larger_than_the_buffer_is_not_cut() {

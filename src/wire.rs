@@ -157,6 +157,62 @@ impl std::fmt::Debug for QName {
     }
 }
 
+/// Whether every EDNS option of the message's OPT record fits inside the record
+/// (RFC 6891 section 6.1.2). hickory-proto drops an option list that does not, logs
+/// a warning for each such packet and parses on; we answer FORMERR instead, as Knot
+/// and BIND do, and count it. A message that cannot be walked passes: the caller
+/// has parsed it already.
+pub fn opt_options_fit(msg: &[u8]) -> bool {
+    walk_opt(msg).unwrap_or(true)
+}
+
+fn walk_opt(msg: &[u8]) -> Option<bool> {
+    let count = |at: usize| u16_at(msg, at).map(usize::from);
+    let (qd, an, ns, ar) = (count(4)?, count(6)?, count(8)?, count(10)?);
+    let mut at = HEADER_LEN;
+    for _ in 0..qd {
+        at = skip_name(msg, at)? + 4;
+    }
+    for i in 0..an + ns + ar {
+        at = skip_name(msg, at)?;
+        let rtype = u16_at(msg, at)?;
+        let rdlen = usize::from(u16_at(msg, at + 8)?);
+        let rdata = msg.get(at + 10..at + 10 + rdlen)?;
+        if i >= an + ns && rtype == TYPE_OPT && !options_fit(rdata) {
+            return Some(false);
+        }
+        at += 10 + rdlen;
+    }
+    Some(true)
+}
+
+/// Each option: code, length, and that many bytes, to the end of `rdata`.
+fn options_fit(mut rdata: &[u8]) -> bool {
+    while !rdata.is_empty() {
+        let Some(len) = u16_at(rdata, 2) else {
+            return false;
+        };
+        let Some(rest) = rdata.get(4 + usize::from(len)..) else {
+            return false;
+        };
+        rdata = rest;
+    }
+    true
+}
+
+/// Past the name at `at` (labels, then the root or a compression pointer).
+fn skip_name(msg: &[u8], mut at: usize) -> Option<usize> {
+    loop {
+        let len = *msg.get(at)?;
+        match len {
+            0 => return Some(at + 1),
+            l if l & 0xC0 == 0xC0 => return Some(at + 2),
+            l if l & 0xC0 == 0 => at += 1 + usize::from(l),
+            _ => return None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,5 +267,24 @@ mod tests {
         assert_eq!(udp_limit(Some(4096), 1232), 1232);
         assert_eq!(udp_limit(Some(1000), 1232), 1000);
         assert_eq!(udp_limit(Some(100), 1232), 512);
+    }
+
+    #[test]
+    fn an_edns_option_longer_than_its_record_does_not_fit() {
+        // A query for `a.` with an OPT whose one option: (code, length, data).
+        let query = |option: &[u8]| {
+            let mut m = vec![0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1];
+            m.extend_from_slice(&[1, b'a', 0, 0, 1, 0, 1]);
+            m.extend_from_slice(&[0, 0, 41, 4, 0xd0, 0, 0, 0, 0]);
+            m.extend_from_slice(&(option.len() as u16).to_be_bytes());
+            m.extend_from_slice(option);
+            m
+        };
+        assert!(opt_options_fit(&query(&[])));
+        assert!(opt_options_fit(&query(&[0, 10, 0, 2, 1, 2])));
+        assert!(opt_options_fit(&query(&[0, 10, 0, 0, 0, 8, 0, 1, 9])));
+        // A cookie claiming 16 bytes with 2; a length cut off.
+        assert!(!opt_options_fit(&query(&[0, 10, 0, 16, 1, 2])));
+        assert!(!opt_options_fit(&query(&[0, 10, 0])));
     }
 }

@@ -263,7 +263,7 @@ fn a_low_fd_limit_lowers_the_caps_and_nothing_starves() {
     std::fs::write(
         &path,
         format!(
-            "[server]\nlisten = [\"127.0.0.1:{port}\"]\nudp-workers = 1\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n\
+            "[server]\nlisten = [\"127.0.0.1:{port}\"]\nudp-workers = 1\nmax-tcp-connections-per-source = 1024\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n\
              [[zone]]\norigin = \"example.com\"\n[[zone.record]]\nname = \"www\"\na = [\"192.0.2.1\"]\n"
         ),
     )
@@ -326,4 +326,70 @@ fn a_low_fd_limit_lowers_the_caps_and_nothing_starves() {
     std::thread::sleep(Duration::from_millis(500));
     assert!(healthz(), "the HTTP side keeps its descriptors");
     drop(held);
+}
+
+/// 32 idle clients on the HTTP port, each reconnecting as soon as it is cut (what
+/// took /healthz down 72 times in 72): one source holds at most its share of the
+/// connections, so the probes from another source keep succeeding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_clients_that_reconnect_never_starve_the_probes() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let text = "[server]\nlisten = [\"127.0.0.1:0\"]\n[http]\nlisten = \"127.0.0.1:0\"\n\
+                header-timeout = \"1s\"\n\
+                [[zone]]\norigin = \"example.com\"\n[[zone.record]]\nname = \"www\"\na = [\"192.0.2.1\"]\n";
+    let server = Server::start(&Config::from_toml(text, "t").unwrap())
+        .await
+        .unwrap();
+    let http = server.http_addr().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut attackers = Vec::new();
+    for _ in 0..32 {
+        let stop = stop.clone();
+        attackers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                socket.bind(SocketAddr::from(([127, 0, 0, 2], 0))).unwrap();
+                let Ok(mut s) = socket.connect(http).await else {
+                    continue;
+                };
+                let _ = s
+                    .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-a: ")
+                    .await;
+                // Idle until cut (at once over the share, else at the header timeout).
+                let mut buf = [0u8; 64];
+                let _ = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let probe = || async {
+        let attempt = async {
+            let mut s = tokio::net::TcpStream::connect(http).await.ok()?;
+            s.write_all(b"GET /healthz HTTP/1.0\r\n\r\n").await.ok()?;
+            let mut reply = Vec::new();
+            s.read_to_end(&mut reply).await.ok()?;
+            Some(reply.starts_with(b"HTTP/1.0 200") || reply.starts_with(b"HTTP/1.1 200"))
+        };
+        tokio::time::timeout(Duration::from_secs(2), attempt)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or(false)
+    };
+    let (mut ok, total) = (0, 100);
+    for _ in 0..total {
+        if probe().await {
+            ok += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for a in attackers {
+        let _ = a.await;
+    }
+    assert!(ok * 100 >= total * 99, "{ok} of {total} probes succeeded");
+    server.shutdown().await;
 }

@@ -23,6 +23,7 @@ const CONFIG: &str = r#"
 listen = ["127.0.0.1:0", "[::1]:0"]
 tcp-idle-timeout = "300ms"
 max-tcp-connections = 2
+max-tcp-connections-per-source = 2
 
 [[zone]]
 origin = "internal.example.com"
@@ -278,6 +279,80 @@ async fn tcp_connection_cap_closes_extra_connections() {
         "over the cap: closed unanswered"
     );
     drop(held);
+    server.shutdown().await;
+}
+
+/// A connection from `from` (an address on this machine) to `to`.
+async fn connect_from(from: [u8; 4], to: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::from((from, 0))).unwrap();
+    socket.connect(to).await.unwrap()
+}
+
+/// Sends one query on `s`; whether an answer came back.
+async fn answered(s: &mut TcpStream, id: u16) -> bool {
+    let q = query_bytes(id, "internal.example.com.");
+    let _ = s
+        .write_all(&[&(q.len() as u16).to_be_bytes()[..], &q].concat())
+        .await;
+    tokio::time::timeout(Duration::from_secs(5), read_framed(s))
+        .await
+        .ok()
+        .flatten()
+        .is_some()
+}
+
+/// One source holds at most its share of the TCP slots (by default a quarter of
+/// max-tcp-connections): the rest are closed on accept and counted, and another
+/// source still gets TCP answers.
+#[tokio::test]
+async fn one_source_cannot_take_every_tcp_slot() {
+    let text = CONFIG.replace("300ms", "30s").replace(
+        "max-tcp-connections = 2\nmax-tcp-connections-per-source = 2\n",
+        "max-tcp-connections = 8\n",
+    );
+    let server = start(&text).await;
+    let addr = server.tcp_addrs()[0];
+    let mut held = Vec::new();
+    for id in 0..2u16 {
+        let mut s = connect_from([127, 0, 0, 2], addr).await;
+        assert!(answered(&mut s, id).await, "within the source's share");
+        held.push(s);
+    }
+    for id in 10..16u16 {
+        let mut s = connect_from([127, 0, 0, 2], addr).await;
+        assert!(
+            !answered(&mut s, id).await,
+            "over the share: closed unanswered"
+        );
+    }
+    // Another source: answered, several times over.
+    let mut others = Vec::new();
+    for id in 20..22u16 {
+        let mut s = connect_from([127, 0, 0, 1], addr).await;
+        assert!(answered(&mut s, id).await, "another source");
+        others.push(s);
+    }
+    let m = server.metrics().render();
+    assert!(
+        m.contains("privatelink_dns_tcp_connections_rejected_per_source_total 6"),
+        "{m}"
+    );
+    // The share comes back when a connection closes.
+    drop(held.pop());
+    let mut again = None;
+    for _ in 0..50 {
+        let mut s = connect_from([127, 0, 0, 2], addr).await;
+        if answered(&mut s, 30).await {
+            again = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        again.is_some(),
+        "a slot freed by the source is its own again"
+    );
     server.shutdown().await;
 }
 

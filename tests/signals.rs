@@ -576,3 +576,179 @@ async fn sigterm_during_a_stalled_refresh_exits_cleanly() {
     assert!(text.contains("\"stopped\""), "{text}");
     assert!(!text.contains("still open after the grace"), "{text}");
 }
+
+/// Waits for `child` to exit, `limit` at most; how long it took.
+async fn exit_within(child: &mut Child, limit: Duration) -> (Option<i32>, Duration) {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return (status.code(), started.elapsed());
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return (None, started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// SIGTERM while a SIGHUP's new config is still being read (a large one): the read
+/// goes on off the signal loop and the process exits within the grace and a second
+/// (before, SIGTERM waited for the whole parse).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_a_large_config_is_read_exits_within_the_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    let port = support::free_port();
+    let small =
+        config(port, "192.0.2.1").replace("[server]\n", "[server]\nshutdown-grace = \"1s\"\n");
+    std::fs::write(&path, &small).unwrap();
+    let log = dir.path().join("log");
+    let mut child = spawn_with_log(&path, &log);
+    ask_until(SocketAddr::from(([127, 0, 0, 1], port)), &["192.0.2.1"]);
+    // 200,000 names in TOML: seconds to parse and check, even in a release build.
+    let mut big = small.clone();
+    for i in 0..200_000u32 {
+        let _ = std::fmt::Write::write_fmt(
+            &mut big,
+            format_args!(
+                "[[zone.record]]\nname = \"h{i}\"\na = [\"10.{}.{}.{}\"]\n",
+                i >> 16,
+                (i >> 8) & 255,
+                i & 255
+            ),
+        );
+    }
+    std::fs::write(&path, big).unwrap();
+    kill(&child, "-HUP");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    kill(&child, "-TERM");
+    let (code, took) = exit_within(&mut child, Duration::from_secs(60)).await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("SIGTERM received while a new config is read"),
+        "the stop came during the read: {text}"
+    );
+    // Not a timing assertion on speed: the bound is the grace (1 s) plus the runtime's
+    // own second for a blocking read it abandons, plus slack for a loaded machine.
+    assert!(took < Duration::from_secs(10), "exited after {took:?}");
+}
+
+/// A FIFO as the cache file: refused as not a regular file (before, opening it
+/// blocked start-up for ever, SIGTERM included); the daemon starts, serves its
+/// static names, and SIGTERM stops it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_as_the_cache_file_is_refused_and_sigterm_is_heard() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("cache.json");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let path = dir.path().join("config.toml");
+    let port = support::free_port();
+    let down = format!("http://127.0.0.1:{}", support::free_port());
+    let aws = format!(
+        "[aws]\nregion = \"ap-northeast-1\"\nendpoint-url = \"{down}\"\ncall-timeout = \"1s\"\n\
+         cache-file = {:?}\n[[discover]]\nvpc-ids = [\"vpc-1\"]\n",
+        fifo.display().to_string()
+    );
+    std::fs::write(&path, format!("{}{aws}", config(port, "192.0.2.1"))).unwrap();
+    let log = dir.path().join("log");
+    let mut child = spawn_with_log(&path, &log);
+    ask_until(SocketAddr::from(([127, 0, 0, 1], port)), &["192.0.2.1"]);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("not a regular file"), "{text}");
+    kill(&child, "-TERM");
+    let (code, _) = exit_within(&mut child, Duration::from_secs(30)).await;
+    assert_eq!(code, Some(0));
+}
+
+/// Five seconds of queries whose EDNS option claims more bytes than it carries, from
+/// a source outside allow-query too: answered FORMERR and counted, and the log stays
+/// a few lines (before: one hickory-proto WARN per packet).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_edns_packets_do_not_flood_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    let (port, http_port) = (support::free_port(), support::free_port());
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:{port}\"]\nudp-workers = 1\n\
+             allow-query = [\"127.0.0.1/32\"]\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n\
+             [[zone]]\norigin = \"example.com\"\n[[zone.record]]\nname = \"www\"\na = [\"192.0.2.1\"]\n"
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("log");
+    let mut child = spawn_with_log(&path, &log);
+    let dns = SocketAddr::from(([127, 0, 0, 1], port));
+    ask_until(dns, &["192.0.2.1"]);
+    let before = std::fs::metadata(&log).unwrap().len();
+    // www.example.com A, with an OPT whose COOKIE option claims 16 bytes and has 2.
+    let mut packet = query_bytes(9);
+    packet[11] = 1; // ARCOUNT
+    packet.extend_from_slice(&[0, 0, 41, 4, 0xd0, 0, 0, 0, 0, 0, 6, 0, 10, 0, 16, 1, 2]);
+    let mut sent = 0u64;
+    let started = Instant::now();
+    // From inside allow-query the malformed packet; from outside it, a well-formed query
+    // (refused). A packet that does not parse is FORMERR whoever sends it.
+    let refused_query = query_bytes(10);
+    for (from, packet) in [("127.0.0.1:0", &packet), ("127.0.0.2:0", &refused_query)] {
+        let sock = UdpSocket::bind(from).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut buf = [0u8; 512];
+        let end = Instant::now() + Duration::from_millis(2500);
+        while Instant::now() < end && sent < 200_000 {
+            sock.send_to(packet, dns).unwrap();
+            sent += 1;
+            if sent.is_multiple_of(64) {
+                // Read what came back, so the socket's buffer never fills.
+                while sock.recv(&mut buf).is_ok() {
+                    sock.set_read_timeout(Some(Duration::from_millis(1)))
+                        .unwrap();
+                }
+                sock.set_read_timeout(Some(Duration::from_millis(200)))
+                    .unwrap();
+            }
+        }
+    }
+    // One answer, read whole: FORMERR.
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    sock.send_to(&packet, dns).unwrap();
+    let mut buf = [0u8; 512];
+    let n = sock.recv(&mut buf).unwrap();
+    assert_eq!(
+        Message::from_vec(&buf[..n]).unwrap().metadata.response_code,
+        hickory_proto::op::ResponseCode::FormErr
+    );
+    let http = SocketAddr::from(([127, 0, 0, 1], http_port));
+    let metrics = support::http_get(http, "/metrics").await.1;
+    let malformed = support::sample(
+        &metrics,
+        "privatelink_dns_queries_malformed_total{transport=\"udp\"}",
+    );
+    let refused = support::sample(
+        &metrics,
+        "privatelink_dns_refusals_total{reason=\"query_acl\"}",
+    );
+    assert!(
+        malformed > 100.0,
+        "{sent} sent in {:?}: {metrics}",
+        started.elapsed()
+    );
+    assert!(refused > 100.0, "the source outside allow-query: {metrics}");
+    kill(&child, "-TERM");
+    assert_eq!(exited(&mut child).await, Some(0));
+    let grew = std::fs::metadata(&log).unwrap().len() - before;
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        grew < 4096,
+        "{grew} bytes of log for {sent} packets: {text}"
+    );
+    assert!(!text.contains("EDNS options"), "{text}");
+}
