@@ -4,7 +4,7 @@
 
 use hickory_proto::op::Message;
 use hickory_proto::rr::TSigner;
-use hickory_proto::rr::rdata::tsig::{TSIG, TsigError, make_tsig_record};
+use hickory_proto::rr::rdata::tsig::{TSIG, TsigAlgorithm, TsigError, make_tsig_record};
 use hickory_proto::rr::{Name, Record};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 
@@ -69,9 +69,28 @@ pub fn verify(query: &[u8], msg: &Message, keys: &[TsigKey], now: u64) -> Verdic
         record.ttl = 0;
         record
     };
+    // Algorithm names compare without regard to case (they are domain names); the
+    // MAC covers the name in lower case, so a request that wrote it otherwise is
+    // verified from a copy with it lowered.
+    let algorithm = match &tsig.algorithm {
+        TsigAlgorithm::Unknown(name) => TsigAlgorithm::from_name(name.to_lowercase()),
+        known => known.clone(),
+    };
+    let lowered;
+    let query = if algorithm == tsig.algorithm {
+        query
+    } else {
+        match crate::wire::tsig_algorithm_lowercased(query) {
+            Some(copy) => {
+                lowered = copy;
+                &lowered[..]
+            }
+            None => query,
+        }
+    };
     let Some(key) = keys
         .iter()
-        .find(|k| k.name == key_name && k.algorithm == tsig.algorithm)
+        .find(|k| k.name == key_name && k.algorithm == algorithm)
     else {
         return Verdict::Error {
             error: TsigError::BadKey,
@@ -103,7 +122,9 @@ pub fn verify(query: &[u8], msg: &Message, keys: &[TsigKey], now: u64) -> Verdic
         request_mac,
         key: key.name.clone(),
     };
-    if now.abs_diff(time) > u64::from(tsig.fudge) {
+    // The window is the request's fudge, but never more than ours: a signer cannot
+    // widen it to hours by asking (RFC 8945 section 5.2.3 leaves the check to us).
+    if now.abs_diff(time) > u64::from(tsig.fudge.min(FUDGE)) {
         return Verdict::Error {
             error: TsigError::BadTime,
             unsigned: None,
@@ -183,4 +204,111 @@ fn append(message: &mut Vec<u8>, key: &Name, tsig: TSIG) -> Option<()> {
     let arcount = u16_at(message, 10)?.checked_add(1)?;
     message[10..12].copy_from_slice(&arcount.to_be_bytes());
     Some(())
+}
+
+#[cfg(test)]
+mod tests {
+    use hickory_proto::op::{Message, MessageType, OpCode, Query};
+    use hickory_proto::rr::RecordType;
+
+    use super::*;
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn keys() -> Vec<TsigKey> {
+        vec![TsigKey {
+            name: Name::from_ascii("k.").unwrap(),
+            algorithm: TsigAlgorithm::HmacSha256,
+            secret: SECRET.to_vec(),
+        }]
+    }
+
+    /// A query signed with `fudge` at `time`.
+    fn request(fudge: u16, time: u64) -> (Vec<u8>, Message) {
+        let signer = TSigner::new(
+            SECRET.to_vec(),
+            TsigAlgorithm::HmacSha256,
+            Name::from_ascii("k.").unwrap(),
+            fudge,
+        )
+        .unwrap();
+        let mut m = Message::new(7, MessageType::Query, OpCode::Query);
+        m.add_query(Query::query(
+            Name::from_ascii("example.com.").unwrap(),
+            RecordType::SOA,
+        ));
+        let (tsig, _) = signer.sign_message(&m, time).unwrap();
+        m.signature = Some(tsig);
+        let bytes = m.to_vec().unwrap();
+        let parsed = Message::from_vec(&bytes).unwrap();
+        (bytes, parsed)
+    }
+
+    fn error(v: Verdict) -> Option<TsigError> {
+        match v {
+            Verdict::Error { error, .. } => Some(error),
+            Verdict::Signed(_) => None,
+            Verdict::Unsigned => panic!("unsigned"),
+        }
+    }
+
+    #[test]
+    fn the_time_window_is_at_most_ours_whatever_the_request_asks() {
+        let now = 1_800_000_000;
+        let (bytes, msg) = request(300, now - 300);
+        assert_eq!(error(verify(&bytes, &msg, &keys(), now)), None);
+        let (bytes, msg) = request(300, now + 301);
+        assert_eq!(
+            error(verify(&bytes, &msg, &keys(), now)),
+            Some(TsigError::BadTime)
+        );
+        // A fudge of 65,535 s does not buy 3,000 s of skew.
+        let (bytes, msg) = request(u16::MAX, now - 3_000);
+        assert_eq!(
+            error(verify(&bytes, &msg, &keys(), now)),
+            Some(TsigError::BadTime)
+        );
+        // A smaller fudge than ours narrows it.
+        let (bytes, msg) = request(10, now - 11);
+        assert_eq!(
+            error(verify(&bytes, &msg, &keys(), now)),
+            Some(TsigError::BadTime)
+        );
+    }
+
+    #[test]
+    fn the_algorithm_name_is_matched_in_any_case() {
+        let now = 1_800_000_000;
+        let (mut bytes, _) = request(300, now);
+        // The MAC covers the canonical (lower-case) name; the wire may say otherwise.
+        let at = bytes
+            .windows(12)
+            .position(|w| w == b"\x0bhmac-sha256")
+            .unwrap();
+        bytes[at + 1..at + 12].make_ascii_uppercase();
+        let msg = Message::from_vec(&bytes).unwrap();
+        assert!(matches!(
+            msg.signature.as_ref().unwrap().data.algorithm,
+            TsigAlgorithm::Unknown(_)
+        ));
+        let Verdict::Signed(signed) = verify(&bytes, &msg, &keys(), now) else {
+            panic!("HMAC-SHA256 is hmac-sha256");
+        };
+        assert_eq!(signed.key, Name::from_ascii("k.").unwrap());
+        // A wrong MAC under an upper-case name is still BADSIG; an unknown one BADKEY.
+        let last = bytes.len() - 10;
+        bytes[last] ^= 1;
+        let msg = Message::from_vec(&bytes).unwrap();
+        assert_eq!(
+            error(verify(&bytes, &msg, &keys(), now)),
+            Some(TsigError::BadSig)
+        );
+        let (mut bytes, _) = request(300, now);
+        bytes[at + 9..at + 12].copy_from_slice(b"999");
+        let msg = Message::from_vec(&bytes).unwrap();
+        assert_eq!(
+            error(verify(&bytes, &msg, &keys(), now)),
+            Some(TsigError::BadKey)
+        );
+    }
 }

@@ -167,6 +167,29 @@ pub fn opt_options_fit(msg: &[u8]) -> bool {
 }
 
 fn walk_opt(msg: &[u8]) -> Option<bool> {
+    let mut fit = true;
+    walk_records(msg, |record| {
+        if record.additional && record.rtype == TYPE_OPT && !options_fit(record.rdata) {
+            fit = false;
+        }
+        fit
+    })?;
+    Some(fit)
+}
+
+/// One resource record of a message, as [`walk_records`] finds it.
+struct RecordAt<'m> {
+    /// In the additional section.
+    additional: bool,
+    rtype: u16,
+    /// Where its RDATA starts in the message.
+    rdata_at: usize,
+    rdata: &'m [u8],
+}
+
+/// Calls `f` with each resource record after the question, in order, while it
+/// returns true. `None` if the message cannot be walked to its last record.
+fn walk_records(msg: &[u8], mut f: impl FnMut(RecordAt<'_>) -> bool) -> Option<()> {
     let count = |at: usize| u16_at(msg, at).map(usize::from);
     let (qd, an, ns, ar) = (count(4)?, count(6)?, count(8)?, count(10)?);
     let mut at = HEADER_LEN;
@@ -178,12 +201,42 @@ fn walk_opt(msg: &[u8]) -> Option<bool> {
         let rtype = u16_at(msg, at)?;
         let rdlen = usize::from(u16_at(msg, at + 8)?);
         let rdata = msg.get(at + 10..at + 10 + rdlen)?;
-        if i >= an + ns && rtype == TYPE_OPT && !options_fit(rdata) {
-            return Some(false);
+        let record = RecordAt {
+            additional: i >= an + ns,
+            rtype,
+            rdata_at: at + 10,
+            rdata,
+        };
+        if !f(record) {
+            return Some(());
         }
         at += 10 + rdlen;
     }
-    Some(true)
+    Some(())
+}
+
+/// A copy of `msg` whose final TSIG record's algorithm name is in lower case: the
+/// canonical form its MAC covers (RFC 8945 section 4.3.3), which hickory-proto
+/// recognises only as written. `None` without a final TSIG.
+pub fn tsig_algorithm_lowercased(msg: &[u8]) -> Option<Vec<u8>> {
+    const TYPE_TSIG: u16 = 250;
+    let mut last = None;
+    walk_records(msg, |record| {
+        last = Some((record.rtype, record.rdata_at));
+        true
+    })?;
+    let (TYPE_TSIG, mut at) = last? else {
+        return None;
+    };
+    let mut out = msg.to_vec();
+    loop {
+        let len = usize::from(*out.get(at)?);
+        if len == 0 || len & 0xC0 != 0 {
+            return Some(out);
+        }
+        out.get_mut(at + 1..at + 1 + len)?.make_ascii_lowercase();
+        at += 1 + len;
+    }
 }
 
 /// Each option: code, length, and that many bytes, to the end of `rdata`.
