@@ -80,7 +80,10 @@ pub enum TransferOutcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NotifyResult {
     Sent,
+    /// NOERROR, with a valid TSIG when the NOTIFY was signed.
     Acknowledged,
+    /// A try answered with another rcode (REFUSED, NOTAUTH, ...): not acknowledged.
+    Rejected,
     GivenUp,
 }
 
@@ -231,7 +234,7 @@ impl Metrics {
         let notify = Family::<NotifyLabels, Counter>::default();
         registry.register(
             "notify",
-            "NOTIFY messages per zone: sent (each try), acknowledged, given_up",
+            "NOTIFY messages per zone: sent (each try), acknowledged, rejected (a try answered with an error rcode), given_up",
             notify.clone(),
         );
         registry.register(
@@ -291,6 +294,7 @@ impl Metrics {
             NotifyResult::Sent => "sent",
             NotifyResult::Acknowledged => "acknowledged",
             NotifyResult::GivenUp => "given_up",
+            NotifyResult::Rejected => "rejected",
         };
         self.notify
             .get_or_create(&NotifyLabels {

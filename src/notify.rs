@@ -109,12 +109,21 @@ fn notices(snapshot: &Snapshot) -> Vec<Notice> {
     out
 }
 
-/// The NOTIFY message for `notice` with `id`, signed when the zone has a key.
-fn message(notice: &Notice, id: u16) -> Option<Vec<u8>> {
+/// What an acknowledgement of a signed NOTIFY must be signed with: the key, and the
+/// NOTIFY's MAC, which the response's MAC covers.
+struct Check {
+    signer: TSigner,
+    request_mac: Vec<u8>,
+}
+
+/// The NOTIFY message for `notice` with `id`, signed when the zone has a key (then
+/// with what its response must be verified against).
+fn message(notice: &Notice, id: u16) -> Option<(Vec<u8>, Option<Check>)> {
     let mut m = Message::new(id, MessageType::Query, OpCode::Notify);
     m.metadata.authoritative = true;
     m.add_query(Query::query(notice.zone.clone(), RecordType::SOA));
     m.add_answer(notice.soa.clone());
+    let mut check = None;
     if let Some(key) = &notice.key {
         let signer = TSigner::new(
             key.secret.clone(),
@@ -124,12 +133,17 @@ fn message(notice: &Notice, id: u16) -> Option<Vec<u8>> {
         )
         .ok()?;
         let (tsig, _) = signer.sign_message(&m, unix_now()).ok()?;
+        let request_mac = tsig.data.mac.clone();
         m.signature = Some(tsig);
+        check = Some(Check {
+            signer,
+            request_mac,
+        });
     }
-    m.to_vec().ok()
+    Some((m.to_vec().ok()?, check))
 }
 
-/// Sends one NOTIFY, retrying until a matching response or [`TRIES`] tries.
+/// Sends one NOTIFY, retrying until it is acknowledged or [`TRIES`] tries.
 async fn send(
     notice: Notice,
     metrics: Arc<Metrics>,
@@ -151,9 +165,10 @@ async fn send(
         }
     };
     let mut timeout = first_timeout;
+    let mut last_rcode = None;
     for attempt in 1..=TRIES {
         let id = (RandomState::new().hash_one((attempt, &zone)) & 0xFFFF) as u16;
-        let Some(bytes) = message(&notice, id) else {
+        let Some((bytes, check)) = message(&notice, id) else {
             warn!(zone, "cannot encode or sign a NOTIFY");
             break;
         };
@@ -161,14 +176,20 @@ async fn send(
         if let Err(error) = socket.send_to(&bytes, notice.target).await {
             debug!(%error, zone, target = %notice.target, attempt, "NOTIFY not sent");
         } else {
+            let mut rejected = None;
             let acked = tokio::select! {
                 () = shutdown.cancelled() => return,
-                r = tokio::time::timeout(timeout, response(&socket, notice.target, id)) => r.is_ok(),
+                r = tokio::time::timeout(timeout, response(&socket, notice.target, id, check.as_ref(), &mut rejected)) => r.is_ok(),
             };
             if acked {
                 metrics.notify(&zone, NotifyResult::Acknowledged);
                 info!(zone, serial = notice.serial, target = %notice.target, attempt, "NOTIFY acknowledged");
                 return;
+            }
+            if let Some(rcode) = rejected {
+                metrics.notify(&zone, NotifyResult::Rejected);
+                debug!(zone, target = %notice.target, attempt, rcode = %rcode_name(rcode), "NOTIFY rejected");
+                last_rcode = Some(rcode);
             }
         }
         if attempt < TRIES {
@@ -180,11 +201,31 @@ async fn send(
         timeout *= 2;
     }
     metrics.notify(&zone, NotifyResult::GivenUp);
-    warn!(zone, serial = notice.serial, target = %notice.target, tries = TRIES, "NOTIFY not acknowledged; giving up (the secondary still polls at its SOA refresh)");
+    match last_rcode {
+        Some(rcode) => {
+            warn!(zone, serial = notice.serial, target = %notice.target, tries = TRIES, rcode = %rcode_name(rcode), "NOTIFY rejected by the secondary; giving up (check its primaries and key; it still polls at its SOA refresh)")
+        }
+        None => {
+            warn!(zone, serial = notice.serial, target = %notice.target, tries = TRIES, "NOTIFY not acknowledged; giving up (the secondary still polls at its SOA refresh)")
+        }
+    }
 }
 
-/// Waits for a NOTIFY response with `id` from `target`; other packets are ignored.
-async fn response(socket: &UdpSocket, target: SocketAddr, id: u16) {
+fn rcode_name(rcode: u8) -> String {
+    hickory_proto::op::ResponseCode::from_low(rcode).to_string()
+}
+
+/// Waits for an acknowledgement of the NOTIFY `id` sent to `target`: a NOTIFY
+/// response from it with that id, NOERROR, and signed with `check` when given.
+/// A response with another rcode is noted in `rejected` and waited past (a
+/// forged one cannot cut the wait short); other packets are ignored.
+async fn response(
+    socket: &UdpSocket,
+    target: SocketAddr,
+    id: u16,
+    check: Option<&Check>,
+    rejected: &mut Option<u8>,
+) {
     let mut buf = [0u8; 1024];
     loop {
         let Ok((len, from)) = socket.recv_from(&mut buf).await else {
@@ -197,9 +238,24 @@ async fn response(socket: &UdpSocket, target: SocketAddr, id: u16) {
             continue;
         };
         let is_notify_response = flags & QR != 0 && (flags >> 11) & 0xF == 4;
-        if from == target && is_notify_response && got == id {
-            return;
+        if from != target || !is_notify_response || got != id {
+            continue;
         }
+        let rcode = (flags & 0xF) as u8;
+        if rcode != 0 {
+            *rejected = Some(rcode);
+            continue;
+        }
+        if let Some(check) = check
+            && check
+                .signer
+                .verify_message_byte(message, Some(&check.request_mac), true)
+                .is_err()
+        {
+            debug!(%target, "a NOTIFY response without a valid TSIG; ignored");
+            continue;
+        }
+        return;
     }
 }
 
@@ -293,5 +349,104 @@ mod tests {
         assert_eq!(count(&metrics, "sent"), "2");
         assert_eq!(count(&metrics, "acknowledged"), "1");
         assert_eq!(count(&metrics, "given_up"), "0");
+    }
+
+    #[tokio::test]
+    async fn a_target_that_refuses_is_never_acknowledged() {
+        let target = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = target.local_addr().unwrap();
+        let secondary = tokio::spawn(async move {
+            let mut buf = [0u8; 512];
+            for _ in 0..TRIES {
+                let (n, from) = target.recv_from(&mut buf).await.unwrap();
+                let m = Message::from_vec(&buf[..n]).unwrap();
+                let mut reply = Message::new(m.metadata.id, MessageType::Response, OpCode::Notify);
+                reply.metadata.response_code = hickory_proto::op::ResponseCode::Refused;
+                reply.add_query(m.queries[0].clone());
+                target
+                    .send_to(&reply.to_vec().unwrap(), from)
+                    .await
+                    .unwrap();
+            }
+        });
+        let metrics = metrics();
+        send(
+            notice(addr),
+            metrics.clone(),
+            CancellationToken::new(),
+            Duration::from_millis(10),
+        )
+        .await;
+        secondary.await.unwrap();
+        assert_eq!(count(&metrics, "sent"), "5");
+        assert_eq!(count(&metrics, "rejected"), "5");
+        assert_eq!(count(&metrics, "acknowledged"), "0");
+        assert_eq!(count(&metrics, "given_up"), "1");
+    }
+
+    #[tokio::test]
+    async fn a_signed_notify_counts_only_a_signed_acknowledgement_from_the_target() {
+        let key = TsigKey {
+            name: Name::from_ascii("k.").unwrap(),
+            algorithm: hickory_proto::rr::rdata::tsig::TsigAlgorithm::HmacSha256,
+            secret: b"0123456789abcdef0123456789abcdef".to_vec(),
+        };
+        let target = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = target.local_addr().unwrap();
+        let keys = vec![key.clone()];
+        let secondary = tokio::spawn(async move {
+            let elsewhere = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let mut buf = [0u8; 512];
+            let reply_to = |m: &Message, id: u16| {
+                let mut reply = Message::new(id, MessageType::Response, OpCode::Notify);
+                reply.add_query(m.queries[0].clone());
+                reply.to_vec().unwrap()
+            };
+            // First try: a wrong id, a reply from another port, an unsigned NOERROR.
+            let (n, from) = target.recv_from(&mut buf).await.unwrap();
+            let m = Message::from_vec(&buf[..n]).unwrap();
+            let id = m.metadata.id;
+            let signed = match crate::tsig::verify(&buf[..n], &m, &keys, unix_now()) {
+                crate::tsig::Verdict::Signed(s) => s,
+                other => panic!("the NOTIFY is signed: {other:?}"),
+            };
+            target
+                .send_to(&reply_to(&m, id.wrapping_add(1)), from)
+                .await
+                .unwrap();
+            elsewhere.send_to(&reply_to(&m, id), from).await.unwrap();
+            target.send_to(&reply_to(&m, id), from).await.unwrap();
+            // A reply signed with the right key but for another request's MAC.
+            let mut forged = reply_to(&m, id);
+            let mut other = signed.clone();
+            other.request_mac = vec![0; 32];
+            crate::tsig::sign_response(&mut forged, &other, unix_now(), None).unwrap();
+            target.send_to(&forged, from).await.unwrap();
+            // Second try: signed properly.
+            let (n, from) = target.recv_from(&mut buf).await.unwrap();
+            let m = Message::from_vec(&buf[..n]).unwrap();
+            let crate::tsig::Verdict::Signed(signed) =
+                crate::tsig::verify(&buf[..n], &m, &keys, unix_now())
+            else {
+                panic!("signed");
+            };
+            let mut reply = reply_to(&m, m.metadata.id);
+            crate::tsig::sign_response(&mut reply, &signed, unix_now(), None).unwrap();
+            target.send_to(&reply, from).await.unwrap();
+        });
+        let metrics = metrics();
+        let mut n = notice(addr);
+        n.key = Some(key);
+        send(
+            n,
+            metrics.clone(),
+            CancellationToken::new(),
+            Duration::from_millis(300),
+        )
+        .await;
+        secondary.await.unwrap();
+        assert_eq!(count(&metrics, "sent"), "2");
+        assert_eq!(count(&metrics, "acknowledged"), "1");
+        assert_eq!(count(&metrics, "rejected"), "0");
     }
 }
