@@ -558,18 +558,27 @@ async fn send(
     framed.extend_from_slice(&(message.len() as u16).to_be_bytes());
     framed.extend_from_slice(message);
     // A peer that does not read (its window closed, our send buffer full) must not
-    // hold its slot: the write gets the idle timeout, and shutdown ends it.
-    tokio::select! {
-        biased;
-        () = shutdown.cancelled() => Ok(false),
-        r = tokio::time::timeout(idle, stream.write_all(&framed)) => match r {
-            Err(_elapsed) => {
-                debug!(%peer, "tcp peer does not read its answers; closing");
-                Ok(false)
-            }
-            Ok(r) => r.map(|()| true),
-        },
+    // hold its slot: each write gets the idle timeout, and shutdown ends it. The
+    // clock measures progress, not the message: a write that moves bytes restarts
+    // it, so a slow but steady reader (a secondary on a thin link) gets every message
+    // of a large transfer, and one that stops reading is cut after `idle`.
+    let mut rest = &framed[..];
+    while !rest.is_empty() {
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => return Ok(false),
+            r = tokio::time::timeout(idle, stream.write(rest)) => match r {
+                Err(_elapsed) => {
+                    debug!(%peer, "tcp peer does not read its answers; closing");
+                    return Ok(false);
+                }
+                Ok(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(Ok(n)) => rest = &rest[n..],
+                Ok(Err(e)) => return Err(e),
+            },
+        }
     }
+    Ok(true)
 }
 
 /// Streams a zone transfer, message by message, from the snapshot current when it
@@ -817,6 +826,39 @@ mod tests {
             serve.transfers.available_permits(),
             4,
             "the permit is given back"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_slow_but_steady_reader_gets_the_whole_transfer() {
+        // 20 KiB/s against 16 KiB messages: each message takes about 0.8 s to go
+        // out, longer than `idle`; every write moves bytes well within it.
+        let (serve, plan) = transfer_rig(1500, 4);
+        let (mut ours, mut client) = pair().await;
+        let peer = ours.peer_addr().unwrap();
+        let idle = Duration::from_millis(500);
+        let stop = CancellationToken::new();
+        let reader = tokio::spawn(async move {
+            let mut total = 0usize;
+            let mut buf = [0u8; 512];
+            loop {
+                match client.read(&mut buf).await {
+                    Ok(0) | Err(_) => return total,
+                    Ok(n) => total += n,
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        });
+        let done = serve_transfer(&mut ours, peer, &serve, &plan, idle, &stop).await;
+        assert!(done.unwrap(), "the whole transfer was sent");
+        drop(ours);
+        let total = reader.await.unwrap();
+        assert!(total > 2 * crate::transfer::MESSAGE_TARGET, "{total} bytes");
+        let metrics = serve.metrics.render();
+        assert!(
+            metrics
+                .contains("privatelink_dns_transfers_total{type=\"AXFR\",outcome=\"complete\"} 1"),
+            "{metrics}"
         );
     }
 
