@@ -55,6 +55,8 @@ pub enum AppError {
     },
     #[error("a critical task stopped; exiting so a supervisor restarts us")]
     Crashed,
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
 }
 
 /// Makes the discovery source for a config (`None`: the config has no AWS part).
@@ -133,7 +135,23 @@ impl Server {
             None => None,
         };
         let mut server = Self::new(config.clone(), sources);
+        if let Some(dir) = &config.server.state_dir {
+            // Before the first publication: no serial is served below the last one.
+            let serials = crate::state::Serials::open(dir)?;
+            server.store.persist_serials(serials);
+        }
         server.load(config.clone(), false).await;
+        if config.server.state_dir.is_none() {
+            let snap = server.store.load();
+            if snap
+                .zones()
+                .any(|z| !z.transfer().allow.is_empty() || !z.transfer().notify.is_empty())
+            {
+                warn!(
+                    "zones are transferred but [server] state-dir is not set: after a restart that follows a burst of changes, a zone's serial can go down and secondaries keep stale data; set state-dir to a persistent directory"
+                );
+            }
+        }
 
         let budget = FdBudget::for_config(&config);
         for (asked, udp, tcp) in sockets {
@@ -370,6 +388,14 @@ impl Server {
         }
         if old.server.shutdown_grace != new.server.shutdown_grace {
             report.restart_needed.push("server.shutdown-grace");
+        }
+        if old.server.max_tcp_per_source != new.server.max_tcp_per_source {
+            report
+                .restart_needed
+                .push("server.max-tcp-connections-per-source");
+        }
+        if old.server.state_dir != new.server.state_dir {
+            report.restart_needed.push("server.state-dir");
         }
         self.serve
             .query_log_every

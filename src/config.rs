@@ -314,6 +314,8 @@ pub struct ServerConfig {
     pub udp_workers: usize,
     /// Most zone transfers served at once.
     pub max_transfers: usize,
+    /// Where the last SOA serial of every zone persists (`state-dir`).
+    pub state_dir: Option<PathBuf>,
     pub settings: Settings,
 }
 
@@ -472,6 +474,9 @@ struct ServerFile {
     max_tcp_connections_per_source: Option<Spanned<usize>>,
     /// NS name used where a zone gives none. Default "ns.privatelink-dns.invalid.".
     nameserver: Option<Spanned<String>>,
+    /// Directory where the last SOA serial of every zone persists, so serials never
+    /// go down across a restart. Default: none.
+    state_dir: Option<Spanned<String>>,
     /// CH TXT answer for `id.server` and `hostname.bind`; unset: REFUSED.
     identity: Option<String>,
     /// CH TXT answer for `version.bind` and `version.server`; unset: REFUSED.
@@ -804,6 +809,13 @@ fn check_server(src: &Source<'_>, s: ServerFile) -> Result<ServerConfig, ConfigE
         )?,
         max_tcp_connections,
         max_tcp_per_source,
+        state_dir: match &s.state_dir {
+            Some(v) if v.get_ref().is_empty() => {
+                return Err(src.error(v.span(), "server.state-dir", "must not be empty"));
+            }
+            Some(v) => Some(PathBuf::from(v.get_ref())),
+            None => None,
+        },
         nameserver,
         shutdown_grace: duration_or(
             src,

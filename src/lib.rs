@@ -26,6 +26,7 @@
 //!   the mass-removal hold; the only caller of [`snapshot::SnapshotStore::update`]
 //!   besides a reload of a config without AWS.
 //! - [`cache`]: the last good inventory on disk, for cold starts (bounded, regular files only).
+//! - [`state`]: the last SOA serial served per zone, persisted (`state-dir`), so none goes down.
 //! - [`names`]: one zone's names and pre-encoded RRsets in one buffer, and their builder.
 //! - [`snapshot`]: the immutable table (with what it serves and where that came from),
 //!   its builder and its lookup.
@@ -66,6 +67,7 @@ pub mod notify;
 pub mod refresh;
 pub mod server;
 pub mod snapshot;
+pub mod state;
 pub mod transfer;
 pub mod tsig;
 pub mod wire;

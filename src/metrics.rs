@@ -498,6 +498,14 @@ impl Collector for RefreshCollector {
             "Log lines lost: stderr not read fast enough, or failing",
             crate::logging::dropped(),
         )?;
+        if let Some(serials) = self.store.serials() {
+            counter(
+                &mut e,
+                "state_write_failures",
+                "Writes of the zones' serials to state-dir that failed (serials stay right in memory; after a restart one could go down)",
+                serials.write_failures.load(Ordering::Relaxed),
+            )?;
+        }
         counter(
             &mut e,
             "log_events_suppressed",

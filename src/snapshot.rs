@@ -625,6 +625,8 @@ pub struct SnapshotStore {
     writer: Mutex<()>,
     /// Counts publications, for those who act on a change (NOTIFY).
     version: tokio::sync::watch::Sender<u64>,
+    /// The last serials served, persisted (`state-dir`): set once at start.
+    serials: std::sync::OnceLock<crate::state::Serials>,
 }
 
 impl Default for SnapshotStore {
@@ -639,7 +641,20 @@ impl SnapshotStore {
             current: ArcSwap::from_pointee(snapshot),
             writer: Mutex::new(()),
             version: tokio::sync::watch::Sender::new(0),
+            serials: std::sync::OnceLock::new(),
         }
+    }
+
+    /// From now on, no zone's serial goes below the last one `serials` says was
+    /// served, and every serial published is persisted first. Once, before the first
+    /// publication; a second call is ignored (`false`).
+    pub fn persist_serials(&self, serials: crate::state::Serials) -> bool {
+        self.serials.set(serials).is_ok()
+    }
+
+    /// The persisted serials, if `state-dir` is set.
+    pub fn serials(&self) -> Option<&crate::state::Serials> {
+        self.serials.get()
     }
 
     /// Wakes on every publication after this call.
@@ -665,6 +680,26 @@ impl SnapshotStore {
         let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let previous = self.current.load_full();
         let mut snapshot = next(&previous);
+        if let Some(serials) = self.serials.get() {
+            let mut zones: Vec<(Name, u32, bool)> = snapshot
+                .zones
+                .iter()
+                .map(|(key, zone)| {
+                    let served = previous
+                        .zones
+                        .get(key)
+                        .is_some_and(|p| p.serial() == zone.serial());
+                    (zone.origin.clone(), zone.serial(), served)
+                })
+                .collect();
+            serials.raise(&mut zones);
+            // The map is not changed in between: the same order.
+            for (zone, (_, serial, _)) in snapshot.zones.values_mut().zip(zones) {
+                if zone.serial() != serial {
+                    zone.set_serial(serial);
+                }
+            }
+        }
         snapshot.journal = previous.journal.clone();
         snapshot.journal.record(&previous, &snapshot);
         drop(previous);

@@ -265,6 +265,7 @@ fn reference_config_and_docs_show_every_key() {
                 "tcp-idle-timeout",
                 "max-tcp-connections",
                 "max-tcp-connections-per-source",
+                "state-dir",
                 "nameserver",
                 "identity",
                 "version",
