@@ -157,11 +157,40 @@ pub fn respond(
     let (reply, signed) = match authenticate(reply, query, &msg, snapshot, client, transport, limit)
     {
         Ok(verified) => verified,
-        Err(response) => return Some(response),
+        Err(response) => return response,
     };
-    Some(dispatch(
+    if msg.metadata.op_code == OpCode::Notify {
+        // What Knot DNS answers as a primary: we take NOTIFY from no one.
+        let mut reply = reply;
+        reply.flags_copied = 0;
+        let response = reply.finish(ResponseCode::NotAuth, transport, limit);
+        return signed_or_dropped(response, signed.as_ref(), client, None);
+    }
+    dispatch(
         reply, query, &msg, snapshot, transport, client, signed, limit,
-    ))
+    )
+}
+
+/// `response`, signed when `signed` is given; `None` (nothing is sent, and it is
+/// logged and counted) if signing fails: a signed request never gets an unsigned
+/// answer.
+fn signed_or_dropped(
+    mut response: Response,
+    signed: Option<&Signed>,
+    client: &Client,
+    error: Option<hickory_proto::rr::rdata::tsig::TsigError>,
+) -> Option<Response> {
+    let Some(signed) = signed else {
+        return Some(response);
+    };
+    if tsig::sign_response(&mut response.bytes, signed, client.now, error).is_some() {
+        return Some(response);
+    }
+    static FAILED: crate::logging::Throttle = crate::logging::Throttle::new();
+    if let Some(not_logged) = FAILED.allow() {
+        tracing::error!(client = %client.source, key = %signed.key, not_logged, "a response could not be signed; not sent");
+    }
+    None
 }
 
 /// What is refused before the question is looked at: a source outside
@@ -188,12 +217,9 @@ fn screen<'s>(
         reply.opt = None;
         return Err(reply.finish(ResponseCode::FormErr, transport, limit));
     }
-    if msg.metadata.op_code == OpCode::Notify {
-        // What Knot DNS answers as a primary: we take NOTIFY from no one.
-        reply.flags_copied = 0;
-        return Err(reply.finish(ResponseCode::NotAuth, transport, limit));
-    }
-    if msg.metadata.op_code != OpCode::Query {
+    // NOTIFY passes here and is answered NOTAUTH once its TSIG is checked (so a
+    // signed NOTIFY gets a signed answer).
+    if !matches!(msg.metadata.op_code, OpCode::Query | OpCode::Notify) {
         reply.flags_copied = 0; // NOTIMP does not echo RD or CD
         return Err(reply.finish(ResponseCode::NotImp, transport, limit));
     }
@@ -227,7 +253,7 @@ fn authenticate<'s>(
     client: &Client,
     transport: Transport,
     limit: usize,
-) -> Result<(Reply<'s>, Option<Signed>), Response> {
+) -> Result<(Reply<'s>, Option<Signed>), Option<Response>> {
     match tsig::verify(query, msg, &snapshot.settings.keys, client.now) {
         Verdict::Unsigned => Ok((reply, None)),
         Verdict::Signed(signed) => Ok((reply, Some(signed))),
@@ -238,11 +264,13 @@ fn authenticate<'s>(
         } => {
             reply.tsig = unsigned.map(|r| *r);
             reply.refusal = Some(Refusal::Tsig(u16::from(error)));
-            let mut response = reply.finish(ResponseCode::NotAuth, transport, limit);
-            if let Some(signed) = signed {
-                tsig::sign_response(&mut response.bytes, &signed, client.now, Some(error));
-            }
-            Err(response)
+            let response = reply.finish(ResponseCode::NotAuth, transport, limit);
+            Err(signed_or_dropped(
+                response,
+                signed.as_deref(),
+                client,
+                Some(error),
+            ))
         }
     }
 }
@@ -259,7 +287,7 @@ fn dispatch<'s>(
     client: &Client,
     signed: Option<Signed>,
     limit: usize,
-) -> Response {
+) -> Option<Response> {
     // Room for our TSIG in a signed UDP answer (an IXFR message is signed within
     // the whole limit).
     let whole_limit = limit;
@@ -271,9 +299,9 @@ fn dispatch<'s>(
     let rcode = match q.query_class() {
         DNSClass::IN if matches!(q.query_type(), RecordType::AXFR | RecordType::IXFR) => {
             match transfer_request(&mut reply, query, msg, snapshot, transport, client, &signed) {
-                Ok(plan) if transport == Transport::Tcp => return reply.stream(plan),
+                Ok(plan) if transport == Transport::Tcp => return Some(reply.stream(plan)),
                 Ok(plan) => match udp_ixfr(&plan, snapshot, whole_limit, client.now) {
-                    Some(bytes) => return reply.ready(bytes),
+                    Some(bytes) => return Some(reply.ready(bytes)),
                     None => {
                         // Our SOA alone: the client retries over TCP (RFC 1995 section 2).
                         if let Some(zone) = snapshot.zone(&plan.origin) {
@@ -290,11 +318,8 @@ fn dispatch<'s>(
         DNSClass::CH => answer_chaos(&mut reply, q, snapshot),
         _ => ResponseCode::Refused,
     };
-    let mut response = reply.finish(rcode, transport, limit);
-    if let Some(signed) = &signed {
-        tsig::sign_response(&mut response.bytes, signed, client.now, None);
-    }
-    response
+    let response = reply.finish(rcode, transport, limit);
+    signed_or_dropped(response, signed.as_ref(), client, None)
 }
 
 /// Room our TSIG record takes in a signed answer: the key name, the RR header,
@@ -1513,6 +1538,110 @@ mod transfer_tests {
             ResponseCode::FormErr,
             "IXFR without the client's SOA"
         );
+    }
+
+    const KEYED: &str = "allow = [\"10.0.0.0/8\"]\ntsig-key = \"k\"\n[[tsig-key]]\nname = \"k\"\nsecret = \"MDEyMzQ1Njc4OWFiY2RlZg==\"";
+
+    /// `m` signed with key k at the clients' time; and the key.
+    fn signed(mut m: Message) -> (Vec<u8>, hickory_proto::rr::TSigner) {
+        let signer = hickory_proto::rr::TSigner::new(
+            b"0123456789abcdef".to_vec(),
+            hickory_proto::rr::rdata::tsig::TsigAlgorithm::HmacSha256,
+            Name::from_str("k.").unwrap(),
+            300,
+        )
+        .unwrap();
+        let (tsig, _) = signer.sign_message(&m, 1_700_000_000).unwrap();
+        m.signature = Some(tsig);
+        (m.to_vec().unwrap(), signer)
+    }
+
+    #[test]
+    fn a_signed_notify_gets_a_signed_notauth() {
+        let s = snap(KEYED);
+        let mut m = Message::new(9, MessageType::Query, OpCode::Notify);
+        m.add_query(Query::query(
+            Name::from_str("x.test.").unwrap(),
+            RecordType::SOA,
+        ));
+        let (bytes, _) = signed(m);
+        let r = respond(&bytes, &s, Transport::Udp, &from("10.1.2.3")).unwrap();
+        let reply = Message::from_vec(&r.bytes).unwrap();
+        assert_eq!(reply.metadata.response_code, ResponseCode::NotAuth);
+        let tsig = reply.signature.as_deref().expect("signed");
+        assert!(!tsig.data.mac.is_empty());
+        assert_eq!(tsig.data.error, None);
+    }
+
+    #[test]
+    fn a_response_that_cannot_be_signed_is_not_sent() {
+        let s = snap(KEYED);
+        let mut m = Message::new(9, MessageType::Query, OpCode::Query);
+        m.add_query(Query::query(
+            Name::from_str("www.x.test.").unwrap(),
+            RecordType::A,
+        ));
+        let (bytes, _) = signed(m);
+        let r = respond(&bytes, &s, Transport::Udp, &from("10.1.2.3")).unwrap();
+        assert!(Message::from_vec(&r.bytes).unwrap().signature.is_some());
+        let before = tsig::sign_failures();
+        tsig::FAIL_SIGNING.with(|f| f.set(true));
+        let r = respond(&bytes, &s, Transport::Udp, &from("10.1.2.3"));
+        tsig::FAIL_SIGNING.with(|f| f.set(false));
+        assert!(r.is_none(), "no unsigned answer to a signed request");
+        assert_eq!(tsig::sign_failures(), before + 1);
+    }
+
+    /// A signed AXFR of a zone large enough for several messages: its plan.
+    fn signed_axfr_plan(names: usize) -> (Snapshot, Plan) {
+        let mut text = format!("[transfer]\n{KEYED}\n[[zone]]\norigin = \"x.test\"\n");
+        for i in 0..names {
+            text.push_str(&format!(
+                "[[zone.record]]\nname = \"h{i}\"\na = [\"10.0.{}.{}\"]\n",
+                i / 256,
+                i % 256
+            ));
+        }
+        let config = Config::from_toml(&text, "test").unwrap();
+        let s = snapshot::build(
+            &discovery::static_zones(&config),
+            config.server.settings,
+            None,
+            1_700_000_000,
+        );
+        let mut m = Message::new(9, MessageType::Query, OpCode::Query);
+        m.add_query(Query::query(
+            Name::from_str("x.test.").unwrap(),
+            RecordType::AXFR,
+        ));
+        let (bytes, _) = signed(m);
+        let r = respond(&bytes, &s, Transport::Tcp, &from("10.1.2.3")).unwrap();
+        (s, r.transfer.expect("a transfer"))
+    }
+
+    #[test]
+    fn a_transfer_stops_at_the_first_record_or_signature_that_fails() {
+        let (s, plan) = signed_axfr_plan(3000);
+        let zone = s.zone(&plan.origin).unwrap();
+        let whole: Vec<_> = transfer::Messages::new(zone, &plan, 1_700_000_000).collect();
+        assert!(whole.len() >= 3, "{} messages", whole.len());
+        // The signature of the second message fails: one message, then nothing, and
+        // the reason; never an unsigned message or a chain restarted.
+        let mut messages = transfer::Messages::new(zone, &plan, 1_700_000_000);
+        let first = messages.next().unwrap();
+        assert_eq!(first, whole[0]);
+        tsig::FAIL_SIGNING.with(|f| f.set(true));
+        assert!(messages.next().is_none());
+        tsig::FAIL_SIGNING.with(|f| f.set(false));
+        assert!(messages.next().is_none(), "stopped for good");
+        assert_eq!(messages.failure, Some("a message could not be signed"));
+        // A record that cannot be encoded: the message holding it is not given out.
+        let mut messages = transfer::Messages::new(zone, &plan, 1_700_000_000).failing_at(2000);
+        let given: Vec<_> = messages.by_ref().collect();
+        assert!(given.len() < whole.len());
+        assert_eq!(given[..], whole[..given.len()]);
+        assert_eq!(messages.failure, Some("a record could not be encoded"));
+        assert!(messages.records < 2000);
     }
 
     #[test]

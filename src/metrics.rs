@@ -508,6 +508,12 @@ impl Collector for RefreshCollector {
         }
         counter(
             &mut e,
+            "tsig_sign_failures",
+            "Responses and transfer messages to signed requests that could not be signed: not sent (a transfer stops there)",
+            crate::tsig::sign_failures(),
+        )?;
+        counter(
+            &mut e,
             "log_events_suppressed",
             "Repeated events (one per packet or connection) not logged: each is logged at most once per 10 s, with a count",
             crate::logging::suppressed(),

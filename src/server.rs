@@ -600,12 +600,18 @@ async fn serve_transfer(
         if let Some(not_logged) = BUSY.allow() {
             warn!(client = %peer, zone = %plan.origin, not_logged, "transfer refused: max-transfers reached");
         }
-        return send(stream, peer, &transfer::refused(plan), idle, shutdown).await;
+        let Some(refused) = transfer::refused(plan) else {
+            return Ok(false);
+        };
+        return send(stream, peer, &refused, idle, shutdown).await;
     };
     let snapshot = cx.store.load_full();
     let Some(zone) = snapshot.zone(&plan.origin) else {
         // The zone went between the decision and now.
-        return send(stream, peer, &transfer::refused(plan), idle, shutdown).await;
+        let Some(refused) = transfer::refused(plan) else {
+            return Ok(false);
+        };
+        return send(stream, peer, &refused, idle, shutdown).await;
     };
     let now = unix_now();
     let diff = match plan.client_serial {
@@ -634,6 +640,10 @@ async fn serve_transfer(
                 break;
             }
         }
+    }
+    if let Some(reason) = messages.failure {
+        complete = false;
+        error!(client = %peer, zone = %plan.origin, r#type = %plan.qtype, reason, messages = sent, "transfer aborted: the secondary gets no partial zone");
     }
     let outcome = if complete {
         TransferOutcome::Complete

@@ -61,6 +61,14 @@ pub struct Messages<'z> {
     origin: Box<[u8]>,
     /// Records sent, for the log line.
     pub records: usize,
+    /// Why the transfer stopped before its end, if it did: a record that could not
+    /// be encoded, or a message that could not be signed. No message after (and
+    /// none including) the one that failed is given out: a secondary never gets a
+    /// partial zone that looks whole, nor a break in the MAC chain.
+    pub failure: Option<&'static str>,
+    /// Test seam: the item at this index fails to encode.
+    #[cfg(test)]
+    fail_item: Option<usize>,
 }
 
 impl<'z> Messages<'z> {
@@ -113,7 +121,17 @@ impl<'z> Messages<'z> {
             origin: QName::from_name(&zone.origin)
                 .map_or_else(Default::default, |q| q.as_bytes().into()),
             records: 0,
+            failure: None,
+            #[cfg(test)]
+            fail_item: None,
         }
+    }
+
+    /// Test seam: the item at `index` (0: the first SOA) fails to encode.
+    #[cfg(test)]
+    pub(crate) fn failing_at(mut self, index: usize) -> Self {
+        self.fail_item = Some(index);
+        self
     }
 
     /// Appends one item; `false` (and nothing written) if it cannot be encoded.
@@ -204,6 +222,9 @@ impl Iterator for Messages<'_> {
     type Item = Vec<u8>;
 
     fn next(&mut self) -> Option<Vec<u8>> {
+        if self.failure.is_some() {
+            return None;
+        }
         self.items.peek()?;
         let plan = self.plan;
         let mut buf = Vec::with_capacity(MESSAGE_TARGET + 512);
@@ -224,8 +245,14 @@ impl Iterator for Messages<'_> {
                 break;
             }
             let item = self.items.next()?;
-            if !self.push(&mut buf, &item, &mut names) {
-                continue; // cannot happen for records we built; skipped, not fatal
+            #[cfg(test)]
+            let seam = self.fail_item == Some(self.records + usize::from(count));
+            #[cfg(not(test))]
+            let seam = false;
+            if seam || !self.push(&mut buf, &item, &mut names) {
+                // Cannot happen for records we built; if it does, the transfer stops.
+                self.failure = Some("a record could not be encoded");
+                return None;
             }
             count += 1;
         }
@@ -236,7 +263,12 @@ impl Iterator for Messages<'_> {
                 None => tsig::sign_response(&mut buf, signed, self.now, None),
                 Some(previous) => tsig::sign_next(&mut buf, &signed.signer, previous, self.now),
             };
-            self.previous_mac = mac;
+            let Some(mac) = mac else {
+                self.records -= usize::from(count);
+                self.failure = Some("a message could not be signed");
+                return None;
+            };
+            self.previous_mac = Some(mac);
         }
         self.first = false;
         Some(buf)
@@ -244,17 +276,17 @@ impl Iterator for Messages<'_> {
 }
 
 /// REFUSED for the request of `plan` (too many transfers, or the zone went),
-/// signed when the request was.
-pub fn refused(plan: &Plan) -> Vec<u8> {
+/// signed when the request was; `None` if it could not be signed (nothing is sent).
+pub fn refused(plan: &Plan) -> Option<Vec<u8>> {
     let mut buf = Vec::with_capacity(HEADER_LEN + plan.question.len() + 256);
     buf.extend_from_slice(&plan.id.to_be_bytes());
     buf.extend_from_slice(&(QR | plan.flags_copied | 5).to_be_bytes());
     buf.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
     buf.extend_from_slice(&plan.question);
     if let Some(signed) = &plan.signed {
-        tsig::sign_response(&mut buf, signed, crate::snapshot::unix_now(), None);
+        tsig::sign_response(&mut buf, signed, crate::snapshot::unix_now(), None)?;
     }
-    buf
+    Some(buf)
 }
 
 /// Where the question section of a request ends (its one name is never compressed),

@@ -134,10 +134,49 @@ pub fn verify(query: &[u8], msg: &Message, keys: &[TsigKey], now: u64) -> Verdic
     Verdict::Signed(signed)
 }
 
+static SIGN_FAILURES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Messages that could not be signed so far (each one was not sent).
+pub fn sign_failures() -> u64 {
+    SIGN_FAILURES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Test seam: signing on this thread fails while set.
+    pub(crate) static FAIL_SIGNING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Counts a failure (`None`), and makes the test seam fail.
+fn counted(signed: impl FnOnce() -> Option<Vec<u8>>) -> Option<Vec<u8>> {
+    #[cfg(test)]
+    let mac = if FAIL_SIGNING.with(std::cell::Cell::get) {
+        None
+    } else {
+        signed()
+    };
+    #[cfg(not(test))]
+    let mac = signed();
+    if mac.is_none() {
+        SIGN_FAILURES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    mac
+}
+
 /// Signs `response` (a complete message without TSIG) as the answer to the request
 /// `signed` verified, and appends the TSIG record. Returns the MAC, which the next
 /// message of a transfer covers. `error` BADTIME carries our time (RFC 8945 5.2.3).
+/// `None`: not signed (counted in [`sign_failures`]); the message must not be sent.
 pub fn sign_response(
+    response: &mut Vec<u8>,
+    signed: &Signed,
+    now: u64,
+    error: Option<TsigError>,
+) -> Option<Vec<u8>> {
+    counted(|| sign_response_unchecked(response, signed, now, error))
+}
+
+fn sign_response_unchecked(
     response: &mut Vec<u8>,
     signed: &Signed,
     now: u64,
@@ -167,8 +206,18 @@ pub fn sign_response(
 }
 
 /// Signs a later message of a multi-message response: its MAC covers the previous
-/// MAC, the message and the timers only (RFC 8945 section 5.3.1).
+/// MAC, the message and the timers only (RFC 8945 section 5.3.1). `None`: as
+/// [`sign_response`].
 pub fn sign_next(
+    response: &mut Vec<u8>,
+    signer: &TSigner,
+    previous_mac: &[u8],
+    now: u64,
+) -> Option<Vec<u8>> {
+    counted(|| sign_next_unchecked(response, signer, previous_mac, now))
+}
+
+fn sign_next_unchecked(
     response: &mut Vec<u8>,
     signer: &TSigner,
     previous_mac: &[u8],
