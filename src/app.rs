@@ -163,6 +163,7 @@ impl Server {
         let notify = notify::run(
             server.store.clone(),
             server.metrics.clone(),
+            config.server.max_notify_in_flight,
             server.shutdown.clone(),
         );
         server.supervise(
@@ -396,6 +397,9 @@ impl Server {
         }
         if old.server.state_dir != new.server.state_dir {
             report.restart_needed.push("server.state-dir");
+        }
+        if old.server.max_notify_in_flight != new.server.max_notify_in_flight {
+            report.restart_needed.push("server.max-notify-in-flight");
         }
         self.serve
             .query_log_every
@@ -631,7 +635,7 @@ impl FdBudget {
     /// The split of `limit` descriptors for `config`.
     pub fn split(config: &Config, limit: usize) -> FdBudget {
         let sockets = config.server.listen.len() * (config.server.udp_workers + 1);
-        let reserved = 64 + sockets + usize::from(config.http.is_some());
+        let reserved = 64 + sockets + usize::from(config.http.is_some()) + crate::notify::SOCKETS;
         let available = limit.saturating_sub(reserved).max(2);
         let http = config
             .http
@@ -752,11 +756,12 @@ mod tests {
             )
             .unwrap()
         };
-        // (limit, max-tcp-connections, DNS TCP, HTTP): 64 + 4 sockets + 1 reserved.
+        // (limit, max-tcp-connections, DNS TCP, HTTP): 64 + 4 sockets + 1 + the two
+        // NOTIFY sockets reserved.
         let rows = [
             (1 << 20, 1024, 1024, 64),
-            (1024, 1024, 891, 64),
-            (256, 1024, 164, 23),
+            (1024, 1024, 889, 64),
+            (256, 1024, 162, 23),
             (256, 100, 100, 23),
             (60, 1024, 1, 1),
         ];
@@ -764,7 +769,7 @@ mod tests {
             let c = config(&format!("max-tcp-connections = {max_tcp}"));
             let b = FdBudget::split(&c, limit);
             assert_eq!((b.dns_tcp, b.http), (dns_tcp, http), "{limit} {max_tcp}");
-            assert_eq!(b.reserved, 69);
+            assert_eq!(b.reserved, 71);
         }
     }
 }

@@ -314,6 +314,8 @@ pub struct ServerConfig {
     pub udp_workers: usize,
     /// Most zone transfers served at once.
     pub max_transfers: usize,
+    /// Most NOTIFYs waiting for an acknowledgement at once.
+    pub max_notify_in_flight: usize,
     /// Where the last SOA serial of every zone persists (`state-dir`).
     pub state_dir: Option<PathBuf>,
     pub settings: Settings,
@@ -462,6 +464,9 @@ struct ServerFile {
     allow_query: Option<Spanned<Vec<Spanned<String>>>>,
     /// Most zone transfers served at once, 1..=1024. Default 16.
     max_transfers: Option<Spanned<usize>>,
+    /// NOTIFYs waiting for an acknowledgement at once, 1..=4096; more wait their
+    /// turn. Default 64.
+    max_notify_in_flight: Option<Spanned<usize>>,
     /// Largest UDP response and advertised EDNS payload size, 512..=4096. Default 1232.
     udp_payload_size: Option<Spanned<u16>>,
     /// Close a TCP connection idle this long. Default "10s".
@@ -831,6 +836,14 @@ fn check_server(src: &Source<'_>, s: ServerFile) -> Result<ServerConfig, ConfigE
             1..=1024,
             "server.max-transfers",
             || "must be between 1 and 1024".into(),
+        )?,
+        max_notify_in_flight: in_range(
+            src,
+            s.max_notify_in_flight.as_ref(),
+            64,
+            1..=4096,
+            "server.max-notify-in-flight",
+            || "must be between 1 and 4096".into(),
         )?,
         settings: Settings {
             udp_payload_size,

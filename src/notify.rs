@@ -2,11 +2,14 @@
 //! start), tell its `notify` targets, so secondaries transfer the change at once
 //! instead of at their next SOA refresh.
 //!
-//! One task watches the snapshot store; each (zone, target) gets its own sender,
-//! which tries up to [`TRIES`] times with doubling timeouts until a matching
-//! response arrives. A newer serial replaces a sender still trying an older one.
+//! One task, one UDP socket per address family (counted in the descriptor budget),
+//! and at most `max-notify-in-flight` NOTIFYs waiting for an acknowledgement; the
+//! others wait their turn. Each is tried up to [`TRIES`] times with doubling
+//! timeouts until acknowledged: NOERROR from the target with the NOTIFY's id, and a
+//! valid TSIG when it was signed. A zone that changes again before its NOTIFY is
+//! acknowledged gets one NOTIFY, with the newest serial (coalescing).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,7 +19,7 @@ use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::TSigner;
 use hickory_proto::rr::{Name, Record, RecordType};
 use tokio::net::UdpSocket;
-use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -29,6 +32,8 @@ use crate::wire::{QR, u16_at};
 pub const TRIES: u32 = 5;
 /// The wait for a response after the first try; doubled after each (1+2+4+8+16 s).
 pub const FIRST_TIMEOUT: Duration = Duration::from_secs(1);
+/// Sockets the NOTIFY task holds (one per address family), for the descriptor budget.
+pub const SOCKETS: usize = 2;
 
 /// What one NOTIFY says and where it goes.
 #[derive(Debug, Clone)]
@@ -40,50 +45,305 @@ struct Notice {
     key: Option<TsigKey>,
 }
 
+type Slot = (Name, SocketAddr);
+
+/// A NOTIFY in flight: sent `attempt` times, the last with `id`, answered by
+/// `deadline` or tried again.
+struct InFlight {
+    notice: Notice,
+    attempt: u32,
+    id: u16,
+    check: Option<Check>,
+    deadline: Instant,
+    /// The rcode of a rejection seen for this NOTIFY (REFUSED, NOTAUTH...).
+    rejected: Option<u8>,
+}
+
+/// The NOTIFY state: what is in flight, what waits for a slot, what was settled.
+struct Notifier {
+    metrics: Arc<Metrics>,
+    v4: Option<Arc<UdpSocket>>,
+    v6: Option<Arc<UdpSocket>>,
+    max_in_flight: usize,
+    first_timeout: Duration,
+    in_flight: HashMap<Slot, InFlight>,
+    waiting: VecDeque<Slot>,
+    waiting_notice: HashMap<Slot, Notice>,
+    /// The serial last acknowledged or given up per slot: not sent again.
+    settled: HashMap<Slot, u32>,
+}
+
 /// Sends NOTIFYs on every serial change until `shutdown`.
-pub async fn run(store: Arc<SnapshotStore>, metrics: Arc<Metrics>, shutdown: CancellationToken) {
+pub async fn run(
+    store: Arc<SnapshotStore>,
+    metrics: Arc<Metrics>,
+    max_in_flight: usize,
+    shutdown: CancellationToken,
+) {
+    run_with(store, metrics, max_in_flight, FIRST_TIMEOUT, shutdown).await;
+}
+
+async fn run_with(
+    store: Arc<SnapshotStore>,
+    metrics: Arc<Metrics>,
+    max_in_flight: usize,
+    first_timeout: Duration,
+    shutdown: CancellationToken,
+) {
     let mut changes = store.subscribe();
-    let mut sent: HashMap<(Name, SocketAddr), (u32, JoinHandle<()>)> = HashMap::new();
+    let mut n = Notifier::new(metrics, max_in_flight, first_timeout).await;
+    let (v4, v6) = (n.v4.clone(), n.v6.clone());
+    let (mut buf4, mut buf6) = ([0u8; 1024], [0u8; 1024]);
+    let mut version_seen = None;
     loop {
-        let snapshot = store.load_full();
-        for notice in notices(&snapshot) {
-            let slot = (notice.zone.clone(), notice.target);
-            if sent
-                .get(&slot)
-                .is_some_and(|(serial, _)| *serial == notice.serial)
-            {
-                continue;
-            }
-            if let Some((_, older)) = sent.remove(&slot) {
-                older.abort();
-            }
-            let serial = notice.serial;
-            let task = tokio::spawn(send(
-                notice,
-                metrics.clone(),
-                shutdown.clone(),
-                FIRST_TIMEOUT,
-            ));
-            sent.insert(slot, (serial, task));
+        let version = *changes.borrow_and_update();
+        if version_seen != Some(version) {
+            version_seen = Some(version);
+            n.enqueue(notices(&store.load_full()));
         }
-        // Zones or targets that are gone: stop their senders.
-        sent.retain(|(zone, target), (_, task)| {
-            let kept = snapshot
-                .zone(zone)
-                .is_some_and(|z| z.transfer().notify.contains(target));
-            if !kept {
-                task.abort();
-            }
-            kept
-        });
-        drop(snapshot);
+        n.pump();
+        let deadline = n.next_deadline();
         tokio::select! {
             () = shutdown.cancelled() => break,
             r = changes.changed() => if r.is_err() { break },
+            () = sleep_until(deadline) => n.pump(),
+            Some((len, from)) = recv(v4.as_deref(), &mut buf4) => n.received(&buf4[..len], from),
+            Some((len, from)) = recv(v6.as_deref(), &mut buf6) => n.received(&buf6[..len], from),
         }
     }
-    for (_, (_, task)) in sent {
-        task.abort();
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A datagram from `socket`; never resolves without one (an ICMP error surfaces as
+/// a receive error: ignored, the try's timeout runs on).
+async fn recv(socket: Option<&UdpSocket>, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
+    let Some(socket) = socket else {
+        return std::future::pending().await;
+    };
+    loop {
+        if let Ok(r) = socket.recv_from(buf).await {
+            return Some(r);
+        }
+    }
+}
+
+impl Notifier {
+    async fn new(metrics: Arc<Metrics>, max_in_flight: usize, first_timeout: Duration) -> Self {
+        let bind = |addr: &'static str| async move {
+            match UdpSocket::bind(addr).await {
+                Ok(s) => Some(Arc::new(s)),
+                Err(error) => {
+                    warn!(%error, addr, "cannot open a socket for NOTIFY; targets of this family are given up");
+                    None
+                }
+            }
+        };
+        Self {
+            metrics,
+            v4: bind("0.0.0.0:0").await,
+            v6: bind("[::]:0").await,
+            max_in_flight: max_in_flight.max(1),
+            first_timeout,
+            in_flight: HashMap::new(),
+            waiting: VecDeque::new(),
+            waiting_notice: HashMap::new(),
+            settled: HashMap::new(),
+        }
+    }
+
+    /// Takes the notices of the current snapshot: a serial not yet sent waits for a
+    /// slot; one in flight with an older serial is replaced (the next try carries
+    /// the newest); zones and targets that are gone are forgotten.
+    fn enqueue(&mut self, notices: Vec<Notice>) {
+        let mut current: HashMap<Slot, ()> = HashMap::with_capacity(notices.len());
+        for notice in notices {
+            let slot = (notice.zone.clone(), notice.target);
+            current.insert(slot.clone(), ());
+            if self.settled.get(&slot) == Some(&notice.serial) {
+                continue;
+            }
+            if let Some(f) = self.in_flight.get_mut(&slot) {
+                if f.notice.serial != notice.serial {
+                    // Coalesced: the tries go on with the newest serial, from the first.
+                    f.notice = notice;
+                    f.attempt = 0;
+                    f.rejected = None;
+                    f.deadline = Instant::now();
+                }
+                continue;
+            }
+            if self.waiting_notice.insert(slot.clone(), notice).is_none() {
+                self.waiting.push_back(slot);
+            }
+        }
+        self.in_flight.retain(|slot, _| current.contains_key(slot));
+        self.waiting_notice
+            .retain(|slot, _| current.contains_key(slot));
+        let waiting_notice = &self.waiting_notice;
+        self.waiting
+            .retain(|slot| waiting_notice.contains_key(slot));
+        self.settled.retain(|slot, _| current.contains_key(slot));
+    }
+
+    /// Moves waiting notices into free slots, and sends every try that is due (the
+    /// first of those just started, the next of those whose timeout passed), until
+    /// no slot is freed by a NOTIFY given up.
+    fn pump(&mut self) {
+        loop {
+            while self.in_flight.len() < self.max_in_flight {
+                let Some(slot) = self.waiting.pop_front() else {
+                    break;
+                };
+                let Some(notice) = self.waiting_notice.remove(&slot) else {
+                    continue;
+                };
+                let f = InFlight {
+                    notice,
+                    attempt: 0,
+                    id: 0,
+                    check: None,
+                    deadline: Instant::now(),
+                    rejected: None,
+                };
+                self.in_flight.insert(slot, f);
+            }
+            let freed = self.expire();
+            if !freed || self.waiting.is_empty() {
+                return;
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.in_flight.values().map(|f| f.deadline).min()
+    }
+
+    /// Every NOTIFY whose deadline passed: tried again, or given up after [`TRIES`].
+    /// Whether any was given up (its slot is free).
+    fn expire(&mut self) -> bool {
+        let mut freed = false;
+        let now = Instant::now();
+        let due: Vec<Slot> = self
+            .in_flight
+            .iter()
+            .filter(|(_, f)| f.deadline <= now)
+            .map(|(slot, _)| slot.clone())
+            .collect();
+        for slot in due {
+            let Some(mut f) = self.in_flight.remove(&slot) else {
+                continue;
+            };
+            let zone = f.notice.zone.to_string();
+            if let Some(rcode) = f.rejected.take() {
+                self.metrics.notify(&zone, NotifyResult::Rejected);
+                debug!(zone, target = %f.notice.target, attempt = f.attempt, rcode = %rcode_name(rcode), "NOTIFY rejected");
+                if f.attempt >= TRIES {
+                    self.give_up(&slot, &f, Some(rcode));
+                    freed = true;
+                    continue;
+                }
+            } else if f.attempt >= TRIES {
+                self.give_up(&slot, &f, None);
+                freed = true;
+                continue;
+            }
+            f.attempt += 1;
+            f.id = (RandomState::new().hash_one((f.attempt, &zone, now)) & 0xFFFF) as u16;
+            let Some((bytes, check)) = message(&f.notice, f.id) else {
+                warn!(zone, "cannot encode or sign a NOTIFY");
+                self.give_up(&slot, &f, None);
+                freed = true;
+                continue;
+            };
+            f.check = check;
+            f.deadline = now + self.first_timeout * 2u32.pow(f.attempt - 1);
+            self.metrics.notify(&zone, NotifyResult::Sent);
+            let socket = if f.notice.target.is_ipv4() {
+                self.v4.as_ref()
+            } else {
+                self.v6.as_ref()
+            };
+            match socket {
+                Some(socket) => {
+                    // sendto(2) itself: a datagram leaves at once or fails (a full
+                    // buffer); tokio's readiness is not yet known on a new socket.
+                    let sent = socket2::SockRef::from(socket.as_ref())
+                        .send_to(&bytes, &f.notice.target.into());
+                    if let Err(error) = sent {
+                        debug!(%error, zone, target = %f.notice.target, attempt = f.attempt, "NOTIFY not sent");
+                    }
+                }
+                None => {
+                    self.give_up(&slot, &f, None);
+                    freed = true;
+                    continue;
+                }
+            }
+            self.in_flight.insert(slot, f);
+        }
+        freed
+    }
+
+    fn give_up(&mut self, slot: &Slot, f: &InFlight, rcode: Option<u8>) {
+        let zone = f.notice.zone.to_string();
+        self.metrics.notify(&zone, NotifyResult::GivenUp);
+        self.settled.insert(slot.clone(), f.notice.serial);
+        match rcode {
+            Some(rcode) => {
+                warn!(zone, serial = f.notice.serial, target = %f.notice.target, tries = TRIES, rcode = %rcode_name(rcode), "NOTIFY rejected by the secondary; giving up (check its primaries and key; it still polls at its SOA refresh)")
+            }
+            None => {
+                warn!(zone, serial = f.notice.serial, target = %f.notice.target, tries = TRIES, "NOTIFY not acknowledged; giving up (the secondary still polls at its SOA refresh)")
+            }
+        }
+    }
+
+    /// A datagram from `from`: the acknowledgement (or rejection) of a NOTIFY in
+    /// flight to it with that id, or ignored. A rejection is noted and the try's
+    /// timeout runs on (a forged one cannot cut the tries short).
+    fn received(&mut self, message: &[u8], from: SocketAddr) {
+        let (Some(id), Some(flags)) = (u16_at(message, 0), u16_at(message, 2)) else {
+            return;
+        };
+        let is_notify_response = flags & QR != 0 && (flags >> 11) & 0xF == 4;
+        if !is_notify_response {
+            return;
+        }
+        let Some((slot, f)) = self
+            .in_flight
+            .iter_mut()
+            .find(|(_, f)| f.notice.target == from && f.id == id && f.attempt > 0)
+        else {
+            return;
+        };
+        let rcode = (flags & 0xF) as u8;
+        if rcode != 0 {
+            f.rejected = Some(rcode);
+            return;
+        }
+        if let Some(check) = &f.check
+            && check
+                .signer
+                .verify_message_byte(message, Some(&check.request_mac), true)
+                .is_err()
+        {
+            debug!(%from, "a NOTIFY response without a valid TSIG; ignored");
+            return;
+        }
+        let slot = slot.clone();
+        let Some(f) = self.in_flight.remove(&slot) else {
+            return;
+        };
+        let zone = f.notice.zone.to_string();
+        self.metrics.notify(&zone, NotifyResult::Acknowledged);
+        info!(zone, serial = f.notice.serial, target = %f.notice.target, attempt = f.attempt, "NOTIFY acknowledged");
+        self.settled.insert(slot, f.notice.serial);
     }
 }
 
@@ -143,120 +403,8 @@ fn message(notice: &Notice, id: u16) -> Option<(Vec<u8>, Option<Check>)> {
     Some((m.to_vec().ok()?, check))
 }
 
-/// Sends one NOTIFY, retrying until it is acknowledged or [`TRIES`] tries.
-async fn send(
-    notice: Notice,
-    metrics: Arc<Metrics>,
-    shutdown: CancellationToken,
-    first_timeout: Duration,
-) {
-    let zone = notice.zone.to_string();
-    let bind: SocketAddr = if notice.target.is_ipv4() {
-        "0.0.0.0:0".parse().unwrap()
-    } else {
-        "[::]:0".parse().unwrap()
-    };
-    let socket = match UdpSocket::bind(bind).await {
-        Ok(s) => s,
-        Err(error) => {
-            warn!(%error, zone, target = %notice.target, "cannot open a socket for NOTIFY");
-            metrics.notify(&zone, NotifyResult::GivenUp);
-            return;
-        }
-    };
-    let mut timeout = first_timeout;
-    let mut last_rcode = None;
-    for attempt in 1..=TRIES {
-        let id = (RandomState::new().hash_one((attempt, &zone)) & 0xFFFF) as u16;
-        let Some((bytes, check)) = message(&notice, id) else {
-            warn!(zone, "cannot encode or sign a NOTIFY");
-            break;
-        };
-        metrics.notify(&zone, NotifyResult::Sent);
-        if let Err(error) = socket.send_to(&bytes, notice.target).await {
-            debug!(%error, zone, target = %notice.target, attempt, "NOTIFY not sent");
-        } else {
-            let mut rejected = None;
-            let acked = tokio::select! {
-                () = shutdown.cancelled() => return,
-                r = tokio::time::timeout(timeout, response(&socket, notice.target, id, check.as_ref(), &mut rejected)) => r.is_ok(),
-            };
-            if acked {
-                metrics.notify(&zone, NotifyResult::Acknowledged);
-                info!(zone, serial = notice.serial, target = %notice.target, attempt, "NOTIFY acknowledged");
-                return;
-            }
-            if let Some(rcode) = rejected {
-                metrics.notify(&zone, NotifyResult::Rejected);
-                debug!(zone, target = %notice.target, attempt, rcode = %rcode_name(rcode), "NOTIFY rejected");
-                last_rcode = Some(rcode);
-            }
-        }
-        if attempt < TRIES {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(Duration::from_millis(100)) => {}
-            }
-        }
-        timeout *= 2;
-    }
-    metrics.notify(&zone, NotifyResult::GivenUp);
-    match last_rcode {
-        Some(rcode) => {
-            warn!(zone, serial = notice.serial, target = %notice.target, tries = TRIES, rcode = %rcode_name(rcode), "NOTIFY rejected by the secondary; giving up (check its primaries and key; it still polls at its SOA refresh)")
-        }
-        None => {
-            warn!(zone, serial = notice.serial, target = %notice.target, tries = TRIES, "NOTIFY not acknowledged; giving up (the secondary still polls at its SOA refresh)")
-        }
-    }
-}
-
 fn rcode_name(rcode: u8) -> String {
     hickory_proto::op::ResponseCode::from_low(rcode).to_string()
-}
-
-/// Waits for an acknowledgement of the NOTIFY `id` sent to `target`: a NOTIFY
-/// response from it with that id, NOERROR, and signed with `check` when given.
-/// A response with another rcode is noted in `rejected` and waited past (a
-/// forged one cannot cut the wait short); other packets are ignored.
-async fn response(
-    socket: &UdpSocket,
-    target: SocketAddr,
-    id: u16,
-    check: Option<&Check>,
-    rejected: &mut Option<u8>,
-) {
-    let mut buf = [0u8; 1024];
-    loop {
-        let Ok((len, from)) = socket.recv_from(&mut buf).await else {
-            // An ICMP error (port unreachable) surfaces here: wait for the timeout.
-            std::future::pending::<()>().await;
-            return;
-        };
-        let message = &buf[..len];
-        let (Some(got), Some(flags)) = (u16_at(message, 0), u16_at(message, 2)) else {
-            continue;
-        };
-        let is_notify_response = flags & QR != 0 && (flags >> 11) & 0xF == 4;
-        if from != target || !is_notify_response || got != id {
-            continue;
-        }
-        let rcode = (flags & 0xF) as u8;
-        if rcode != 0 {
-            *rejected = Some(rcode);
-            continue;
-        }
-        if let Some(check) = check
-            && check
-                .signer
-                .verify_message_byte(message, Some(&check.request_mac), true)
-                .is_err()
-        {
-            debug!(%target, "a NOTIFY response without a valid TSIG; ignored");
-            continue;
-        }
-        return;
-    }
 }
 
 #[cfg(test)]
@@ -301,15 +449,33 @@ mod tests {
         ))
     }
 
+    /// Runs a notifier over `notices` until every one is acknowledged or given up.
+    async fn drive(notices: Vec<Notice>, metrics: Arc<Metrics>, max: usize, first: Duration) {
+        let mut n = Notifier::new(metrics, max, first).await;
+        n.enqueue(notices);
+        let v4 = n.v4.clone();
+        let mut buf = [0u8; 1024];
+        loop {
+            n.pump();
+            let Some(deadline) = n.next_deadline() else {
+                return;
+            };
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => n.pump(),
+                Some((len, from)) = recv(v4.as_deref(), &mut buf) => n.received(&buf[..len], from),
+            }
+        }
+    }
+
     #[tokio::test]
     async fn a_silent_target_gets_five_tries_then_is_given_up() {
         let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let metrics = metrics();
         let target = silent.local_addr().unwrap();
-        send(
-            notice(target),
+        drive(
+            vec![notice(target)],
             metrics.clone(),
-            CancellationToken::new(),
+            64,
             Duration::from_millis(10),
         )
         .await;
@@ -338,10 +504,10 @@ mod tests {
                 .unwrap();
         });
         let metrics = metrics();
-        send(
-            notice(addr),
+        drive(
+            vec![notice(addr)],
             metrics.clone(),
-            CancellationToken::new(),
+            64,
             Duration::from_millis(200),
         )
         .await;
@@ -370,10 +536,10 @@ mod tests {
             }
         });
         let metrics = metrics();
-        send(
-            notice(addr),
+        drive(
+            vec![notice(addr)],
             metrics.clone(),
-            CancellationToken::new(),
+            64,
             Duration::from_millis(10),
         )
         .await;
@@ -437,16 +603,78 @@ mod tests {
         let metrics = metrics();
         let mut n = notice(addr);
         n.key = Some(key);
-        send(
-            n,
-            metrics.clone(),
-            CancellationToken::new(),
-            Duration::from_millis(300),
-        )
-        .await;
+        drive(vec![n], metrics.clone(), 64, Duration::from_millis(300)).await;
         secondary.await.unwrap();
         assert_eq!(count(&metrics, "sent"), "2");
         assert_eq!(count(&metrics, "acknowledged"), "1");
         assert_eq!(count(&metrics, "rejected"), "0");
+    }
+
+    #[tokio::test]
+    async fn a_newer_serial_replaces_the_one_in_flight() {
+        let target = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = target.local_addr().unwrap();
+        let metrics = metrics();
+        let mut n = Notifier::new(metrics.clone(), 64, Duration::from_secs(60)).await;
+        n.enqueue(vec![notice(addr)]);
+        n.pump();
+        let mut buf = [0u8; 512];
+        let (len, _) = target.recv_from(&mut buf).await.unwrap();
+        let first = Message::from_vec(&buf[..len]).unwrap();
+        // The zone changes before the secondary answers: one NOTIFY, the new serial,
+        // at once (not after the first try's minute).
+        let mut newer = notice(addr);
+        newer.serial = 8;
+        if let hickory_proto::rr::RData::SOA(soa) = &mut newer.soa.data {
+            soa.serial = 8;
+        }
+        n.enqueue(vec![newer.clone()]);
+        assert_eq!(n.in_flight.len(), 1);
+        n.pump();
+        let (len, _) = target.recv_from(&mut buf).await.unwrap();
+        let second = Message::from_vec(&buf[..len]).unwrap();
+        let serial = |m: &Message| match &m.answers[0].data {
+            hickory_proto::rr::RData::SOA(soa) => soa.serial,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!((serial(&first), serial(&second)), (7, 8));
+        // The answer to the first (stale id) does not settle it; the second's does.
+        let reply = |m: &Message| {
+            let mut r = Message::new(m.metadata.id, MessageType::Response, OpCode::Notify);
+            r.add_query(m.queries[0].clone());
+            r.to_vec().unwrap()
+        };
+        n.received(&reply(&first), addr);
+        assert_eq!(n.in_flight.len(), 1);
+        // From elsewhere: ignored.
+        n.received(&reply(&second), SocketAddr::new(addr.ip(), addr.port() ^ 1));
+        assert_eq!(n.in_flight.len(), 1);
+        n.received(&reply(&second), addr);
+        assert!(n.in_flight.is_empty());
+        assert_eq!(n.settled.values().copied().collect::<Vec<_>>(), [8]);
+        // The same serial again (another publication): not sent again.
+        n.enqueue(vec![newer]);
+        n.pump();
+        assert!(n.in_flight.is_empty() && n.waiting.is_empty());
+        assert_eq!(count(&metrics, "sent"), "2");
+        assert_eq!(count(&metrics, "acknowledged"), "1");
+    }
+
+    #[tokio::test]
+    async fn at_most_max_in_flight_wait_for_an_answer() {
+        let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let base = silent.local_addr().unwrap();
+        let notices: Vec<Notice> = (0..10)
+            .map(|i| notice(SocketAddr::new(base.ip(), base.port().wrapping_add(i))))
+            .collect();
+        let metrics = metrics();
+        let mut n = Notifier::new(metrics.clone(), 2, Duration::from_millis(5)).await;
+        n.enqueue(notices.clone());
+        n.pump();
+        assert_eq!((n.in_flight.len(), n.waiting.len()), (2, 8));
+        // Every one gets its turn and its five tries, two at a time.
+        drive(notices, metrics.clone(), 2, Duration::from_millis(1)).await;
+        assert_eq!(count(&metrics, "given_up"), "10");
+        assert_eq!(count(&metrics, "sent"), (2 + 10 * TRIES).to_string());
     }
 }

@@ -266,6 +266,7 @@ fn reference_config_and_docs_show_every_key() {
                 "max-tcp-connections",
                 "max-tcp-connections-per-source",
                 "state-dir",
+                "max-notify-in-flight",
                 "nameserver",
                 "identity",
                 "version",
