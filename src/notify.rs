@@ -139,7 +139,8 @@ impl Notifier {
             match UdpSocket::bind(addr).await {
                 Ok(s) => Some(Arc::new(s)),
                 Err(error) => {
-                    warn!(%error, addr, "cannot open a socket for NOTIFY; targets of this family are given up");
+                    // A host without IPv6 is normal: said again if a target needs it.
+                    debug!(%error, addr, "cannot open a socket for NOTIFY");
                     None
                 }
             }
@@ -280,6 +281,7 @@ impl Notifier {
                     }
                 }
                 None => {
+                    warn!(zone, target = %f.notice.target, "no socket of this address family for NOTIFY (no IPv6 on this host?)");
                     self.give_up(&slot, &f, None);
                     freed = true;
                     continue;
