@@ -402,7 +402,8 @@ fn udp_ixfr(plan: &Plan, snapshot: &Snapshot, limit: usize, now: u64) -> Option<
 
 /// `a < b` in serial number arithmetic (RFC 1982 section 3.2).
 pub fn serial_lt(a: u32, b: u32) -> bool {
-    a != b && b.wrapping_sub(a) < 1 << 31
+    use hickory_proto::rr::SerialNumber;
+    SerialNumber::from(a) < SerialNumber::from(b)
 }
 
 fn answer_in<'s>(
@@ -1652,5 +1653,7 @@ mod transfer_tests {
         assert!(serial_lt(u32::MAX, 0), "RFC 1982: 2^32-1 < 0");
         assert!(serial_lt(u32::MAX - 5, 10));
         assert!(!serial_lt(10, u32::MAX - 5));
+        // Exactly half the space apart: undefined (RFC 1982 3.2), so neither is less.
+        assert!(!serial_lt(0, 1 << 31) && !serial_lt(1 << 31, 0));
     }
 }

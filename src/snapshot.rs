@@ -516,13 +516,13 @@ pub fn unix_now() -> u64 {
 }
 
 fn next_serial(previous: u32, now_unix: u64) -> u32 {
+    use hickory_proto::rr::SerialNumber;
     let now = now_unix as u32;
     // RFC 1982 comparison: `now` must be "greater than" previous.
-    let delta = now.wrapping_sub(previous);
-    if delta == 0 || delta >= 1 << 31 {
-        previous.wrapping_add(1)
-    } else {
+    if SerialNumber::from(now) > SerialNumber::from(previous) {
         now
+    } else {
+        previous.wrapping_add(1)
     }
 }
 
