@@ -135,7 +135,7 @@ impl<'z> Messages<'z> {
     }
 
     /// Appends one item; `false` (and nothing written) if it cannot be encoded.
-    fn push(&self, buf: &mut Vec<u8>, item: &Item<'_>, names: &mut Names) -> bool {
+    fn push(&self, buf: &mut Vec<u8>, item: &Item<'_>, names: &mut Compression) -> bool {
         let start = buf.len();
         let ok = match (item, owner_and_rr(item)) {
             (_, Some((owner, rr))) => {
@@ -164,14 +164,14 @@ impl<'z> Messages<'z> {
 /// Where names already in a message are, for compression pointers (which reach
 /// offsets below 0x4000 only).
 #[derive(Default)]
-struct Names {
+struct Compression {
     /// The last owner written, and where.
     last: Option<(Vec<u8>, u16)>,
     /// Where the zone's origin is spelled out in this message.
     origin: Option<u16>,
 }
 
-impl Names {
+impl Compression {
     /// Writes `owner`: a pointer to the same owner just before it, or its labels
     /// below the origin and a pointer to the origin, or in full.
     fn write(&mut self, buf: &mut Vec<u8>, owner: &[u8], origin: &[u8]) {
@@ -233,7 +233,7 @@ impl Iterator for Messages<'_> {
         let qdcount = u16::from(self.first);
         buf.extend_from_slice(&qdcount.to_be_bytes());
         buf.extend_from_slice(&[0; 6]);
-        let mut names = Names::default();
+        let mut names = Compression::default();
         if self.first {
             // The question is the zone's origin (any case): the first place to point at.
             names.origin = Some(HEADER_LEN as u16);
