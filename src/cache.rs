@@ -157,7 +157,7 @@ pub fn save(
 /// any error the temporary file is removed and `path` is untouched. The temporary
 /// file has a random name and is created with O_EXCL (tempfile), so a link planted
 /// under a predictable name cannot make us write through it.
-fn write_atomically(path: &Path, body: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomically(path: &Path, body: &[u8]) -> std::io::Result<()> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -181,42 +181,57 @@ fn write_atomically(path: &Path, body: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Reads the cache file: a regular file of at most [`MAX_BYTES`]. Opened without
-/// blocking, so a FIFO in its place is refused instead of waiting for a writer.
-pub fn load(path: &Path) -> Result<Cached, CacheError> {
+/// Why [`read_regular`] read nothing.
+#[derive(Debug)]
+pub(crate) enum ReadRegular {
+    Io(std::io::Error),
+    NotRegular,
+    TooLarge(u64),
+}
+
+/// The bytes of `path`, a regular file of at most `max` bytes: opened without
+/// blocking (a FIFO in its place is refused, not waited on), its size checked
+/// from fstat before anything is read.
+pub(crate) fn read_regular(path: &Path, max: u64) -> Result<Vec<u8>, ReadRegular> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
-    let io = |source| CacheError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)
-        .map_err(io)?;
-    let meta = file.metadata().map_err(io)?;
+        .map_err(ReadRegular::Io)?;
+    let meta = file.metadata().map_err(ReadRegular::Io)?;
     if !meta.is_file() {
-        return Err(CacheError::NotRegular {
-            path: path.to_path_buf(),
-        });
+        return Err(ReadRegular::NotRegular);
     }
-    if meta.len() > MAX_BYTES {
-        return Err(CacheError::TooLarge {
-            path: path.to_path_buf(),
-            size: meta.len(),
-        });
+    if meta.len() > max {
+        return Err(ReadRegular::TooLarge(meta.len()));
     }
     let mut body = Vec::with_capacity(meta.len() as usize);
-    file.take(MAX_BYTES + 1)
+    file.take(max + 1)
         .read_to_end(&mut body)
-        .map_err(io)?;
-    if body.len() as u64 > MAX_BYTES {
-        return Err(CacheError::TooLarge {
-            path: path.to_path_buf(),
-            size: body.len() as u64,
-        });
+        .map_err(ReadRegular::Io)?;
+    if body.len() as u64 > max {
+        return Err(ReadRegular::TooLarge(body.len() as u64));
     }
+    Ok(body)
+}
+
+/// Reads the cache file: a regular file of at most [`MAX_BYTES`] ([`read_regular`]).
+pub fn load(path: &Path) -> Result<Cached, CacheError> {
+    let body = read_regular(path, MAX_BYTES).map_err(|e| match e {
+        ReadRegular::Io(source) => CacheError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+        ReadRegular::NotRegular => CacheError::NotRegular {
+            path: path.to_path_buf(),
+        },
+        ReadRegular::TooLarge(size) => CacheError::TooLarge {
+            path: path.to_path_buf(),
+            size,
+        },
+    })?;
     #[derive(Deserialize)]
     struct Version {
         format: u32,

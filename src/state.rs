@@ -9,7 +9,6 @@
 //! writes the file (atomically) before the snapshot can be seen.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -142,38 +141,22 @@ fn greater(a: u32, b: u32) -> bool {
 }
 
 fn read(path: &Path) -> Result<Option<File>, StateError> {
-    use std::io::Read as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let file = match std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
+    use crate::cache::ReadRegular;
+    let body = match crate::cache::read_regular(path, MAX_BYTES) {
+        Ok(body) => body,
+        Err(ReadRegular::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(ReadRegular::Io(source)) => {
             return Err(StateError::Io {
                 path: path.to_path_buf(),
                 source,
             });
         }
+        Err(ReadRegular::NotRegular | ReadRegular::TooLarge(_)) => {
+            return Err(StateError::NotUsable {
+                path: path.to_path_buf(),
+            });
+        }
     };
-    let meta = file.metadata().map_err(|source| StateError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    if !meta.is_file() || meta.len() > MAX_BYTES {
-        return Err(StateError::NotUsable {
-            path: path.to_path_buf(),
-        });
-    }
-    let mut body = Vec::new();
-    file.take(MAX_BYTES)
-        .read_to_end(&mut body)
-        .map_err(|source| StateError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
     let parsed: File = serde_json::from_slice(&body).map_err(|source| StateError::Parse {
         path: path.to_path_buf(),
         source,
@@ -181,20 +164,10 @@ fn read(path: &Path) -> Result<Option<File>, StateError> {
     Ok(Some(parsed))
 }
 
-/// Atomically: a temporary file with a random name beside `path`, fsync, rename.
+/// Atomically, as the cache file is written.
 fn write(path: &Path, file: &File) -> std::io::Result<()> {
     let body = serde_json::to_vec(file).map_err(std::io::Error::other)?;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".serials.json.")
-        .tempfile_in(dir)?;
-    tmp.write_all(&body)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    crate::cache::write_atomically(path, &body)
 }
 
 #[cfg(test)]
