@@ -389,13 +389,16 @@ fn transfer_request(
     })
 }
 
-/// An IXFR over UDP: the condensed difference when the journal has the client's
-/// version and it fits in one message within `limit`; else `None`.
+/// An IXFR over UDP: the deltas since the client's version when the journal has
+/// them and they fit in one message within `limit`; else `None`. Deltas too big
+/// for it are not encoded at all.
 fn udp_ixfr(plan: &Plan, snapshot: &Snapshot, limit: usize, now: u64) -> Option<Vec<u8>> {
     let zone = snapshot.zone(&plan.origin)?;
-    let from = plan.client_serial?;
-    let (deleted, added) = snapshot.journal().diff(zone, from)?;
-    let mut messages = transfer::Messages::ixfr(zone, plan, now, from, deleted, added);
+    let deltas = snapshot.ixfr_deltas(zone, plan.client_serial?)?;
+    if deltas.clone().map(|d| d.wire_len()).sum::<usize>() > limit {
+        return None;
+    }
+    let mut messages = transfer::Messages::ixfr(zone, plan, now, deltas);
     let first = messages.next()?;
     (messages.next().is_none() && first.len() <= limit).then_some(first)
 }
@@ -1538,6 +1541,89 @@ mod transfer_tests {
             r.unwrap().rcode,
             ResponseCode::FormErr,
             "IXFR without the client's SOA"
+        );
+    }
+
+    /// RFC 1995: from an older serial, every delta since it, in order: our SOA; per
+    /// delta its old SOA and what it removed, its new SOA and what it added; our SOA.
+    /// Over UDP in one message; over TCP the same records in the transfer's messages.
+    #[test]
+    fn ixfr_from_an_older_serial_is_every_delta_since_it_in_order() {
+        let store = snapshot::SnapshotStore::default();
+        let mut serials = Vec::new();
+        for (i, ip) in ["192.0.2.1", "192.0.2.2", "192.0.2.3"].iter().enumerate() {
+            let text = format!(
+                "[transfer]\nallow = [\"10.0.0.0/8\"]\n[[zone]]\norigin = \"x.test\"\n[[zone.record]]\nname = \"www\"\na = [\"{ip}\"]\n"
+            );
+            let config = Config::from_toml(&text, "test").unwrap();
+            store.update(|prev| {
+                snapshot::build(
+                    &discovery::static_zones(&config),
+                    config.server.settings.clone(),
+                    Some(prev),
+                    1_700_000_000 + i as u64,
+                )
+            });
+            serials.push(store.load().zones().next().unwrap().serial());
+        }
+        let s = store.load_full();
+        let (s1, s2, s3) = (serials[0], serials[1], serials[2]);
+        let expect = vec![
+            format!("SOA {s3}"),
+            format!("SOA {s1}"),
+            "A 192.0.2.1".to_string(),
+            format!("SOA {s2}"),
+            "A 192.0.2.2".to_string(),
+            format!("SOA {s2}"),
+            "A 192.0.2.2".to_string(),
+            format!("SOA {s3}"),
+            "A 192.0.2.3".to_string(),
+            format!("SOA {s3}"),
+        ];
+        let show = |records: &[Record]| -> Vec<String> {
+            records
+                .iter()
+                .map(|r| match &r.data {
+                    RData::SOA(soa) => format!("SOA {}", soa.serial),
+                    other => format!("{} {other}", r.record_type()),
+                })
+                .collect()
+        };
+        // With EDNS: six SOAs do not fit in 512 bytes.
+        let edns = |serial| {
+            let mut m = Message::from_vec(&request(RecordType::IXFR, Some(serial))).unwrap();
+            let mut edns = hickory_proto::op::Edns::new();
+            edns.set_max_payload(1232);
+            m.set_edns(edns);
+            m.to_vec().unwrap()
+        };
+        let ixfr = edns(s1);
+        let r = respond(&ixfr, &s, Transport::Udp, &from("10.1.2.3")).unwrap();
+        assert_eq!(show(&Message::from_vec(&r.bytes).unwrap().answers), expect);
+        let r = respond(&ixfr, &s, Transport::Tcp, &from("10.1.2.3")).unwrap();
+        let plan = r.transfer.unwrap();
+        let zone = s.zone(&plan.origin).unwrap();
+        let deltas = s.ixfr_deltas(zone, s1).unwrap();
+        let answers: Vec<Record> = transfer::Messages::ixfr(zone, &plan, 1_700_000_000, deltas)
+            .flat_map(|m| Message::from_vec(&m).unwrap().answers)
+            .collect();
+        assert_eq!(show(&answers), expect);
+        // From the middle: the last delta only.
+        let r = respond(&edns(s2), &s, Transport::Udp, &from("10.1.2.3")).unwrap();
+        let m = Message::from_vec(&r.bytes).unwrap();
+        assert_eq!(show(&m.answers)[1..], expect[5..]);
+        assert_eq!(show(&m.answers)[0], expect[0]);
+        // Without EDNS the deltas do not fit in 512 bytes: our SOA alone.
+        let r = respond(
+            &request(RecordType::IXFR, Some(s1)),
+            &s,
+            Transport::Udp,
+            &from("10.1.2.3"),
+        )
+        .unwrap();
+        assert_eq!(
+            show(&Message::from_vec(&r.bytes).unwrap().answers),
+            expect[..1]
         );
     }
 

@@ -467,6 +467,8 @@ struct ServerFile {
     /// NOTIFYs waiting for an acknowledgement at once, 1..=4096; more wait their
     /// turn. Default 64.
     max_notify_in_flight: Option<Spanned<usize>>,
+    /// The IXFR journal's byte budget over all zones, 0..=4 GiB. Default 32 MiB.
+    journal_max_bytes: Option<Spanned<usize>>,
     /// Largest UDP response and advertised EDNS payload size, 512..=4096. Default 1232.
     udp_payload_size: Option<Spanned<u16>>,
     /// Close a TCP connection idle this long. Default "10s".
@@ -855,6 +857,14 @@ fn check_server(src: &Source<'_>, s: ServerFile) -> Result<ServerConfig, ConfigE
                 .map(|list| check_acl(src, list, "server.allow-query"))
                 .transpose()?,
             keys: Vec::new(),
+            journal_max_bytes: in_range(
+                src,
+                s.journal_max_bytes.as_ref(),
+                crate::journal::DEFAULT_MAX_BYTES,
+                0..=1 << 32,
+                "server.journal-max-bytes",
+                || "must be between 0 and 4294967296 (4 GiB)".into(),
+            )?,
         },
     })
 }

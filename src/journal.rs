@@ -1,287 +1,372 @@
-//! The IXFR journal (RFC 1995): for each transferable zone, the records of its
-//! recent versions, so an IXFR from one of those serials is answered with the
-//! condensed difference to the current version instead of the whole zone.
+//! The IXFR journal (RFC 1995): for each transferable zone, the changes of its
+//! recent versions as deltas, so an IXFR from one of those serials is answered with
+//! the deltas since it instead of the whole zone.
 //!
-//! Bounded per zone by [`MAX_VERSIONS`] versions and [`MAX_BYTES`] bytes of
-//! records; the oldest go first. Fed by [`crate::snapshot::SnapshotStore::update`]
-//! (the one writer) with the version a publication replaces; read by the answering
-//! core through the snapshot. Only zones whose transfer `allow` names someone keep
-//! a journal. A version whose NS set or SOA fields (other than the serial) differ
-//! from the current ones is not diffed: the answer is the whole zone, in AXFR form.
+//! Each delta is computed once, by the one writer, when a snapshot is published
+//! ([`crate::snapshot::SnapshotStore::update`]): the records a version removed and
+//! the records it added, in wire form, in one buffer each. A journal is immutable
+//! and belongs to the snapshot it was published with; the next one shares every
+//! delta (`Arc`) and adds the new ones. A request reads the journal of the snapshot
+//! it loaded: no lock, no sort, no diff; an IXFR's work is the size of the deltas it
+//! sends (routinator's `PayloadHistory` is the model).
+//!
+//! Bounds: [`MAX_DELTAS`] per zone, and one byte budget over all zones (`[server]
+//! journal-max-bytes`), counted with the bookkeeping around each delta; over it, the
+//! oldest deltas of any zone go first. Plain data: this module knows no snapshot
+//! types; the snapshot says what changed.
 
-use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, Hash, Hasher};
-use std::sync::Mutex;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::sync::Arc;
 
-use hickory_proto::rr::RData;
-use rustc_hash::FxBuildHasher;
+use rustc_hash::FxHashMap;
 
-use crate::snapshot::{Snapshot, Zone};
-use crate::wire::QName;
+/// Deltas kept per zone: IXFR from the last this many serials.
+pub const MAX_DELTAS: usize = 16;
+/// Default of `[server] journal-max-bytes`.
+pub const DEFAULT_MAX_BYTES: usize = 32 << 20;
+/// What one delta costs beyond its records: the struct, its `Arc`, two buffers'
+/// allocations and its slot in a zone's list.
+pub const DELTA_OVERHEAD: usize = std::mem::size_of::<Delta>() + 64;
+/// What one zone with a history costs beyond its deltas: its key, map slot and list.
+pub const ZONE_OVERHEAD: usize = 128;
 
-/// Versions kept per zone.
-pub const MAX_VERSIONS: usize = 16;
-/// Bytes of records kept per zone (the current version is not counted).
-pub const MAX_BYTES: usize = 8 << 20;
+/// One change of one zone: from serial `from` to serial `to`, the records removed
+/// and the records added. A record is its owner in wire form (lower case) followed
+/// by its type, class, TTL, RDLENGTH and RDATA.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Delta {
+    pub from: u32,
+    pub to: u32,
+    /// Publication order, for evicting the oldest first across zones.
+    seq: u64,
+    deleted: Box<[u8]>,
+    added: Box<[u8]>,
+}
 
-/// One record: the owner in wire form followed by the RR after its owner.
-pub type Entry = Box<[u8]>;
+impl Delta {
+    pub fn new(from: u32, to: u32, deleted: Vec<u8>, added: Vec<u8>) -> Self {
+        Self {
+            from,
+            to,
+            seq: 0,
+            deleted: deleted.into_boxed_slice(),
+            added: added.into_boxed_slice(),
+        }
+    }
 
+    /// The records `to` no longer has, as (owner, the RR after its owner).
+    pub fn deleted(&self) -> Records<'_> {
+        Records(&self.deleted)
+    }
+
+    /// The records new in `to`.
+    pub fn added(&self) -> Records<'_> {
+        Records(&self.added)
+    }
+
+    /// Bytes of records, as they would be written uncompressed.
+    pub fn wire_len(&self) -> usize {
+        self.deleted.len() + self.added.len()
+    }
+
+    /// What it counts against the byte budget.
+    pub fn cost(&self) -> usize {
+        self.wire_len() + DELTA_OVERHEAD
+    }
+}
+
+/// Appends one record to a delta's buffer: `owner` in wire form, then `rr` (type,
+/// class, TTL, RDLENGTH, RDATA).
+pub fn push_record(buf: &mut Vec<u8>, owner: &[u8], rr: &[u8]) {
+    buf.extend_from_slice(owner);
+    buf.extend_from_slice(rr);
+}
+
+/// The records of one side of a delta.
+#[derive(Debug, Clone)]
+pub struct Records<'d>(&'d [u8]);
+
+impl<'d> Iterator for Records<'d> {
+    type Item = (&'d [u8], &'d [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let buf = self.0;
+        let mut at = 0;
+        loop {
+            let len = usize::from(*buf.get(at)?);
+            at += 1 + len;
+            if len == 0 {
+                break;
+            }
+        }
+        let rdlen = usize::from(u16::from_be_bytes([*buf.get(at + 8)?, *buf.get(at + 9)?]));
+        let end = at + 10 + rdlen;
+        if end > buf.len() {
+            // Only push_record writes these buffers; a short one cannot happen.
+            self.0 = &[];
+            return None;
+        }
+        self.0 = &buf[end..];
+        Some((&buf[..at], &buf[at..end]))
+    }
+}
+
+/// What a publication did to one transferable zone, as [`Journal::next`] takes it.
 #[derive(Debug)]
-struct Version {
-    serial: u32,
-    shape: u64,
-    entries: Vec<Entry>,
+pub enum Step {
+    /// Same serial: its history stays.
+    Same,
+    /// A new version: this delta from the one before.
+    Changed(Delta),
+    /// A version no delta can describe (a new zone, or its SOA fields or NS set
+    /// changed): no IXFR from before it.
+    Restart,
+}
+
+#[derive(Debug, Clone, Default)]
+struct History {
+    deltas: VecDeque<Arc<Delta>>,
     bytes: usize,
 }
 
-/// Recent versions of the transferable zones.
-#[derive(Debug, Default)]
+/// The deltas of every transferable zone, as of one snapshot. Immutable once built.
+#[derive(Debug, Clone, Default)]
 pub struct Journal {
-    zones: Mutex<HashMap<Box<[u8]>, VecDeque<Version>>>,
+    zones: FxHashMap<Box<[u8]>, Arc<History>>,
+    /// Bytes counted against the budget, over all zones.
+    bytes: usize,
+    /// The last publication's number.
+    seq: u64,
 }
 
 impl Journal {
-    /// Keeps `previous`'s version of every zone of `next` whose serial changed; forgets
-    /// zones `next` no longer has or no longer transfers.
-    pub fn record(&self, previous: &Snapshot, next: &Snapshot) {
-        let mut zones = self.zones.lock().unwrap_or_else(|e| e.into_inner());
-        zones.retain(|key, _| {
-            next.zone_by_key(key)
-                .is_some_and(|z| !z.transfer().allow.is_empty())
-        });
-        for zone in next.zones() {
-            if zone.transfer().allow.is_empty() {
-                continue;
-            }
-            let Some(old) = previous.zone(&zone.origin) else {
-                continue;
-            };
-            if old.serial() == zone.serial() {
-                continue;
-            }
-            let Some(key) = QName::from_name(&zone.origin) else {
-                continue;
-            };
-            let entries = entries(old);
-            let bytes = entries.iter().map(|e| e.len()).sum();
-            let versions = zones.entry(key.as_bytes().into()).or_default();
-            versions.push_back(Version {
-                serial: old.serial(),
-                shape: shape(old),
-                entries,
-                bytes,
-            });
-            let mut total: usize = versions.iter().map(|v| v.bytes).sum();
-            while versions.len() > MAX_VERSIONS || (total > MAX_BYTES && !versions.is_empty()) {
-                if let Some(v) = versions.pop_front() {
-                    total -= v.bytes;
+    /// The journal after a publication: `steps` has one entry per zone that keeps a
+    /// journal (key: origin in lower-cased wire form); every other zone's history is
+    /// dropped. Then, while over `max_bytes`, the oldest delta of any zone goes.
+    pub fn next(&self, steps: Vec<(Box<[u8]>, Step)>, max_bytes: usize) -> Journal {
+        let seq = self.seq + 1;
+        let mut zones = FxHashMap::default();
+        zones.reserve(steps.len());
+        for (key, step) in steps {
+            let kept = self.zones.get(&key);
+            let history = match step {
+                Step::Same => match kept {
+                    Some(history) => history.clone(),
+                    None => continue,
+                },
+                Step::Restart => continue,
+                Step::Changed(mut delta) => {
+                    delta.seq = seq;
+                    let mut history = match kept {
+                        // Deltas chain: each starts where the one before ended.
+                        Some(h) if h.deltas.back().is_some_and(|d| d.to == delta.from) => {
+                            History::clone(h)
+                        }
+                        _ => History::default(),
+                    };
+                    history.bytes += delta.cost();
+                    history.deltas.push_back(Arc::new(delta));
+                    while history.deltas.len() > MAX_DELTAS {
+                        if let Some(old) = history.deltas.pop_front() {
+                            history.bytes -= old.cost();
+                        }
+                    }
+                    Arc::new(history)
                 }
-            }
+            };
+            zones.insert(key, history);
         }
-    }
-
-    /// The condensed difference from version `from` of `zone` to `zone`: (deleted,
-    /// added), or `None` when that version is not kept (or cannot be diffed).
-    pub fn diff(&self, zone: &Zone, from: u32) -> Option<(Vec<Entry>, Vec<Entry>)> {
-        let key = QName::from_name(&zone.origin)?;
-        let shape = shape(zone);
-        let kept = |zones: &HashMap<Box<[u8]>, VecDeque<Version>>| {
-            zones
-                .get(key.as_bytes())
-                .is_some_and(|v| v.iter().any(|v| v.serial == from && v.shape == shape))
-        };
-        if !kept(&self.zones.lock().unwrap_or_else(|e| e.into_inner())) {
-            return None;
-        }
-        // Sorted outside the lock: the snapshot writer records versions under it.
-        let new = entries(zone);
-        let zones = self.zones.lock().unwrap_or_else(|e| e.into_inner());
-        let old = zones
-            .get(key.as_bytes())?
+        let mut bytes: usize = zones
             .iter()
-            .find(|v| v.serial == from && v.shape == shape)?;
-        let (mut deleted, mut added) = (Vec::new(), Vec::new());
-        let (mut i, mut j) = (0, 0);
-        while i < old.entries.len() || j < new.len() {
-            match (old.entries.get(i), new.get(j)) {
-                (Some(a), Some(b)) if a == b => {
-                    i += 1;
-                    j += 1;
+            .map(|(key, h)| h.bytes + key.len() + ZONE_OVERHEAD)
+            .sum();
+        if bytes > max_bytes {
+            // Oldest first, across zones: a heap of each zone's oldest delta.
+            let mut heap: BinaryHeap<Reverse<(u64, Box<[u8]>)>> = zones
+                .iter()
+                .filter_map(|(key, h)| Some(Reverse((h.deltas.front()?.seq, key.clone()))))
+                .collect();
+            while bytes > max_bytes {
+                let Some(Reverse((_, key))) = heap.pop() else {
+                    break;
+                };
+                let Some(entry) = zones.get_mut(&key) else {
+                    continue;
+                };
+                let history = Arc::make_mut(entry);
+                if let Some(old) = history.deltas.pop_front() {
+                    history.bytes -= old.cost();
+                    bytes -= old.cost();
                 }
-                (Some(a), Some(b)) if a < b => {
-                    deleted.push(a.clone());
-                    i += 1;
+                match history.deltas.front() {
+                    Some(next) => heap.push(Reverse((next.seq, key))),
+                    None => {
+                        zones.remove(&key);
+                        bytes -= key.len() + ZONE_OVERHEAD;
+                    }
                 }
-                (Some(a), None) => {
-                    deleted.push(a.clone());
-                    i += 1;
-                }
-                (_, Some(b)) => {
-                    added.push(b.clone());
-                    j += 1;
-                }
-                (None, None) => break,
             }
         }
-        Some((deleted, added))
+        Journal { zones, bytes, seq }
     }
 
-    /// Serials kept for `zone`, oldest first.
-    #[cfg(test)]
-    pub(crate) fn serials(&self, zone: &Zone) -> Vec<u32> {
-        let Some(key) = QName::from_name(&zone.origin) else {
-            return Vec::new();
-        };
-        let zones = self.zones.lock().unwrap_or_else(|e| e.into_inner());
-        zones
-            .get(key.as_bytes())
-            .map_or_else(Vec::new, |v| v.iter().map(|v| v.serial).collect())
+    /// The deltas of `zone` from serial `from` to `current`, oldest first; `None`
+    /// when the journal does not reach back to `from` (the answer is then the whole
+    /// zone). No lock, no copy.
+    pub fn since<'j>(
+        &'j self,
+        zone: &[u8],
+        from: u32,
+        current: u32,
+    ) -> Option<impl Iterator<Item = &'j Delta> + Clone + Send + use<'j>> {
+        let history = self.zones.get(zone)?;
+        let start = history.deltas.iter().position(|d| d.from == from)?;
+        (history.deltas.back()?.to == current).then(|| history.deltas.range(start..).map(|d| &**d))
     }
-}
 
-/// The zone's A and AAAA records as sorted entries.
-pub fn entries(zone: &Zone) -> Vec<Entry> {
-    let mut out: Vec<Entry> = zone
-        .rrs()
-        .map(|(owner, rr)| [owner, rr].concat().into_boxed_slice())
-        .collect();
-    out.sort_unstable();
-    out
-}
-
-/// What must be equal for a diff of A/AAAA records to be the whole difference: the
-/// NS set and the SOA without its serial.
-fn shape(zone: &Zone) -> u64 {
-    let mut h = FxBuildHasher.build_hasher();
-    if let RData::SOA(soa) = &zone.soa.data {
-        soa.mname.hash(&mut h);
-        soa.rname.hash(&mut h);
-        (soa.refresh, soa.retry, soa.expire, soa.minimum).hash(&mut h);
+    /// Bytes counted against the budget.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
-    zone.soa.ttl.hash(&mut h);
-    for ns in &zone.ns {
-        ns.data.to_string().hash(&mut h);
-        ns.ttl.hash(&mut h);
-    }
-    h.finish()
-}
 
-/// Splits an entry into (owner in wire form, the RR after it).
-pub fn split(entry: &[u8]) -> Option<(&[u8], &[u8])> {
-    let mut at = 0;
-    loop {
-        let len = usize::from(*entry.get(at)?);
-        at += 1 + len;
-        if len == 0 {
-            return Some(entry.split_at(at));
-        }
+    /// Serials kept for `zone` (each delta's `from`), oldest first.
+    pub fn serials(&self, zone: &[u8]) -> Vec<u32> {
+        self.zones
+            .get(zone)
+            .map_or_else(Vec::new, |h| h.deltas.iter().map(|d| d.from).collect())
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::net::Ipv4Addr;
-    use std::sync::Arc;
-
-    use hickory_proto::rr::Name;
-
     use super::*;
-    use crate::access::{Acl, TransferPolicy};
-    use crate::snapshot::{self, RecordData, Settings, SnapshotStore, SoaParams, ZoneData};
 
-    fn zone(addresses: &[[u8; 4]], allow: bool) -> ZoneData {
-        let origin = Name::from_ascii("j.test.").unwrap();
-        let ns = Name::from_ascii("ns.j.test.").unwrap();
-        let allow = if allow {
-            Acl::new(vec![Acl::parse_net("10.0.0.0/8").unwrap()])
-        } else {
-            Acl::default()
-        };
-        ZoneData {
-            soa: SoaParams::defaults(&origin, ns.clone()),
-            ns: vec![ns],
-            ns_ttl: 3600,
-            fixed: Default::default(),
-            records: vec![
-                RecordData {
-                    name: Name::from_ascii("www.j.test.").unwrap(),
-                    ttl: 60,
-                    a: addresses.iter().map(|a| Ipv4Addr::from(*a)).collect(),
-                    aaaa: vec![],
-                },
-                RecordData {
-                    name: Name::from_ascii("same.j.test.").unwrap(),
-                    ttl: 60,
-                    a: vec![Ipv4Addr::new(192, 0, 2, 99)],
-                    aaaa: vec![],
-                },
-            ],
-            origin,
-            transfer: Arc::new(TransferPolicy {
-                allow,
-                ..Default::default()
-            }),
-        }
+    const ZONE: &[u8] = b"\x01j\x04test\x00";
+
+    fn rr(last: u8) -> Vec<u8> {
+        let mut rr = vec![0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2];
+        rr.push(last);
+        rr
     }
 
-    fn publish(store: &SnapshotStore, data: ZoneData, now: u64) -> u32 {
-        store.update(|prev| snapshot::build(&[data], Settings::default(), Some(prev), now));
-        let snap = store.load();
-        snap.zones().next().unwrap().serial()
+    /// A delta from `from` to `to` removing `.old` and adding `.new` at www.
+    fn delta(from: u32, to: u32, old: &[u8], new: &[u8]) -> Delta {
+        let owner = b"\x03www\x01j\x04test\x00";
+        let (mut d, mut a) = (Vec::new(), Vec::new());
+        for o in old {
+            push_record(&mut d, owner, &rr(*o));
+        }
+        for n in new {
+            push_record(&mut a, owner, &rr(*n));
+        }
+        Delta::new(from, to, d, a)
+    }
+
+    fn changed(j: &Journal, d: Delta, max: usize) -> Journal {
+        j.next(vec![(ZONE.into(), Step::Changed(d))], max)
+    }
+
+    fn last_octets(records: Records<'_>) -> Vec<u8> {
+        records.map(|(_, rr)| *rr.last().unwrap()).collect()
     }
 
     #[test]
-    fn ixfr_diff_is_the_condensed_difference_from_a_kept_version() {
-        let store = SnapshotStore::default();
-        let v1 = publish(&store, zone(&[[192, 0, 2, 1], [192, 0, 2, 2]], true), 1000);
-        let v2 = publish(&store, zone(&[[192, 0, 2, 2], [192, 0, 2, 3]], true), 2000);
-        let v3 = publish(&store, zone(&[[192, 0, 2, 3], [192, 0, 2, 4]], true), 3000);
-        assert!(v1 < v2 && v2 < v3);
-        let snap = store.load_full();
-        let z = snap.zones().next().unwrap();
-        assert_eq!(snap.journal().serials(z), [v1, v2]);
-        let last_octets =
-            |entries: &[Entry]| -> Vec<u8> { entries.iter().map(|e| *e.last().unwrap()).collect() };
-        // From v1: .1 and .2 gone, .3 and .4 new; the unchanged record is in neither.
-        let (deleted, added) = snap.journal().diff(z, v1).unwrap();
-        assert_eq!(last_octets(&deleted), [1, 2]);
-        assert_eq!(last_octets(&added), [3, 4]);
-        let (deleted, added) = snap.journal().diff(z, v2).unwrap();
-        assert_eq!(
-            (last_octets(&deleted), last_octets(&added)),
-            (vec![2], vec![4])
-        );
-        assert!(
-            snap.journal().diff(z, v3).is_none(),
-            "the current serial is not journaled"
-        );
-        assert!(
-            snap.journal().diff(z, 42).is_none(),
-            "an unknown serial: AXFR form"
-        );
-        let (owner, rr) = split(&deleted[0]).unwrap();
+    fn records_round_trip_and_deltas_chain_from_any_kept_serial() {
+        let j = Journal::default();
+        let j = changed(&j, delta(1, 2, &[1], &[3]), usize::MAX);
+        let j = changed(&j, delta(2, 3, &[3], &[4, 5]), usize::MAX);
+        assert_eq!(j.serials(ZONE), [1, 2]);
+        let from1: Vec<&Delta> = j.since(ZONE, 1, 3).unwrap().collect();
+        assert_eq!(from1.len(), 2);
+        assert_eq!(last_octets(from1[0].deleted()), [1]);
+        assert_eq!(last_octets(from1[1].added()), [4, 5]);
+        let (owner, rr) = from1[1].added().next().unwrap();
         assert_eq!(owner, b"\x03www\x01j\x04test\x00");
         assert_eq!(rr.len(), 14, "type, class, TTL, length, 4 bytes");
+        assert_eq!(j.since(ZONE, 2, 3).unwrap().count(), 1);
+        assert!(
+            j.since(ZONE, 3, 3).is_none(),
+            "the current serial: no delta"
+        );
+        assert!(j.since(ZONE, 42, 3).is_none(), "an unknown serial");
+        assert!(
+            j.since(ZONE, 1, 4).is_none(),
+            "deltas that do not reach the current serial are not an answer"
+        );
+        // The next journal shares the deltas, it does not copy them.
+        let k = j.next(vec![(ZONE.into(), Step::Same)], usize::MAX);
+        let a = j.since(ZONE, 1, 3).unwrap().next().unwrap() as *const Delta;
+        let b = k.since(ZONE, 1, 3).unwrap().next().unwrap() as *const Delta;
+        assert_eq!(a, b);
     }
 
     #[test]
-    fn only_transferable_zones_keep_versions_and_the_count_is_bounded() {
-        let store = SnapshotStore::default();
-        for i in 0..3u8 {
-            publish(&store, zone(&[[192, 0, 2, i]], false), 1000 + u64::from(i));
-        }
-        let snap = store.load_full();
+    fn a_restart_a_gap_or_a_dropped_zone_forgets_the_history() {
+        let j = changed(&Journal::default(), delta(1, 2, &[1], &[2]), usize::MAX);
         assert!(
-            snap.journal()
-                .serials(snap.zones().next().unwrap())
-                .is_empty()
+            j.next(vec![(ZONE.into(), Step::Restart)], usize::MAX)
+                .since(ZONE, 1, 2)
+                .is_none()
         );
-        for i in 0..(MAX_VERSIONS as u8 + 5) {
-            publish(&store, zone(&[[192, 0, 3, i]], true), 2000 + u64::from(i));
+        assert!(j.next(Vec::new(), usize::MAX).serials(ZONE).is_empty());
+        // A delta that does not start where the last ended starts a new history.
+        let k = changed(&j, delta(5, 6, &[2], &[3]), usize::MAX);
+        assert_eq!(k.serials(ZONE), [5]);
+    }
+
+    #[test]
+    fn the_count_per_zone_is_bounded() {
+        let mut j = Journal::default();
+        for s in 0..(MAX_DELTAS as u32 + 5) {
+            j = changed(&j, delta(s, s + 1, &[s as u8], &[s as u8 + 1]), usize::MAX);
         }
-        let snap = store.load_full();
-        let kept = snap.journal().serials(snap.zones().next().unwrap());
-        assert_eq!(kept.len(), MAX_VERSIONS);
+        assert_eq!(j.serials(ZONE).len(), MAX_DELTAS);
+        assert_eq!(j.serials(ZONE)[0], 5);
+    }
+
+    #[test]
+    fn the_byte_budget_is_global_and_evicts_the_oldest_delta_of_any_zone() {
+        let other: &[u8] = b"\x01k\x04test\x00";
+        let (cost, zone) = (delta(1, 2, &[1], &[2]).cost(), ZONE.len() + ZONE_OVERHEAD);
+        // Room for two zones with two such deltas between them, not three.
+        let max = 3 * cost + 2 * zone - 1;
+        let j = Journal::default();
+        let j = changed(&j, delta(1, 2, &[1], &[2]), max); // seq 1: ZONE
+        let j = j.next(
+            vec![
+                (ZONE.into(), Step::Same),
+                (other.into(), Step::Changed(delta(7, 8, &[1], &[2]))),
+            ],
+            max,
+        ); // seq 2: other
+        let j = j.next(
+            vec![
+                (ZONE.into(), Step::Changed(delta(2, 3, &[2], &[3]))),
+                (other.into(), Step::Same),
+            ],
+            max,
+        ); // seq 3: ZONE
+        assert!(j.bytes() <= max, "{} > {max}", j.bytes());
+        assert_eq!(j.serials(ZONE), [2], "ZONE's first delta was the oldest");
+        assert_eq!(j.serials(other), [7]);
+        // A bigger delta pushes out the next oldest: other's, and its zone with it.
+        let j = j.next(
+            vec![
+                (ZONE.into(), Step::Changed(delta(3, 4, &[3, 4], &[5, 6]))),
+                (other.into(), Step::Same),
+            ],
+            max,
+        );
+        assert!(j.bytes() <= max);
+        assert_eq!(j.serials(ZONE), [2, 3]);
+        assert!(j.serials(other).is_empty());
+        // Budget 0: no journal at all.
+        assert_eq!(changed(&j, delta(4, 5, &[1], &[2]), 0).bytes(), 0);
+        // The count is exact: what is kept adds up.
+        let expect: usize = j.since(ZONE, 2, 4).unwrap().map(Delta::cost).sum::<usize>()
+            + ZONE.len()
+            + ZONE_OVERHEAD;
+        assert_eq!(j.bytes(), expect);
     }
 }

@@ -12,8 +12,8 @@
 //!   → discovery::assemble  (pure: config + inventory → zones with addresses)
 //!   → snapshot::build      (pure: one index of lower-cased wire names, pre-encoded RRsets;
 //!                          a zone with only static names shares the config's index)
-//!   → SnapshotStore::update (the one writer; readers never lock; feeds the IXFR
-//!                          journal and wakes notify)
+//!   → SnapshotStore::update (the one writer; readers never lock; computes each
+//!                          zone's IXFR delta once, and wakes notify)
 //!   → Snapshot::lookup     (the one lookup) → answer::answer | fast::answer_udp
 //!                          (two encoders of the same result: same bytes)
 //!   → server, http         (UDP/TCP/HTTP shells that move bytes)
@@ -36,7 +36,8 @@
 //! - [`tsig`]: verify a signed request and sign answers and transfer messages
 //!   (hickory-proto's `TSigner` does the HMAC).
 //! - [`transfer`]: a zone as AXFR / IXFR messages, made one at a time.
-//! - [`journal`]: recent versions of transferable zones, for IXFR differences.
+//! - [`journal`]: each transferable zone's recent changes as deltas, for IXFR (plain
+//!   data: no snapshot types).
 //! - [`notify`]: NOTIFY to secondaries on every serial change.
 //! - [`fast`]: the allocation-free UDP encoder for plain A/AAAA queries.
 //! - [`server`]: sockets, TCP framing, limits (the global caps, and what one source may hold).

@@ -492,6 +492,12 @@ impl Collector for RefreshCollector {
             "A and AAAA records served",
             snap.record_count() as f64,
         )?;
+        gauge(
+            &mut e,
+            "journal_bytes",
+            "Bytes the IXFR journal holds over all zones (journal-max-bytes)",
+            snap.journal().bytes() as f64,
+        )?;
         counter(
             &mut e,
             "log_lines_dropped",

@@ -614,18 +614,12 @@ async fn serve_transfer(
         return send(stream, peer, &refused, idle, shutdown).await;
     };
     let now = unix_now();
-    let diff = match plan.client_serial {
-        Some(from) => snapshot
-            .journal()
-            .diff(zone, from)
-            .map(|(deleted, added)| (from, deleted, added)),
-        None => None,
-    };
-    let incremental = diff.is_some();
-    let mut messages = match diff {
-        Some((from, deleted, added)) => {
-            transfer::Messages::ixfr(zone, plan, now, from, deleted, added)
-        }
+    let deltas = plan
+        .client_serial
+        .and_then(|from| snapshot.ixfr_deltas(zone, from));
+    let incremental = deltas.is_some();
+    let mut messages = match deltas {
+        Some(deltas) => transfer::Messages::ixfr(zone, plan, now, deltas),
         None => transfer::Messages::new(zone, plan, now),
     };
     let (mut bytes, mut sent) = (0usize, 0usize);

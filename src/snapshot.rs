@@ -19,7 +19,7 @@ use hickory_proto::serialize::binary::BinDecodable;
 use rustc_hash::FxHashMap;
 
 use crate::access::{Acl, TransferPolicy, TsigKey};
-use crate::journal::Journal;
+use crate::journal::{self, Delta, Journal, Step};
 pub use crate::names::Node;
 use crate::names::{A_RR_LEN, AAAA_RR_LEN, Names, NamesBuilder};
 use crate::wire::{HEADER_LEN, MAX_NAME, QName};
@@ -99,6 +99,8 @@ pub struct Settings {
     pub allow_query: Option<Acl>,
     /// TSIG keys, sorted as configured.
     pub keys: Vec<TsigKey>,
+    /// The IXFR journal's byte budget over all zones (`journal-max-bytes`).
+    pub journal_max_bytes: usize,
 }
 
 impl Default for Settings {
@@ -109,6 +111,7 @@ impl Default for Settings {
             version: None,
             allow_query: None,
             keys: Vec::new(),
+            journal_max_bytes: journal::DEFAULT_MAX_BYTES,
         }
     }
 }
@@ -323,6 +326,49 @@ impl Zone {
         self.nodes.get(QName::from_name(name)?.as_bytes())
     }
 
+    /// What must be equal for a delta of A/AAAA records to be the whole difference
+    /// between two versions: the NS set and the SOA but for its serial.
+    fn shape(&self) -> u64 {
+        use std::hash::{BuildHasher, Hash, Hasher};
+        let mut h = rustc_hash::FxBuildHasher.build_hasher();
+        if let RData::SOA(soa) = &self.soa.data {
+            soa.mname.hash(&mut h);
+            soa.rname.hash(&mut h);
+            (soa.refresh, soa.retry, soa.expire, soa.minimum).hash(&mut h);
+        }
+        self.soa.ttl.hash(&mut h);
+        for ns in &self.ns {
+            ns.data.to_string().hash(&mut h);
+            ns.ttl.hash(&mut h);
+        }
+        h.finish()
+    }
+
+    /// The A/AAAA records this version has that `next` has not, and the reverse, as
+    /// an IXFR delta. One hash lookup and one compare per name, no sort: done once
+    /// per publication, by the writer.
+    fn delta_to(&self, next: &Zone) -> Delta {
+        let (mut deleted, mut added) = (Vec::new(), Vec::new());
+        if !Arc::ptr_eq(&self.nodes, &next.nodes) {
+            for (name, node) in next.nodes.iter() {
+                let before = self.nodes.get(name).unwrap_or_default();
+                if before != node {
+                    let (d, a) = (&mut deleted, &mut added);
+                    rrset_delta(name, before.a, node.a, A_RR_LEN, d, a);
+                    rrset_delta(name, before.aaaa, node.aaaa, AAAA_RR_LEN, d, a);
+                }
+            }
+            for (name, node) in self.nodes.iter() {
+                if !next.nodes.contains(name) {
+                    let (d, a) = (&mut deleted, &mut added);
+                    rrset_delta(name, node.a, &[], A_RR_LEN, d, a);
+                    rrset_delta(name, node.aaaa, &[], AAAA_RR_LEN, d, a);
+                }
+            }
+        }
+        Delta::new(self.serial(), next.serial(), deleted, added)
+    }
+
     /// Every name with its node, sorted (DNSSEC canonical order).
     pub fn names(&self) -> Vec<(Name, Node<'_>)> {
         let mut names: Vec<_> = self
@@ -390,8 +436,8 @@ pub struct Snapshot {
     pub settings: Settings,
     /// Where the data came from; `/readyz` and `/metrics` derive from it.
     pub served: Served,
-    /// Earlier versions of the transferable zones, shared by every snapshot the
-    /// store publishes (see [`crate::journal`]).
+    /// The transferable zones' recent changes, as of this snapshot (see
+    /// [`crate::journal`]); set by the store when it publishes.
     journal: Arc<Journal>,
 }
 
@@ -432,6 +478,17 @@ impl Snapshot {
         &self.journal
     }
 
+    /// The deltas from serial `from` of `zone` (one of this snapshot's) to its
+    /// current version, oldest first; `None` if the journal does not go back to it.
+    pub fn ixfr_deltas(
+        &self,
+        zone: &Zone,
+        from: u32,
+    ) -> Option<impl Iterator<Item = &Delta> + Clone + Send> {
+        let key = QName::from_name(&zone.origin)?;
+        self.journal.since(key.as_bytes(), from, zone.serial())
+    }
+
     pub fn zones(&self) -> impl Iterator<Item = &Zone> {
         self.zones.values()
     }
@@ -454,6 +511,42 @@ impl Snapshot {
         self.served = served;
         self
     }
+}
+
+/// Appends the RRs of `old` missing from `new` to `deleted`, and the reverse to
+/// `added`, owned by `owner`. The RRs are pre-encoded, `len` bytes each, behind a
+/// 2-byte owner pointer that every one shares.
+fn rrset_delta(
+    owner: &[u8],
+    old: &[u8],
+    new: &[u8],
+    len: usize,
+    deleted: &mut Vec<u8>,
+    added: &mut Vec<u8>,
+) {
+    if old == new {
+        return;
+    }
+    let one_side = |from: &[u8], other: &[u8], out: &mut Vec<u8>| {
+        let others = other.chunks_exact(len);
+        if other.len() / len <= 32 {
+            // The usual RRset: a few addresses.
+            for rr in from.chunks_exact(len) {
+                if !others.clone().any(|o| o == rr) {
+                    journal::push_record(out, owner, &rr[2..]);
+                }
+            }
+        } else {
+            let set: rustc_hash::FxHashSet<&[u8]> = others.collect();
+            for rr in from.chunks_exact(len) {
+                if !set.contains(rr) {
+                    journal::push_record(out, owner, &rr[2..]);
+                }
+            }
+        }
+    };
+    one_side(old, new, deleted);
+    one_side(new, old, added);
 }
 
 /// RFC 4592: the `*` child of the closest encloser, for a name that does not exist.
@@ -700,13 +793,38 @@ impl SnapshotStore {
                 }
             }
         }
-        snapshot.journal = previous.journal.clone();
-        snapshot.journal.record(&previous, &snapshot);
+        let steps = journal_steps(&previous, &snapshot);
+        let budget = snapshot.settings.journal_max_bytes;
+        snapshot.journal = Arc::new(previous.journal.next(steps, budget));
         drop(previous);
         // The old snapshot is freed here, or by the last reader that still holds it.
         drop(self.current.swap(Arc::new(snapshot)));
         self.version.send_modify(|v| *v += 1);
     }
+}
+
+/// What a publication did to each zone that keeps a journal (one whose transfer
+/// `allow` names someone), with the delta of each that changed: computed here,
+/// once, so no request ever diffs.
+fn journal_steps(previous: &Snapshot, next: &Snapshot) -> Vec<(Box<[u8]>, Step)> {
+    use hickory_proto::rr::SerialNumber;
+    next.zones
+        .iter()
+        .filter(|(_, zone)| !zone.transfer.allow.is_empty())
+        .map(|(key, zone)| {
+            let step = match previous.zones.get(key) {
+                Some(old) if old.serial() == zone.serial() => Step::Same,
+                Some(old)
+                    if SerialNumber::from(old.serial()) < SerialNumber::from(zone.serial())
+                        && old.shape() == zone.shape() =>
+                {
+                    Step::Changed(old.delta_to(zone))
+                }
+                _ => Step::Restart,
+            };
+            (key.clone(), step)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -1068,5 +1186,158 @@ mod tests {
             assert_eq!(soa.rname, name(rname));
             assert_eq!((soa.serial, soa.minimum, m.authorities[0].ttl), (7, 60, 60));
         }
+    }
+
+    fn transferable(mut data: ZoneData) -> ZoneData {
+        data.transfer = Arc::new(TransferPolicy {
+            allow: Acl::new(vec![Acl::parse_net("10.0.0.0/8").unwrap()]),
+            ..Default::default()
+        });
+        data
+    }
+
+    /// `count` names, `changed` of them with their address moved.
+    fn big(count: usize, changed: usize) -> ZoneData {
+        transferable(zone(
+            (0..count)
+                .map(|i| {
+                    let last = if i < changed { 200 } else { 1 };
+                    let a = format!("10.{}.{}.{last}", (i >> 8) & 255, i & 255);
+                    rec(&format!("n{i}.example.com."), &[&a])
+                })
+                .collect(),
+        ))
+    }
+
+    fn publish(store: &SnapshotStore, data: &ZoneData, now: u64) -> u32 {
+        store.update(|prev| {
+            build(
+                std::slice::from_ref(data),
+                Settings::default(),
+                Some(prev),
+                now,
+            )
+        });
+        store.load().zones().next().unwrap().serial()
+    }
+
+    fn records(records: crate::journal::Records<'_>) -> Vec<(String, String)> {
+        records
+            .map(|(owner, rr)| {
+                let owner = Name::from_bytes(owner).unwrap().to_string();
+                let ip = match rr.len() {
+                    14 => IpAddr::from(<[u8; 4]>::try_from(&rr[10..]).unwrap()),
+                    _ => IpAddr::from(<[u8; 16]>::try_from(&rr[10..]).unwrap()),
+                };
+                (owner, ip.to_string())
+            })
+            .collect()
+    }
+
+    /// Issue #23: the journal keeps what changed, computed once at publication, not
+    /// copies of the zone: 16 one-name changes in a 30,000-name zone cost a few KB
+    /// (copies: 16 × 30,000 records).
+    #[test]
+    fn the_journal_keeps_deltas_not_copies() {
+        let store = SnapshotStore::default();
+        let mut serials = vec![publish(&store, &big(30_000, 0), 1000)];
+        for v in 1..=17 {
+            serials.push(publish(&store, &big(30_000, v % 2), 1000 + v as u64));
+        }
+        let snap = store.load_full();
+        let zone = snap.zones().next().unwrap();
+        let bytes = snap.journal().bytes();
+        assert!(bytes < 16 * 1024, "{bytes} bytes for 16 one-name changes");
+        let deltas: Vec<&Delta> = snap.ixfr_deltas(zone, serials[16]).unwrap().collect();
+        assert_eq!(deltas.len(), 1);
+        assert_eq!((deltas[0].from, deltas[0].to), (serials[16], serials[17]));
+        assert_eq!(
+            records(deltas[0].deleted()),
+            [("n0.example.com.".into(), "10.0.0.1".into())]
+        );
+        assert_eq!(
+            records(deltas[0].added()),
+            [("n0.example.com.".into(), "10.0.0.200".into())]
+        );
+        assert_eq!(snap.ixfr_deltas(zone, serials[1]).unwrap().count(), 16);
+        assert!(
+            snap.ixfr_deltas(zone, serials[0]).is_none(),
+            "17 changes ago"
+        );
+    }
+
+    #[test]
+    fn deltas_cover_removed_names_ttls_aaaa_and_large_rrsets() {
+        let store = SnapshotStore::default();
+        let many: Vec<String> = (1..=40).map(|i| format!("192.0.2.{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        let mut v1 = transferable(zone(vec![
+            rec("gone.example.com.", &["192.0.2.1"]),
+            rec("big.example.com.", &many),
+            rec("ttl.example.com.", &["192.0.2.7"]),
+        ]));
+        v1.records[0].aaaa = vec!["fd00::1".parse().unwrap()];
+        let s1 = publish(&store, &v1, 1000);
+        let mut v2 = v1.clone();
+        v2.records.remove(0);
+        v2.records[0].a[39] = "192.0.2.99".parse().unwrap();
+        v2.records[1].ttl = 120;
+        let s2 = publish(&store, &v2, 2000);
+        let snap = store.load_full();
+        let d: Vec<&Delta> = snap
+            .ixfr_deltas(snap.zones().next().unwrap(), s1)
+            .unwrap()
+            .collect();
+        assert_eq!((d[0].from, d[0].to), (s1, s2));
+        let mut deleted = records(d[0].deleted());
+        deleted.sort();
+        let pair = |n: &str, ip: &str| (n.to_string(), ip.to_string());
+        assert_eq!(
+            deleted,
+            [
+                pair("big.example.com.", "192.0.2.40"),
+                pair("gone.example.com.", "192.0.2.1"),
+                pair("gone.example.com.", "fd00::1"),
+                pair("ttl.example.com.", "192.0.2.7"),
+            ]
+        );
+        let mut added = records(d[0].added());
+        added.sort();
+        assert_eq!(
+            added,
+            [
+                pair("big.example.com.", "192.0.2.99"),
+                pair("ttl.example.com.", "192.0.2.7"),
+            ]
+        );
+        let ttl = d[0]
+            .added()
+            .find(|(o, _)| o.starts_with(b"\x03ttl"))
+            .unwrap()
+            .1;
+        assert_eq!(&ttl[4..8], &120u32.to_be_bytes(), "the new TTL");
+    }
+
+    /// A change of the SOA fields or the NS set cannot be said as A/AAAA deltas: IXFR
+    /// from before it gets the whole zone; a zone that stops transferring forgets.
+    #[test]
+    fn an_soa_or_ns_change_or_no_transfer_policy_restarts_the_journal() {
+        let store = SnapshotStore::default();
+        let v1 = big(10, 0);
+        let s1 = publish(&store, &v1, 1000);
+        let s2 = publish(&store, &big(10, 1), 2000);
+        let snap = store.load_full();
+        assert!(snap.ixfr_deltas(snap.zones().next().unwrap(), s1).is_some());
+        let mut v3 = big(10, 2);
+        v3.soa.refresh += 1;
+        publish(&store, &v3, 3000);
+        let snap = store.load_full();
+        let zone = snap.zones().next().unwrap();
+        assert!(snap.ixfr_deltas(zone, s1).is_none() && snap.ixfr_deltas(zone, s2).is_none());
+        let mut closed = big(10, 3);
+        closed.soa.refresh += 1;
+        closed.transfer = Default::default();
+        publish(&store, &closed, 4000);
+        assert_eq!(store.load().journal().bytes(), 0);
     }
 }

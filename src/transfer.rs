@@ -6,7 +6,7 @@
 use hickory_proto::rr::{Name, RecordType};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 
-use crate::journal::{self, Entry};
+use crate::journal::Delta;
 use crate::snapshot::Zone;
 use crate::tsig::{self, Signed};
 use crate::wire::{AA, HEADER_LEN, QName, QR};
@@ -42,8 +42,6 @@ enum Item<'z> {
     Ns(usize),
     /// (owner in wire form, the RR after its owner)
     Rr(&'z [u8], &'z [u8]),
-    /// A journal entry (IXFR): owner and RR in one.
-    Entry(Entry),
     SoaLast,
 }
 
@@ -83,23 +81,24 @@ impl<'z> Messages<'z> {
         Self::with_items(zone, plan, now, items)
     }
 
-    /// The condensed difference from version `from` (RFC 1995 section 4): the new
-    /// SOA, the old SOA and what it had that is gone, the new SOA and what is new,
-    /// the new SOA.
+    /// The deltas from the client's version to ours (RFC 1995 section 4): the new
+    /// SOA; for each delta, the SOA it starts from and the records it removed, the
+    /// SOA it ends at and the records it added; the new SOA. Read from the journal as
+    /// they are: the work is the size of the deltas, whatever the zone's.
     pub fn ixfr(
         zone: &'z Zone,
         plan: &'z Plan,
         now: u64,
-        from: u32,
-        deleted: Vec<Entry>,
-        added: Vec<Entry>,
+        deltas: impl Iterator<Item = &'z Delta> + Send + 'z,
     ) -> Self {
         let items: Box<dyn Iterator<Item = Item<'z>> + Send + 'z> = Box::new(
             std::iter::once(Item::Soa)
-                .chain(std::iter::once(Item::SoaOld(from)))
-                .chain(deleted.into_iter().map(Item::Entry))
-                .chain(std::iter::once(Item::Soa))
-                .chain(added.into_iter().map(Item::Entry))
+                .chain(deltas.flat_map(|d| {
+                    std::iter::once(Item::SoaOld(d.from))
+                        .chain(d.deleted().map(|(owner, rr)| Item::Rr(owner, rr)))
+                        .chain(std::iter::once(Item::SoaOld(d.to)))
+                        .chain(d.added().map(|(owner, rr)| Item::Rr(owner, rr)))
+                }))
                 .chain(std::iter::once(Item::SoaLast)),
         );
         Self::with_items(zone, plan, now, items)
@@ -137,22 +136,21 @@ impl<'z> Messages<'z> {
     /// Appends one item; `false` (and nothing written) if it cannot be encoded.
     fn push(&self, buf: &mut Vec<u8>, item: &Item<'_>, names: &mut Compression) -> bool {
         let start = buf.len();
-        let ok = match (item, owner_and_rr(item)) {
-            (_, Some((owner, rr))) => {
+        let ok = match item {
+            Item::Rr(owner, rr) => {
                 names.write(buf, owner, &self.origin);
                 buf.extend_from_slice(rr);
                 true
             }
-            (Item::SoaOld(serial), _) => {
+            Item::SoaOld(serial) => {
                 let mut soa = self.zone.soa.clone();
                 if let hickory_proto::rr::RData::SOA(data) = &mut soa.data {
                     data.serial = *serial;
                 }
                 emit_at_end(buf, &soa)
             }
-            (Item::Ns(i), _) => emit_at_end(buf, &self.zone.ns[*i]),
-            (Item::Soa | Item::SoaLast, _) => emit_at_end(buf, &self.zone.soa),
-            _ => false,
+            Item::Ns(i) => emit_at_end(buf, &self.zone.ns[*i]),
+            Item::Soa | Item::SoaLast => emit_at_end(buf, &self.zone.soa),
         };
         if !ok {
             buf.truncate(start);
@@ -199,15 +197,6 @@ impl Compression {
 /// `at` if a compression pointer can reach it.
 fn pointable(at: usize) -> Option<u16> {
     u16::try_from(at).ok().filter(|at| *at < 0x4000)
-}
-
-/// The owner and RR of an A/AAAA item.
-fn owner_and_rr<'a>(item: &'a Item<'_>) -> Option<(&'a [u8], &'a [u8])> {
-    match item {
-        Item::Rr(owner, rr) => Some((owner, rr)),
-        Item::Entry(entry) => journal::split(entry),
-        _ => None,
-    }
 }
 
 fn emit_at_end(buf: &mut Vec<u8>, record: &hickory_proto::rr::Record) -> bool {

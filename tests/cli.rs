@@ -267,6 +267,7 @@ fn reference_config_and_docs_show_every_key() {
                 "max-tcp-connections-per-source",
                 "state-dir",
                 "max-notify-in-flight",
+                "journal-max-bytes",
                 "nameserver",
                 "identity",
                 "version",

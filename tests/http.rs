@@ -61,6 +61,11 @@ async fn static_config_is_ready_at_once_and_counts_queries() {
     );
     assert_eq!(sample(&after, "privatelink_dns_zones"), 1.0);
     assert_eq!(sample(&after, "privatelink_dns_records"), 1.0);
+    assert_eq!(
+        sample(&after, "privatelink_dns_journal_bytes"),
+        0.0,
+        "no transfers: no journal"
+    );
     assert_eq!(sample(&after, "privatelink_dns_ready"), 1.0);
     assert!(after.contains("privatelink_dns_build_info{version="));
     assert!(
