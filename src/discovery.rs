@@ -83,6 +83,15 @@ impl Endpoint {
         self.state.eq_ignore_ascii_case("available")
     }
 
+    /// On its way to `available` (`pending`, `pendingAcceptance`): its names exist,
+    /// with no addresses yet. An endpoint `deleting`, `deleted`, `rejected`, `failed`
+    /// or `expired` (AWS lists a deleted one for a while) has no names: its zones go,
+    /// and with them their place in the catalog.
+    fn is_coming(&self) -> bool {
+        self.state.eq_ignore_ascii_case("pending")
+            || self.state.eq_ignore_ascii_case("pendingAcceptance")
+    }
+
     fn not_available(&self) -> SkipReason {
         SkipReason::NotAvailable {
             state: self.state.clone(),
@@ -471,6 +480,9 @@ impl Discovered {
         let ttl = block.ttl;
         if !ep.is_available() {
             out.skip(ep, ep.not_available());
+            if !ep.is_coming() {
+                return;
+            }
         }
         for dns_name in &ep.private_dns_names {
             let Some((origin, owner)) = self.place(config, dns_name, ep, &mut out.warnings) else {
@@ -926,7 +938,14 @@ ttl = 30
             &["10.0.3.8"],
         );
         pending.state = "pending".into();
-        let inv = inventory(vec![on, off, pending]);
+        let mut deleted = endpoint(
+            "vpce-0deleted",
+            "vpc-1",
+            &["sns.ap-northeast-1.amazonaws.com"],
+            &[],
+        );
+        deleted.state = "deleted".into();
+        let inv = inventory(vec![on, off, pending, deleted]);
         let ssm = |a: &Assembled| {
             let z = zone(a, "ssm.ap-northeast-1.amazonaws.com.");
             record(z, "ssm.ap-northeast-1.amazonaws.com.").a.clone()
@@ -942,15 +961,25 @@ ttl = 30
         assert_eq!(
             skipped,
             [
+                "vpce-0deleted not available: deleted",
                 "vpce-0off private DNS disabled",
                 "vpce-0pending not available: pending"
             ]
+        );
+        let origins: Vec<String> = a.zones.iter().map(|z| z.origin.to_string()).collect();
+        assert!(
+            origins.contains(&"ec2.ap-northeast-1.amazonaws.com.".to_string()),
+            "a pending endpoint's name exists, with no address yet: {origins:?}"
+        );
+        assert!(
+            !origins.contains(&"sns.ap-northeast-1.amazonaws.com.".to_string()),
+            "a deleted endpoint's name is gone (and so its catalog member): {origins:?}"
         );
 
         let any = "[[discover]]\nvpc-ids = [\"vpc-1\"]\nprivate-dns = \"any\"\n";
         let a = assemble(&config(any), Some(&inv));
         assert_eq!(ssm(&a).len(), 2);
-        assert_eq!(a.skipped.len(), 1, "{:?}", a.skipped);
+        assert_eq!(a.skipped.len(), 2, "{:?}", a.skipped);
     }
 
     #[test]
