@@ -314,12 +314,42 @@ fn dispatch<'s>(
                 Err(rcode) => rcode,
             }
         }
-        DNSClass::IN => answer_in(&mut reply, q, snapshot, transport),
+        DNSClass::IN => match catalog_refusal(snapshot, q.name(), client, &signed) {
+            Some(why) => {
+                reply.refusal = Some(why);
+                reply.prohibited();
+                ResponseCode::Refused
+            }
+            None => answer_in(&mut reply, q, snapshot, transport),
+        },
         DNSClass::CH => answer_chaos(&mut reply, q, snapshot),
         _ => ResponseCode::Refused,
     };
     let response = reply.finish(rcode, transport, limit);
     signed_or_dropped(response, signed.as_ref(), client, None)
+}
+
+/// Why a query for a name in the catalog zone is refused: the catalog is answered
+/// only to clients that may transfer it (its `allow`, and its key when it has one).
+/// BIND asks for its SOA, signed, before every transfer.
+fn catalog_refusal(
+    snapshot: &Snapshot,
+    name: &Name,
+    client: &Client,
+    signed: &Option<Signed>,
+) -> Option<Refusal> {
+    let catalog = snapshot.settings.catalog.as_ref()?;
+    if !catalog.origin.zone_of(name) {
+        return None;
+    }
+    let policy = &catalog.transfer;
+    if !policy.allow.allows(client.source) {
+        return Some(Refusal::TransferAcl);
+    }
+    match &policy.key {
+        Some(key) if signed.as_ref().is_none_or(|s| &s.key != key) => Some(Refusal::TransferKey),
+        _ => None,
+    }
 }
 
 /// Room our TSIG record takes in a signed answer: the key name, the RR header,
@@ -472,6 +502,16 @@ fn answer_in<'s>(
             answers.extend(node.aaaa_records(owner));
         }
         _ => {}
+    }
+    if !zone.other().is_empty() {
+        // The catalog's TXT and PTRs.
+        let any = qtype == RecordType::ANY;
+        reply.answers.extend(
+            zone.other()
+                .iter()
+                .filter(|r| (any || r.record_type() == qtype) && r.name == *owner)
+                .map(|r| owned(r, owner)),
+        );
     }
     if reply.answers.is_empty() && reply.answer_wire.is_none() {
         // NODATA: the name exists (possibly through a wildcard), the type does not.
@@ -1624,6 +1664,172 @@ mod transfer_tests {
         assert_eq!(
             show(&Message::from_vec(&r.bytes).unwrap().answers),
             expect[..1]
+        );
+    }
+
+    fn catalog_config(extra: &str) -> Config {
+        let text = format!(
+            "[catalog]\nzone = \"catalog.invalid\"\n[transfer]\n{KEYED}\n\
+             [[zone]]\norigin = \"x.test\"\n[[zone.record]]\nname = \"www\"\na = [\"192.0.2.1\"]\n\
+             [[zone]]\norigin = \"private.test\"\ntransfer = {{ allow = [] }}\n{extra}"
+        );
+        Config::from_toml(&text, "test").unwrap()
+    }
+
+    fn publish(store: &snapshot::SnapshotStore, config: &Config, now: u64) {
+        store.update(|prev| {
+            snapshot::build(
+                &discovery::static_zones(config),
+                config.server.settings.clone(),
+                Some(prev),
+                now,
+            )
+        });
+    }
+
+    fn catalog_serial(s: &Snapshot) -> u32 {
+        s.zone(&Name::from_str("catalog.invalid.").unwrap())
+            .unwrap()
+            .serial()
+    }
+
+    /// RFC 9432 version 2: SOA, NS invalid., version TXT "2", one PTR per zone that
+    /// can be transferred (private.test cannot), in AXFR order.
+    #[test]
+    fn the_catalog_lists_every_transferable_zone() {
+        let store = snapshot::SnapshotStore::default();
+        publish(&store, &catalog_config(""), 1_700_000_000);
+        let s = store.load_full();
+        let (query, _) = signed(catalog_query(RecordType::AXFR));
+        let r = respond(&query, &s, Transport::Tcp, &from("10.1.2.3")).unwrap();
+        let plan = r
+            .transfer
+            .expect("the catalog is transferred under [transfer]");
+        let zone = s.zone(&plan.origin).unwrap();
+        assert!(zone.is_catalog());
+        let shown: Vec<String> = transfer::Messages::new(zone, &plan, 1_700_000_000)
+            .flat_map(|m| Message::from_vec(&m).unwrap().answers)
+            .map(|r| format!("{} {} {}", r.name, r.record_type(), r.data))
+            .collect();
+        let id = crate::catalog::id(&Name::from_str("x.test.").unwrap(), 0);
+        assert_eq!(shown.len(), 5, "{shown:?}");
+        assert!(shown[0].starts_with("catalog.invalid. SOA "));
+        assert_eq!(shown[1], "catalog.invalid. NS invalid.");
+        assert_eq!(shown[2], "version.catalog.invalid. TXT 2");
+        assert_eq!(shown[3], format!("{id}.zones.catalog.invalid. PTR x.test."));
+        assert_eq!(shown[4], shown[0]);
+    }
+
+    fn catalog_query(qtype: RecordType) -> Message {
+        let mut m = Message::new(3, MessageType::Query, OpCode::Query);
+        m.add_query(Query::query(
+            Name::from_str("CATALOG.invalid.").unwrap(),
+            qtype,
+        ));
+        m
+    }
+
+    /// Answered only to clients that may transfer it, with the key it needs; the SOA
+    /// that BIND asks before every transfer is answered signed. Never on the UDP fast
+    /// path.
+    #[test]
+    fn the_catalog_is_answered_only_to_those_who_may_transfer_it() {
+        let store = snapshot::SnapshotStore::default();
+        publish(&store, &catalog_config(""), 1_700_000_000);
+        let s = store.load_full();
+        let (query, signer) = signed(catalog_query(RecordType::SOA));
+        let r = respond(&query, &s, Transport::Udp, &from("10.1.2.3")).unwrap();
+        assert_eq!(r.rcode, ResponseCode::NoError);
+        let m = Message::from_vec(&r.bytes).unwrap();
+        assert_eq!(m.answers[0].record_type(), RecordType::SOA);
+        assert!(m.metadata.authoritative);
+        let request_mac = Message::from_vec(&query)
+            .unwrap()
+            .signature
+            .unwrap()
+            .data
+            .mac;
+        signer
+            .verify_message_byte(&r.bytes, Some(&request_mac), true)
+            .expect("a signed answer");
+        let r = respond(&query, &s, Transport::Udp, &from("192.0.2.9")).unwrap();
+        assert_eq!(
+            (r.rcode, r.refusal),
+            (ResponseCode::Refused, Some(Refusal::TransferAcl)),
+            "outside allow"
+        );
+        let unsigned = catalog_query(RecordType::SOA).to_vec().unwrap();
+        let r = respond(&unsigned, &s, Transport::Udp, &from("10.1.2.3")).unwrap();
+        assert_eq!(
+            (r.rcode, r.refusal),
+            (ResponseCode::Refused, Some(Refusal::TransferKey)),
+            "no key"
+        );
+        let mut ptr = Message::new(4, MessageType::Query, OpCode::Query);
+        let id = crate::catalog::id(&Name::from_str("x.test.").unwrap(), 0);
+        let owner = Name::from_str(&format!("{id}.zones.catalog.invalid.")).unwrap();
+        ptr.add_query(Query::query(owner.clone(), RecordType::PTR));
+        let (ptr, _) = signed(ptr);
+        let r = respond(&ptr, &s, Transport::Udp, &from("10.1.2.3")).unwrap();
+        let m = Message::from_vec(&r.bytes).unwrap();
+        assert_eq!(m.answers.len(), 1);
+        assert_eq!(m.answers[0].data.to_string(), "x.test.");
+        let mut a = Message::new(5, MessageType::Query, OpCode::Query);
+        a.add_query(Query::query(owner, RecordType::A));
+        let a = a.to_vec().unwrap();
+        let mut out = [0u8; 512];
+        assert_eq!(
+            crate::fast::answer_udp(&a, &s, &mut out),
+            crate::fast::Fast::Fallback,
+            "the fast path leaves the catalog to the general core"
+        );
+        let r = respond(&a, &s, Transport::Udp, &from("192.0.2.9")).unwrap();
+        assert_eq!(r.rcode, ResponseCode::Refused);
+    }
+
+    /// The serial changes exactly when the member list does; an IXFR of the catalog
+    /// is the PTRs that came and went.
+    #[test]
+    fn the_catalog_serial_follows_the_member_list_only() {
+        let store = snapshot::SnapshotStore::default();
+        publish(&store, &catalog_config(""), 1_700_000_000);
+        let first = catalog_serial(&store.load());
+        // A member's content changes: its serial, not the catalog's.
+        let text = format!(
+            "[catalog]\nzone = \"catalog.invalid\"\n[transfer]\n{KEYED}\n\
+             [[zone]]\norigin = \"x.test\"\n[[zone.record]]\nname = \"www\"\na = [\"192.0.2.2\"]\n"
+        );
+        publish(
+            &store,
+            &Config::from_toml(&text, "test").unwrap(),
+            1_700_000_100,
+        );
+        assert_eq!(catalog_serial(&store.load()), first);
+        // A zone added: a new serial, and an IXFR with its PTR.
+        publish(
+            &store,
+            &catalog_config("[[zone]]\norigin = \"new.test\"\n"),
+            1_700_000_200,
+        );
+        let s = store.load_full();
+        let second = catalog_serial(&s);
+        assert_ne!(second, first);
+        let zone = s
+            .zone(&Name::from_str("catalog.invalid.").unwrap())
+            .unwrap();
+        let deltas: Vec<_> = s.ixfr_deltas(zone, first).unwrap().collect();
+        assert_eq!(deltas.len(), 1);
+        assert_eq!(deltas[0].deleted().count(), 0);
+        let added: Vec<_> = deltas[0].added().collect();
+        assert_eq!(added.len(), 1);
+        assert!(
+            added[0].1.ends_with(b"\x03new\x04test\x00"),
+            "the new member's PTR"
+        );
+        assert_eq!(
+            added[0].0[1..17],
+            *crate::catalog::id(&Name::from_str("new.test.").unwrap(), 1_700_000_200).as_bytes(),
+            "a member new to an existing catalog: an ID of its own time"
         );
     }
 

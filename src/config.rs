@@ -369,6 +369,15 @@ struct FileConfig {
     tsig_key: Vec<TsigKeyFile>,
     /// Zone transfer defaults for every zone.
     transfer: Option<TransferFile>,
+    /// An RFC 9432 catalog of the transferable zones.
+    catalog: Option<CatalogFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct CatalogFile {
+    /// The catalog zone's name. Required in this table.
+    zone: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -699,6 +708,15 @@ fn check(file: FileConfig, src: &Source<'_>) -> Result<Config, ConfigError> {
         .any(|r| matches!(r.addresses, Addresses::Endpoint(_)));
     let aws =
         (file.aws.is_some() || endpoint_records || !discover.is_empty()).then_some(aws_config);
+    if let Some(catalog) = &file.catalog {
+        server.settings.catalog = Some(Arc::new(check_catalog(
+            src,
+            catalog,
+            &zones,
+            &default_transfer,
+            &server.nameserver,
+        )?));
+    }
     Ok(Config {
         source: src.path.to_string(),
         server,
@@ -711,6 +729,48 @@ fn check(file: FileConfig, src: &Source<'_>) -> Result<Config, ConfigError> {
         zones,
         aws,
         discover,
+    })
+}
+
+/// `[catalog]`: a name no served zone has or lies under, transferred under
+/// `[transfer]`, which must let someone transfer it.
+fn check_catalog(
+    src: &Source<'_>,
+    file: &CatalogFile,
+    zones: &[ZoneConfig],
+    transfer: &Arc<TransferPolicy>,
+    nameserver: &Name,
+) -> Result<crate::snapshot::CatalogSettings, ConfigError> {
+    let key = "catalog.zone";
+    let origin = parse_fqdn(src, &file.zone, key)?.to_lowercase();
+    if origin.is_root() {
+        return Err(src.error(file.zone.span(), key, "the catalog cannot be the root zone"));
+    }
+    if let Some((zi, zone)) = zones
+        .iter()
+        .enumerate()
+        .find(|(_, z)| origin.zone_of(&z.origin))
+    {
+        return Err(src.error(
+            file.zone.span(),
+            key,
+            format!(
+                "{origin} is also a served zone, or holds one (zone[{zi}] {}); the catalog needs a name of its own",
+                zone.origin
+            ),
+        ));
+    }
+    if transfer.allow.is_empty() {
+        return Err(src.error(
+            file.zone.span(),
+            key,
+            "the catalog is transferred under [transfer]: set [transfer] allow",
+        ));
+    }
+    Ok(crate::snapshot::CatalogSettings {
+        soa: crate::snapshot::SoaParams::defaults(&origin, nameserver.clone()),
+        origin,
+        transfer: transfer.clone(),
     })
 }
 
@@ -857,6 +917,7 @@ fn check_server(src: &Source<'_>, s: ServerFile) -> Result<ServerConfig, ConfigE
                 .map(|list| check_acl(src, list, "server.allow-query"))
                 .transpose()?,
             keys: Vec::new(),
+            catalog: None,
             journal_max_bytes: in_range(
                 src,
                 s.journal_max_bytes.as_ref(),
@@ -2234,6 +2295,31 @@ transfer = { notify = ["10.7.0.1"] }
                 "outside its zone",
             ),
             (format!("{z}{z}"), 4, "zone[1].origin", "already defined"),
+            (
+                format!("[transfer]\nallow = [\"10.0.0.0/8\"]\n[catalog]\nzone = \"Example.com\"\n{z}"),
+                4,
+                "catalog.zone",
+                "is also a served zone",
+            ),
+            (
+                format!("[transfer]\nallow = [\"10.0.0.0/8\"]\n[catalog]\nzone = \"com.\"\n{z}"),
+                4,
+                "catalog.zone",
+                "or holds one (zone[0] example.com.)",
+            ),
+            (
+                format!("[catalog]\nzone = \"catalog.invalid\"\n{z}"),
+                2,
+                "catalog.zone",
+                "set [transfer] allow",
+            ),
+            ("[catalog]\n".into(), 1, "catalog", "missing field `zone`"),
+            (
+                "[catalog]\nzone = \"c.invalid\"\nmembers = 1\n".into(),
+                3,
+                "catalog.members",
+                "unknown field",
+            ),
             (format!("{z}ttl = 0\n"), 3, "zone[0].ttl", "at least 1"),
             (
                 format!("{z}[[zone.record]]\nname = \"www\"\na = [\"192.0.2.1\"]\nttl = 0\n"),

@@ -57,6 +57,9 @@ fn try_answer(query: &[u8], snap: &Snapshot, out: &mut [u8]) -> Option<Fast> {
             (ResponseCode::NoError, zone, apex, node.rrset(q.qtype))
         }
     };
+    if zone.is_catalog() {
+        return None; // answered only to those who may transfer it: the general core
+    }
     // Only a negative answer needs the SOA (compressed against this question).
     let negative = (count == 0).then(|| zone.negative(&name, apex));
 

@@ -36,6 +36,7 @@
 //! - [`tsig`]: verify a signed request and sign answers and transfer messages
 //!   (hickory-proto's `TSigner` does the HMAC).
 //! - [`transfer`]: a zone as AXFR / IXFR messages, made one at a time.
+//! - [`catalog`]: RFC 9432 catalog zones: member IDs and the catalog's records (pure).
 //! - [`journal`]: each transferable zone's recent changes as deltas, for IXFR (plain
 //!   data: no snapshot types).
 //! - [`notify`]: NOTIFY to secondaries on every serial change.
@@ -55,6 +56,7 @@ pub mod answer;
 pub mod app;
 pub mod aws;
 pub mod cache;
+pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod discovery;

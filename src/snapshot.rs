@@ -101,6 +101,18 @@ pub struct Settings {
     pub keys: Vec<TsigKey>,
     /// The IXFR journal's byte budget over all zones (`journal-max-bytes`).
     pub journal_max_bytes: usize,
+    /// `[catalog]`: a catalog zone of the transferable zones, if configured.
+    pub catalog: Option<Arc<CatalogSettings>>,
+}
+
+/// `[catalog]`: an RFC 9432 catalog of every zone that can be transferred.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogSettings {
+    /// The catalog zone's name, lower-cased.
+    pub origin: Name,
+    pub soa: SoaParams,
+    /// `[transfer]`: who may transfer it (and query it), and whom to NOTIFY.
+    pub transfer: Arc<TransferPolicy>,
 }
 
 impl Default for Settings {
@@ -112,6 +124,7 @@ impl Default for Settings {
             allow_query: None,
             keys: Vec::new(),
             journal_max_bytes: journal::DEFAULT_MAX_BYTES,
+            catalog: None,
         }
     }
 }
@@ -286,6 +299,11 @@ pub struct Zone {
     nodes: Arc<Names>,
     negative: NegativeSoa,
     transfer: Arc<TransferPolicy>,
+    /// Records of other types than A and AAAA (a catalog's TXT and PTRs), owners
+    /// lower-cased, in canonical order.
+    other: Arc<[Record]>,
+    /// The catalog zone: answered only to clients that may transfer it.
+    catalog: bool,
 }
 
 impl Zone {
@@ -319,6 +337,17 @@ impl Zone {
             && self.ns == other.ns // (Record's == leaves out the TTL)
             && self.ns.iter().map(|r| r.ttl).eq(other.ns.iter().map(|r| r.ttl))
             && self.nodes == other.nodes
+            && self.other == other.other
+    }
+
+    /// Records of other types than A and AAAA (a catalog's), in canonical order.
+    pub fn other(&self) -> &[Record] {
+        &self.other
+    }
+
+    /// Whether this is the catalog zone (RFC 9432).
+    pub fn is_catalog(&self) -> bool {
+        self.catalog
     }
 
     /// The node at exactly `name` (no wildcard), if it exists.
@@ -365,6 +394,26 @@ impl Zone {
                     rrset_delta(name, node.aaaa, &[], AAAA_RR_LEN, d, a);
                 }
             }
+        }
+        if self.other != next.other {
+            let old: rustc_hash::FxHashSet<Vec<u8>> =
+                self.other.iter().filter_map(record_wire).collect();
+            let new: rustc_hash::FxHashSet<Vec<u8>> =
+                next.other.iter().filter_map(record_wire).collect();
+            deleted.extend(
+                self.other
+                    .iter()
+                    .filter_map(record_wire)
+                    .filter(|w| !new.contains(w))
+                    .flatten(),
+            );
+            added.extend(
+                next.other
+                    .iter()
+                    .filter_map(record_wire)
+                    .filter(|w| !old.contains(w))
+                    .flatten(),
+            );
         }
         Delta::new(self.serial(), next.serial(), deleted, added)
     }
@@ -513,6 +562,24 @@ impl Snapshot {
     }
 }
 
+/// `record` in a journal's form: its owner (lower-cased wire form), then type, class,
+/// TTL, RDLENGTH and RDATA, uncompressed.
+fn record_wire(record: &Record) -> Option<Vec<u8>> {
+    use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
+    let owner = QName::from_name(&record.name)?;
+    let mut rdata = Vec::new();
+    let mut encoder = BinEncoder::new(&mut rdata);
+    encoder.set_canonical_form(true);
+    record.data.emit(&mut encoder).ok()?;
+    let mut out = owner.as_bytes().to_vec();
+    out.extend_from_slice(&u16::from(record.record_type()).to_be_bytes());
+    out.extend_from_slice(&u16::from(record.dns_class).to_be_bytes());
+    out.extend_from_slice(&record.ttl.to_be_bytes());
+    out.extend_from_slice(&u16::try_from(rdata.len()).ok()?.to_be_bytes());
+    out.extend_from_slice(&rdata);
+    Some(out)
+}
+
 /// Appends the RRs of `old` missing from `new` to `deleted`, and the reverse to
 /// `added`, owned by `owner`. The RRs are pre-encoded, `len` bytes each, behind a
 /// 2-byte owner pointer that every one shares.
@@ -592,6 +659,31 @@ pub fn build(
         zone.set_serial(serial);
         built.insert(key.as_bytes().into(), zone);
     }
+    if let Some(catalog) = &settings.catalog
+        && let Some(key) = QName::from_name(&catalog.origin)
+    {
+        if built.remove(key.as_bytes()).is_some() {
+            // The config refuses this for configured zones; a discovered one loses.
+            tracing::error!(zone = %catalog.origin, "a zone has the catalog's name; the catalog is served instead");
+        }
+        let mut zones: Vec<Name> = built
+            .values()
+            .filter(|z| !z.transfer.allow.is_empty())
+            .map(|z| z.origin.clone())
+            .collect();
+        zones.sort();
+        let prev = previous.and_then(|p| p.zones.get(key.as_bytes()));
+        let ids = prev.map(|z| crate::catalog::ids(&z.other));
+        let members = crate::catalog::assign(&zones, ids.as_ref(), now_unix);
+        let mut zone = build_catalog(catalog, &members);
+        let serial = match prev {
+            Some(prev) if prev.same_content(&zone) => prev.serial(),
+            Some(prev) => next_serial(prev.serial(), now_unix),
+            None => now_unix as u32,
+        };
+        zone.set_serial(serial);
+        built.insert(key.as_bytes().into(), zone);
+    }
     Snapshot {
         zones: built,
         settings,
@@ -646,7 +738,38 @@ fn build_zone(data: &ZoneData) -> Zone {
         negative,
         ns,
         transfer: data.transfer.clone(),
+        other: Arc::new([]),
+        catalog: false,
     }
+}
+
+/// The catalog zone of `settings` listing `members` (RFC 9432 version 2): SOA, NS
+/// `invalid.`, `version` TXT "2", one PTR per member, and the names they make.
+fn build_catalog(settings: &CatalogSettings, members: &[crate::catalog::Member]) -> Zone {
+    let invalid = Name::from_ascii("invalid.").unwrap_or_else(|_| Name::root());
+    let data = ZoneData {
+        origin: settings.origin.clone(),
+        soa: settings.soa.clone(),
+        ns: vec![invalid],
+        ns_ttl: settings.soa.ttl,
+        fixed: Default::default(),
+        records: Vec::new(),
+        transfer: settings.transfer.clone(),
+    };
+    let mut zone = build_zone(&data);
+    let other = crate::catalog::records(&zone.origin, members, settings.soa.ttl);
+    let origin = QName::from_name(&zone.origin).map_or(vec![0], |q| q.as_bytes().to_vec());
+    let mut builder = NamesBuilder::new(&origin);
+    builder.add_name(&origin);
+    for record in &other {
+        if let Some(key) = QName::from_name(&record.name) {
+            builder.add_name(key.as_bytes());
+        }
+    }
+    zone.nodes = Arc::new(builder.finish().0);
+    zone.other = other.into();
+    zone.catalog = true;
+    zone
 }
 
 /// Every name of the zone, and every empty non-terminal above one (RFC 8020): the

@@ -40,6 +40,8 @@ enum Item<'z> {
     /// The SOA of an earlier version (IXFR): the current one with this serial.
     SoaOld(u32),
     Ns(usize),
+    /// A record of another type (a catalog's TXT and PTRs).
+    Other(usize),
     /// (owner in wire form, the RR after its owner)
     Rr(&'z [u8], &'z [u8]),
     SoaLast,
@@ -75,6 +77,7 @@ impl<'z> Messages<'z> {
         let items: Box<dyn Iterator<Item = Item<'z>> + Send + 'z> = Box::new(
             std::iter::once(Item::Soa)
                 .chain((0..zone.ns.len()).map(Item::Ns))
+                .chain((0..zone.other().len()).map(Item::Other))
                 .chain(zone.rrs().map(|(owner, rr)| Item::Rr(owner, rr)))
                 .chain(std::iter::once(Item::SoaLast)),
         );
@@ -150,6 +153,7 @@ impl<'z> Messages<'z> {
                 emit_at_end(buf, &soa)
             }
             Item::Ns(i) => emit_at_end(buf, &self.zone.ns[*i]),
+            Item::Other(i) => emit_at_end(buf, &self.zone.other()[*i]),
             Item::Soa | Item::SoaLast => emit_at_end(buf, &self.zone.soa),
         };
         if !ok {

@@ -324,6 +324,7 @@ fn reference_config_and_docs_show_every_key() {
             "discover",
             &["vpc-ids", "tags", "region", "role-arn", "ttl"],
         ),
+        ("catalog", &["zone"]),
     ];
     for (table, names) in keys {
         // Every occurrence of the table (arrays of tables) together.
