@@ -3,6 +3,8 @@
 
   seed_ec2.py --url URL setup                  -> prints JSON: vpc, subnets, endpoints
   seed_ec2.py --url URL add-subnet EP SUBNET   -> adds a subnet (a new ENI) to an endpoint
+  seed_ec2.py --url URL create VPC SERVICE SUBNET... -> creates an interface endpoint, prints its id
+  seed_ec2.py --url URL delete EP              -> deletes an endpoint
 """
 import argparse
 import json
@@ -69,11 +71,21 @@ def main():
     a = sub.add_parser("add-subnet")
     a.add_argument("endpoint")
     a.add_argument("subnet")
+    c = sub.add_parser("create")
+    c.add_argument("vpc")
+    c.add_argument("service")
+    c.add_argument("subnets", nargs="+")
+    d = sub.add_parser("delete")
+    d.add_argument("endpoint")
     args = p.parse_args()
     os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
     ec2 = client(args.url)
     if args.cmd == "setup":
         print(json.dumps(setup(ec2)))
+    elif args.cmd == "create":
+        print(endpoint(ec2, args.vpc, args.service, args.subnets))
+    elif args.cmd == "delete":
+        ec2.delete_vpc_endpoints(VpcEndpointIds=[args.endpoint])
     else:
         ec2.modify_vpc_endpoint(VpcEndpointId=args.endpoint, AddSubnetIds=[args.subnet])
 
