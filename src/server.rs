@@ -562,23 +562,49 @@ async fn send(
     // clock measures progress, not the message: a write that moves bytes restarts
     // it, so a slow but steady reader (a secondary on a thin link) gets every message
     // of a large transfer, and one that stops reading is cut after `idle`.
+    // Progress is also the kernel's send queue draining: with a large send buffer
+    // (autotuned to megabytes), a writer is woken only once much of it has drained,
+    // which takes longer than `idle` for a peer reading at 128 KiB/s.
     let mut rest = &framed[..];
+    let mut queued = unacknowledged(stream);
     while !rest.is_empty() {
-        tokio::select! {
+        let r = tokio::select! {
             biased;
             () = shutdown.cancelled() => return Ok(false),
-            r = tokio::time::timeout(idle, stream.write(rest)) => match r {
-                Err(_elapsed) => {
-                    debug!(%peer, "tcp peer does not read its answers; closing");
-                    return Ok(false);
+            r = tokio::time::timeout(idle, stream.write(rest)) => r,
+        };
+        match r {
+            Err(_elapsed) => {
+                let now = unacknowledged(stream);
+                if let (Some(before), Some(after)) = (queued, now)
+                    && after < before
+                {
+                    queued = now; // the peer reads, slowly: wait on
+                    continue;
                 }
-                Ok(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
-                Ok(Ok(n)) => rest = &rest[n..],
-                Ok(Err(e)) => return Err(e),
-            },
+                debug!(%peer, "tcp peer does not read its answers; closing");
+                return Ok(false);
+            }
+            Ok(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(Ok(n)) => {
+                rest = &rest[n..];
+                queued = unacknowledged(stream);
+            }
+            Ok(Err(e)) => return Err(e),
         }
     }
     Ok(true)
+}
+
+/// Bytes in `stream`'s send queue that the peer has not acknowledged (TIOCOUTQ);
+/// `None` if the kernel does not say.
+fn unacknowledged(stream: &TcpStream) -> Option<usize> {
+    use std::os::fd::AsRawFd;
+    let mut n: libc::c_int = 0;
+    // SAFETY: TIOCOUTQ writes one c_int through the pointer, which is valid for the
+    // call; the descriptor is open while `stream` is borrowed.
+    let r = unsafe { libc::ioctl(stream.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+    (r == 0).then_some(usize::try_from(n).unwrap_or(0))
 }
 
 /// Streams a zone transfer, message by message, from the snapshot current when it
