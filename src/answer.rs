@@ -125,7 +125,7 @@ pub fn respond(
         // Never answer a response: that is how reflection loops start.
         return None;
     }
-    let opcode = ((flags >> 11) & 0xF) as u8;
+    let opcode = crate::wire::opcode(flags);
     let mut reply = Reply::new(id, opcode, flags);
 
     let Ok(msg) = Message::from_vec(query) else {
@@ -412,7 +412,8 @@ fn transfer_request(
         qtype: q.query_type(),
         id: msg.metadata.id,
         flags_copied: reply.flags_copied,
-        question: query[HEADER_LEN..transfer::question_end(query).ok_or(ResponseCode::FormErr)?]
+        question: query
+            [HEADER_LEN..crate::wire::question_end(query).ok_or(ResponseCode::FormErr)?]
             .to_vec(),
         signed: signed.clone(),
         client_serial,
@@ -706,11 +707,7 @@ impl<'s> Reply<'s> {
     }
 
     fn header_only(&self, rcode: ResponseCode) -> Vec<u8> {
-        let mut out = Vec::with_capacity(HEADER_LEN);
-        out.extend_from_slice(&self.id.to_be_bytes());
-        out.extend_from_slice(&self.flags(rcode, false).to_be_bytes());
-        out.extend_from_slice(&[0; 8]);
-        out
+        crate::wire::header(self.id, self.flags(rcode, false), [0; 4]).to_vec()
     }
 
     fn encode(&self, rcode: ResponseCode, tc: bool) -> Option<Vec<u8>> {

@@ -15,7 +15,8 @@ use hickory_proto::op::ResponseCode;
 
 use crate::snapshot::{Lookup, Snapshot};
 use crate::wire::{
-    AA, CD, CLASS_IN, HEADER_LEN, QName, QR, RD, TYPE_A, TYPE_AAAA, TYPE_OPT, u16_at, udp_limit,
+    AA, CD, CLASS_IN, HEADER_LEN, QName, QR, RD, TYPE_A, TYPE_AAAA, TYPE_OPT, header, u16_at,
+    udp_limit,
 };
 
 /// What the fast path did.
@@ -72,13 +73,18 @@ fn try_answer(query: &[u8], snap: &Snapshot, out: &mut [u8]) -> Option<Fast> {
     }
 
     let out = &mut out[..total];
-    out[0..2].copy_from_slice(&query[0..2]);
     let rflags = QR | AA | (q.id_flags & (RD | CD)) | u16::from(rcode.low());
-    out[2..4].copy_from_slice(&rflags.to_be_bytes());
-    out[4..6].copy_from_slice(&1u16.to_be_bytes());
-    out[6..8].copy_from_slice(&count.to_be_bytes());
-    out[8..10].copy_from_slice(&u16::from(negative.is_some()).to_be_bytes());
-    out[10..12].copy_from_slice(&u16::from(q.edns.is_some()).to_be_bytes());
+    let counts = [
+        1,
+        count,
+        u16::from(negative.is_some()),
+        u16::from(q.edns.is_some()),
+    ];
+    out[..HEADER_LEN].copy_from_slice(&header(
+        u16::from_be_bytes([query[0], query[1]]),
+        rflags,
+        counts,
+    ));
     let mut w = HEADER_LEN + q.len;
     out[HEADER_LEN..w].copy_from_slice(&query[HEADER_LEN..w]);
     if let Some(soa) = &negative {

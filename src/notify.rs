@@ -313,7 +313,8 @@ impl Notifier {
         let (Some(id), Some(flags)) = (u16_at(message, 0), u16_at(message, 2)) else {
             return;
         };
-        let is_notify_response = flags & QR != 0 && (flags >> 11) & 0xF == 4;
+        let is_notify_response =
+            flags & QR != 0 && crate::wire::opcode(flags) == crate::wire::OPCODE_NOTIFY;
         if !is_notify_response {
             return;
         }
@@ -324,7 +325,7 @@ impl Notifier {
         else {
             return;
         };
-        let rcode = (flags & 0xF) as u8;
+        let rcode = crate::wire::rcode(flags);
         if rcode != 0 {
             f.rejected = Some(rcode);
             return;

@@ -22,7 +22,7 @@ use crate::access::{Acl, TransferPolicy, TsigKey};
 use crate::journal::{self, Delta, Journal, Step};
 pub use crate::names::Node;
 use crate::names::{A_RR_LEN, AAAA_RR_LEN, Names, NamesBuilder};
-use crate::wire::{HEADER_LEN, MAX_NAME, QName};
+use crate::wire::{HEADER_LEN, MAX_NAME, QName, name_wire};
 
 /// SOA timers of a zone (RFC 1035 3.3.13). The serial is not here: the builder owns it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -815,20 +815,9 @@ fn encode_negative(soa: &SOA, ttl: u32) -> NegativeSoa {
     }
     NegativeSoa {
         head,
-        names: [wire(&soa.mname), wire(&soa.rname)],
+        names: [name_wire(&soa.mname), name_wire(&soa.rname)],
         tail,
     }
-}
-
-/// `name` in uncompressed wire format, its case kept.
-fn wire(name: &Name) -> Box<[u8]> {
-    let mut out = Vec::with_capacity(MAX_NAME);
-    for label in name.iter() {
-        out.push(label.len() as u8);
-        out.extend_from_slice(label);
-    }
-    out.push(0);
-    out.into_boxed_slice()
 }
 
 /// The current snapshot, swapped whole. Readers call [`SnapshotStore::load`] and
@@ -1293,7 +1282,7 @@ mod tests {
             let mut msg = vec![0u8; 12];
             msg[4..6].copy_from_slice(&1u16.to_be_bytes());
             msg[8..10].copy_from_slice(&1u16.to_be_bytes());
-            msg.extend_from_slice(&wire(&name(question)));
+            msg.extend_from_slice(&name_wire(&name(question)));
             msg.extend_from_slice(&[0, 6, 0, 1]);
             let at = msg.len();
             msg.resize(at + negative.wire_len(), 0);

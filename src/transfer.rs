@@ -9,7 +9,7 @@ use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 use crate::journal::Delta;
 use crate::snapshot::Zone;
 use crate::tsig::{self, Signed};
-use crate::wire::{AA, HEADER_LEN, QName, QR};
+use crate::wire::{AA, HEADER_LEN, QName, QR, header};
 
 /// Messages are closed once they pass this size: well below the 64 KiB limit even
 /// with a TSIG record, and every name offset stays below 0x4000, where a
@@ -221,11 +221,12 @@ impl Iterator for Messages<'_> {
         self.items.peek()?;
         let plan = self.plan;
         let mut buf = Vec::with_capacity(MESSAGE_TARGET + 512);
-        buf.extend_from_slice(&plan.id.to_be_bytes());
-        buf.extend_from_slice(&(QR | AA | plan.flags_copied).to_be_bytes());
         let qdcount = u16::from(self.first);
-        buf.extend_from_slice(&qdcount.to_be_bytes());
-        buf.extend_from_slice(&[0; 6]);
+        buf.extend_from_slice(&header(
+            plan.id,
+            QR | AA | plan.flags_copied,
+            [qdcount, 0, 0, 0],
+        ));
         let mut names = Compression::default();
         if self.first {
             // The question is the zone's origin (any case): the first place to point at.
@@ -272,19 +273,15 @@ impl Iterator for Messages<'_> {
 /// signed when the request was; `None` if it could not be signed (nothing is sent).
 pub fn refused(plan: &Plan) -> Option<Vec<u8>> {
     let mut buf = Vec::with_capacity(HEADER_LEN + plan.question.len() + 256);
-    buf.extend_from_slice(&plan.id.to_be_bytes());
-    buf.extend_from_slice(&(QR | plan.flags_copied | 5).to_be_bytes());
-    buf.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
+    let refused = u16::from(hickory_proto::op::ResponseCode::Refused.low());
+    buf.extend_from_slice(&header(
+        plan.id,
+        QR | plan.flags_copied | refused,
+        [1, 0, 0, 0],
+    ));
     buf.extend_from_slice(&plan.question);
     if let Some(signed) = &plan.signed {
         tsig::sign_response(&mut buf, signed, crate::snapshot::unix_now(), None)?;
     }
     Some(buf)
-}
-
-/// Where the question section of a request ends (its one name is never compressed),
-/// for copying it into the transfer's first message.
-pub fn question_end(query: &[u8]) -> Option<usize> {
-    let end = QName::empty().read(query, HEADER_LEN)? + 4;
-    (end <= query.len()).then_some(end)
 }

@@ -39,6 +39,53 @@ pub fn u16_at(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
 }
 
+/// OPCODE of the header flags `flags` (RFC 1035 4.1.1).
+#[inline]
+pub fn opcode(flags: u16) -> u8 {
+    ((flags >> 11) & 0xF) as u8
+}
+
+/// RCODE (its low four bits) of the header flags `flags`.
+#[inline]
+pub fn rcode(flags: u16) -> u8 {
+    (flags & 0xF) as u8
+}
+
+/// OPCODE NOTIFY (RFC 1996).
+pub const OPCODE_NOTIFY: u8 = 4;
+
+/// A message header: id, flags, and the counts of question, answer, authority and
+/// additional records. The one header writer; every message we make starts with it.
+#[inline]
+pub fn header(id: u16, flags: u16, counts: [u16; 4]) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h[0..2].copy_from_slice(&id.to_be_bytes());
+    h[2..4].copy_from_slice(&flags.to_be_bytes());
+    for (i, count) in counts.iter().enumerate() {
+        h[4 + 2 * i..6 + 2 * i].copy_from_slice(&count.to_be_bytes());
+    }
+    h
+}
+
+/// `name` in wire form as written (its case kept: the SOA names of a negative
+/// answer). [`QName`] is the lower-cased form every index and lookup uses; these
+/// two are the only name-to-wire encoders.
+pub fn name_wire(name: &Name) -> Box<[u8]> {
+    let mut out = Vec::with_capacity(MAX_NAME);
+    for label in name.iter() {
+        out.push(label.len() as u8);
+        out.extend_from_slice(label);
+    }
+    out.push(0);
+    out.into_boxed_slice()
+}
+
+/// Where the question section of a request ends (its one name is never compressed).
+pub fn question_end(query: &[u8]) -> Option<usize> {
+    let end = QName::empty().read(query, HEADER_LEN)? + 4;
+    (end <= query.len()).then_some(end)
+}
+
 /// A name in lower-cased wire format with the offset of each label, on the stack.
 /// The snapshot's index is keyed by this form, so a lookup borrows, never allocates.
 #[derive(Clone)]
