@@ -1846,6 +1846,59 @@ mod transfer_tests {
         (m.to_vec().unwrap(), signer)
     }
 
+    /// `m` signed with `secret` under key name k. at `time`.
+    fn signed_with(mut m: Message, secret: &[u8], time: u64) -> Vec<u8> {
+        let signer = hickory_proto::rr::TSigner::new(
+            secret.to_vec(),
+            hickory_proto::rr::rdata::tsig::TsigAlgorithm::HmacSha256,
+            Name::from_str("k.").unwrap(),
+            300,
+        )
+        .unwrap();
+        let (tsig, _) = signer.sign_message(&m, time).unwrap();
+        m.signature = Some(tsig);
+        m.to_vec().unwrap()
+    }
+
+    /// RFC 8945 5.2: a bad MAC gets NOTAUTH with TSIG error BADSIG, unsigned; a
+    /// time outside the window gets NOTAUTH with BADTIME, signed (the MAC was good),
+    /// with our time in its other data. The rcode and the error field, exactly.
+    #[test]
+    fn badsig_and_badtime_answers_carry_the_rcode_and_the_tsig_error() {
+        let s = snap(KEYED);
+        let query = || {
+            let mut m = Message::new(9, MessageType::Query, OpCode::Query);
+            m.add_query(Query::query(
+                Name::from_str("www.x.test.").unwrap(),
+                RecordType::A,
+            ));
+            m
+        };
+        let bad = signed_with(query(), b"not-the-secret-0", 1_700_000_000);
+        let r = respond(&bad, &s, Transport::Udp, &from("10.1.2.3")).unwrap();
+        let m = Message::from_vec(&r.bytes).unwrap();
+        assert_eq!(m.metadata.response_code, ResponseCode::NotAuth);
+        assert!(m.answers.is_empty());
+        let tsig = &m.signature.as_deref().expect("a TSIG record").data;
+        use hickory_proto::rr::rdata::tsig::TsigError;
+        assert_eq!(tsig.error, Some(TsigError::BadSig));
+        assert!(tsig.mac.is_empty(), "BADSIG is not signed");
+
+        let late = signed_with(query(), b"0123456789abcdef", 1_700_000_000 - 301);
+        let r = respond(&late, &s, Transport::Udp, &from("10.1.2.3")).unwrap();
+        let m = Message::from_vec(&r.bytes).unwrap();
+        assert_eq!(m.metadata.response_code, ResponseCode::NotAuth);
+        assert!(m.answers.is_empty());
+        let tsig = &m.signature.as_deref().expect("a TSIG record").data;
+        assert_eq!(tsig.error, Some(TsigError::BadTime));
+        assert!(!tsig.mac.is_empty(), "BADTIME is signed");
+        assert_eq!(
+            tsig.other,
+            1_700_000_000u64.to_be_bytes()[2..].to_vec(),
+            "our time, for the client to see the skew"
+        );
+    }
+
     #[test]
     fn a_signed_notify_gets_a_signed_notauth() {
         let s = snap(KEYED);

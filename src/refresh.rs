@@ -762,6 +762,8 @@ mod removal_guard {
 
     use super::tests::{inventory, served};
     use super::*;
+    use crate::discovery::tests::endpoint;
+    use hickory_proto::rr::Name;
 
     const TWO: &[&str] = &["10.0.1.4", "10.0.2.4"];
 
@@ -823,6 +825,48 @@ mod removal_guard {
         assert_eq!(r.refresh_once().await.unwrap(), Outcome::Applied);
         assert!(served(&store).is_empty(), "applied after the hold");
         assert_eq!(stats.removal_held.load(Ordering::Relaxed), 0);
+    }
+
+    /// The catalog is built from what is served: a zone that a held mass removal
+    /// keeps stays a member while it is held, and leaves the catalog when the removal
+    /// applies (issue #23).
+    #[tokio::test(start_paused = true)]
+    async fn a_held_removal_keeps_the_zone_in_the_catalog_until_it_applies() {
+        let text = "[aws]\nregion = \"ap-northeast-1\"\nremoval-hold = \"5m\"\n\
+                    [transfer]\nallow = [\"10.0.0.0/8\"]\n[catalog]\nzone = \"catalog.invalid\"\n\
+                    [[discover]]\nvpc-ids = [\"vpc-1\"]\n";
+        let config = Arc::new(Config::from_toml(text, "t").unwrap());
+        let ssm = discovery::tests::inventory(vec![endpoint(
+            "vpce-0ssm",
+            "vpc-1",
+            &["ssm.ap-northeast-1.amazonaws.com"],
+            TWO,
+        )]);
+        let empty = discovery::tests::inventory(vec![]);
+        let (mut r, store, _) = refresher(config, &[ssm, empty]);
+        r.initial_load().await;
+        let members = |store: &SnapshotStore| -> Vec<String> {
+            let snap = store.load();
+            let catalog = snap
+                .zone(&Name::from_ascii("catalog.invalid.").unwrap())
+                .unwrap();
+            catalog
+                .other()
+                .iter()
+                .filter(|r| r.record_type() == hickory_proto::rr::RecordType::PTR)
+                .map(|r| r.data.to_string())
+                .collect()
+        };
+        assert_eq!(members(&store), ["ssm.ap-northeast-1.amazonaws.com."]);
+        assert_eq!(r.refresh_once().await.unwrap(), Outcome::Held);
+        assert_eq!(
+            members(&store),
+            ["ssm.ap-northeast-1.amazonaws.com."],
+            "held: still a member"
+        );
+        tokio::time::sleep(Duration::from_secs(301)).await;
+        assert_eq!(r.refresh_once().await.unwrap(), Outcome::Applied);
+        assert!(members(&store).is_empty(), "applied: no longer a member");
     }
 
     #[tokio::test(start_paused = true)]
