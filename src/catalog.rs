@@ -11,7 +11,8 @@
 //! is listed; a member added to a catalog that already exists gets one derived from
 //! its name and the time, so one removed and later re-added gets a new ID and its
 //! consumers start it afresh (RFC 9432 section 5.4). Members of the first catalog a
-//! process builds get an ID from their name alone, the same at every start.
+//! process builds get an ID from their name alone, the same at every start, unless
+//! `state-dir` saved the IDs (see [`crate::state`]).
 
 use hickory_proto::rr::rdata::{PTR, TXT};
 use hickory_proto::rr::{Name, RData, Record};

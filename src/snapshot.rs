@@ -555,6 +555,32 @@ impl Snapshot {
             .sum()
     }
 
+    /// The catalog zone's key, when `[catalog]` is set.
+    fn catalog_key(&self) -> Option<QName> {
+        QName::from_name(&self.settings.catalog.as_ref()?.origin)
+    }
+
+    /// Gives the catalog's members the IDs `saved` (before a restart) had for them;
+    /// a member `saved` does not have is new since then and gets an ID of `now`
+    /// (unless nothing was saved: the first catalog ever keeps its name-only IDs).
+    /// The serial stays.
+    fn restore_catalog_ids(&mut self, saved: &FxHashMap<Name, String>, now: u64) {
+        let Some(settings) = self.settings.catalog.clone() else {
+            return;
+        };
+        let Some(zone) = self
+            .catalog_key()
+            .and_then(|key| self.zones.get_mut(key.as_bytes()))
+        else {
+            return;
+        };
+        let zones: Vec<Name> = crate::catalog::ids(&zone.other).into_keys().collect();
+        let members = crate::catalog::assign(&zones, (!saved.is_empty()).then_some(saved), now);
+        let serial = zone.serial();
+        *zone = build_catalog(&settings, &members);
+        zone.set_serial(serial);
+    }
+
     /// The snapshot with `served` as its description.
     pub fn with_served(mut self, served: Served) -> Self {
         self.served = served;
@@ -886,6 +912,16 @@ impl SnapshotStore {
         let previous = self.current.load_full();
         let mut snapshot = next(&previous);
         if let Some(serials) = self.serials.get() {
+            // The first catalog since the start takes the member IDs saved.
+            if let Some(key) = snapshot.catalog_key()
+                && !previous.zones.contains_key(key.as_bytes())
+            {
+                snapshot.restore_catalog_ids(&serials.catalog_ids(), unix_now());
+            }
+            let catalog = snapshot
+                .catalog_key()
+                .and_then(|key| snapshot.zones.get(key.as_bytes()))
+                .map(|zone| crate::catalog::ids(&zone.other));
             let mut zones: Vec<(Name, u32, bool)> = snapshot
                 .zones
                 .iter()
@@ -897,7 +933,7 @@ impl SnapshotStore {
                     (zone.origin.clone(), zone.serial(), served)
                 })
                 .collect();
-            serials.raise(&mut zones);
+            serials.raise(&mut zones, catalog.as_ref());
             // The map is not changed in between: the same order.
             for (zone, (_, serial, _)) in snapshot.zones.values_mut().zip(zones) {
                 if zone.serial() != serial {
@@ -1451,5 +1487,72 @@ mod tests {
         closed.transfer = Default::default();
         publish(&store, &closed, 4000);
         assert_eq!(store.load().journal().bytes(), 0);
+    }
+
+    fn catalog_ids_of(store: &SnapshotStore) -> FxHashMap<Name, String> {
+        let snap = store.load();
+        let zone = snap.zone(&name("catalog.invalid.")).unwrap();
+        crate::catalog::ids(zone.other())
+    }
+
+    /// With `state-dir`, the catalog's IDs survive a restart; a member removed before
+    /// one and added back after it gets a new ID, as it would without the restart.
+    #[test]
+    fn catalog_ids_survive_a_restart_and_a_member_back_after_one_gets_a_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = |zones: &[&str]| {
+            let mut text =
+                "[transfer]\nallow = [\"10.0.0.0/8\"]\n[catalog]\nzone = \"catalog.invalid\"\n"
+                    .to_string();
+            for z in zones {
+                text += &format!("[[zone]]\norigin = \"{z}\"\n");
+            }
+            crate::config::Config::from_toml(&text, "t").unwrap()
+        };
+        let publish = |store: &SnapshotStore, zones: &[&str], now: u64| {
+            let c = config(zones);
+            store.update(|prev| {
+                build(
+                    &crate::discovery::static_zones(&c),
+                    c.server.settings.clone(),
+                    Some(prev),
+                    now,
+                )
+            });
+        };
+        let start = || {
+            let store = SnapshotStore::default();
+            assert!(store.persist_serials(crate::state::Serials::open(dir.path()).unwrap()));
+            store
+        };
+        let (a, b) = (name("a.test."), name("b.test."));
+        let store = start();
+        publish(&store, &["a.test", "b.test"], 1000);
+        assert_eq!(catalog_ids_of(&store)[&b], crate::catalog::id(&b, 0));
+        publish(&store, &["a.test"], 2000);
+        drop(store);
+
+        let store = start();
+        publish(&store, &["a.test", "b.test"], 3000);
+        let ids = catalog_ids_of(&store);
+        assert_eq!(
+            ids[&a],
+            crate::catalog::id(&a, 0),
+            "kept across the restart"
+        );
+        assert_ne!(
+            ids[&b],
+            crate::catalog::id(&b, 0),
+            "back after a removal: a new ID"
+        );
+        drop(store);
+
+        let store = start();
+        publish(&store, &["a.test", "b.test"], 4000);
+        assert_eq!(
+            catalog_ids_of(&store),
+            ids,
+            "both kept across the next restart"
+        );
     }
 }

@@ -1,5 +1,7 @@
 //! What must survive a restart besides the data: the last SOA serial served for
-//! every zone (`[server] state-dir`), so that a serial never goes down. Serials are
+//! every zone (`[server] state-dir`), so that a serial never goes down; and the
+//! catalog's member IDs, so that a member keeps its ID across a restart and one
+//! removed before it and added back after gets a new one (RFC 9432 section 5.4). Serials are
 //! `max(now, previous + 1)`; a burst of changes runs them ahead of the clock, and a
 //! restart that forgot them would serve a lower one. A secondary holding the higher
 //! serial would then take every later IXFR as "you are current" and keep stale data.
@@ -45,6 +47,9 @@ struct File {
     format: u32,
     /// Zone name (lower case, absolute) to the last serial served.
     serials: BTreeMap<String, u32>,
+    /// The catalog's members (zone name as above) and their IDs.
+    #[serde(default)]
+    catalog: BTreeMap<String, String>,
 }
 
 /// The last serial served for each zone, and where it persists.
@@ -52,6 +57,7 @@ struct File {
 pub struct Serials {
     path: PathBuf,
     last: Mutex<BTreeMap<String, u32>>,
+    catalog: Mutex<BTreeMap<String, String>>,
     /// Writes that failed (the serials served stay right in memory).
     pub write_failures: AtomicU64,
 }
@@ -67,13 +73,14 @@ impl Serials {
         };
         std::fs::create_dir_all(dir).map_err(io)?;
         let path = dir.join(FILE);
-        let last = match read(&path)? {
-            Some(file) => file.serials,
-            None => BTreeMap::new(),
+        let (last, catalog) = match read(&path)? {
+            Some(file) => (file.serials, file.catalog),
+            None => Default::default(),
         };
         let serials = Self {
             path,
             last: Mutex::new(last),
+            catalog: Mutex::new(catalog),
             write_failures: AtomicU64::new(0),
         };
         serials.save().map_err(io)?;
@@ -86,14 +93,37 @@ impl Serials {
         last.get(&key(origin)).copied()
     }
 
+    /// The catalog member IDs saved: zone → ID.
+    pub fn catalog_ids(&self) -> rustc_hash::FxHashMap<Name, String> {
+        let catalog = self.catalog.lock().unwrap_or_else(|e| e.into_inner());
+        catalog
+            .iter()
+            .filter_map(|(zone, id)| Some((Name::from_ascii(zone).ok()?, id.clone())))
+            .collect()
+    }
+
     /// For each zone of `zones` (origin, serial, and whether `previous` served that
     /// very serial), the serial to serve: the one given if it is above the last one
-    /// served (RFC 1982), or was served already; else the last one plus 1. Then the
-    /// file is written if anything changed; a failed write is counted and logged, and
-    /// the serials still never go down while the process runs.
-    pub fn raise(&self, zones: &mut [(Name, u32, bool)]) {
+    /// served (RFC 1982), or was served already; else the last one plus 1. `catalog`:
+    /// the catalog's member IDs now, if there is a catalog. Then the file is written
+    /// if anything changed; a failed write is counted and logged, and the serials
+    /// still never go down while the process runs.
+    pub fn raise(
+        &self,
+        zones: &mut [(Name, u32, bool)],
+        catalog: Option<&rustc_hash::FxHashMap<Name, String>>,
+    ) {
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         let mut changed = false;
+        let mut saved = self.catalog.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(ids) = catalog {
+            let ids: BTreeMap<String, String> =
+                ids.iter().map(|(z, id)| (key(z), id.clone())).collect();
+            if *saved != ids {
+                *saved = ids;
+                changed = true;
+            }
+        }
         for (origin, serial, served_before) in zones.iter_mut() {
             let k = key(origin);
             if let Some(&floor) = last.get(&k)
@@ -110,8 +140,10 @@ impl Serials {
             let file = File {
                 format: FORMAT,
                 serials: last.clone(),
+                catalog: saved.clone(),
             };
             drop(last);
+            drop(saved);
             if let Err(error) = write(&self.path, &file) {
                 self.write_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(path = %self.path.display(), %error, "cannot write the zones' serials; after a restart a serial could go down");
@@ -123,6 +155,11 @@ impl Serials {
         let file = File {
             format: FORMAT,
             serials: self.last.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            catalog: self
+                .catalog
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
         };
         write(&self.path, &file)
     }
@@ -185,7 +222,7 @@ mod tests {
         let s = Serials::open(&state).unwrap();
         // A burst of reloads ran the serial ahead of the clock.
         let mut zones = vec![(name("Example.COM."), 1_000_022, false)];
-        s.raise(&mut zones);
+        s.raise(&mut zones, None);
         assert_eq!(zones[0].1, 1_000_022);
         drop(s);
         // Restarted: the clock says 1,000,000, the zone is new to the process.
@@ -195,24 +232,24 @@ mod tests {
             (name("example.com."), 1_000_000, false),
             (name("other.test."), 1_000_000, false),
         ];
-        s.raise(&mut zones);
+        s.raise(&mut zones, None);
         assert_eq!(zones[0].1, 1_000_023, "above the last one served");
         assert_eq!(zones[1].1, 1_000_000, "a zone never served takes its own");
         // Unchanged content keeps the serial it was served with.
         let mut zones = vec![(name("example.com."), 1_000_023, true)];
-        s.raise(&mut zones);
+        s.raise(&mut zones, None);
         assert_eq!(zones[0].1, 1_000_023);
         // The clock ahead again: its serial is used.
         let mut zones = vec![(name("example.com."), 2_000_000, false)];
-        s.raise(&mut zones);
+        s.raise(&mut zones, None);
         assert_eq!(zones[0].1, 2_000_000);
         let text = std::fs::read_to_string(state.join(FILE)).unwrap();
         assert!(text.contains("\"example.com.\":2000000"), "{text}");
         // Wrapping (RFC 1982): u32::MAX is below 5.
         let mut zones = vec![(name("w.test."), u32::MAX, false)];
-        s.raise(&mut zones);
+        s.raise(&mut zones, None);
         let mut zones = vec![(name("w.test."), 5, false)];
-        s.raise(&mut zones);
+        s.raise(&mut zones, None);
         assert_eq!(zones[0].1, 5);
     }
 
@@ -245,10 +282,10 @@ mod tests {
         let gone = dir.path().join("gone");
         let s = Serials::open(&gone).unwrap();
         let mut zones = vec![(name("a.test."), 10, false)];
-        s.raise(&mut zones);
+        s.raise(&mut zones, None);
         std::fs::remove_dir_all(&gone).unwrap();
         let mut zones = vec![(name("a.test."), 3, false)];
-        s.raise(&mut zones);
+        s.raise(&mut zones, None);
         assert_eq!(zones[0].1, 11);
         assert_eq!(s.write_failures.load(Ordering::Relaxed), 1);
     }
