@@ -363,6 +363,10 @@ fn endpoint(
             .and_then(|d| d.dns_record_ip_type())
             .map(|t| t.as_str().to_string()),
         ip_address_type: ep.ip_address_type().map(|t| t.as_str().to_string()),
+        inbound_resolver_only: ep
+            .dns_options()
+            .and_then(|d| d.private_dns_only_for_inbound_resolver_endpoint())
+            .unwrap_or(false),
         enis: eni_ids
             .iter()
             .filter_map(|e| enis.get(e).cloned())

@@ -223,11 +223,16 @@ fn render_discovery(inventory: &Inventory, assembled: &Assembled, json: bool) ->
         "AZ".to_string(),
     ]];
     for p in &assembled.provenance {
+        let endpoint = if p.inbound_resolver_only {
+            format!("{} (for on-prem: inbound-resolver only)", p.endpoint)
+        } else {
+            p.endpoint.clone()
+        };
         rows.push([
             p.name.clone(),
             p.rtype.to_string(),
             p.address.to_string(),
-            p.endpoint.clone(),
+            endpoint,
             p.availability_zone.clone(),
         ]);
     }

@@ -57,6 +57,12 @@ pub struct Endpoint {
     pub dns_record_ip_type: Option<String>,
     /// `IpAddressType`: ipv4, ipv6, dualstack.
     pub ip_address_type: Option<String>,
+    /// `DnsOptions.PrivateDnsOnlyForInboundResolverEndpoint` (S3, DynamoDB): AWS answers
+    /// the private DNS names with this endpoint's addresses only for queries from
+    /// on-prem (through a Route 53 Resolver inbound endpoint); VPC clients use the
+    /// gateway endpoint. These names exist for exactly our clients: served as any other.
+    #[serde(default)]
+    pub inbound_resolver_only: bool,
     #[serde(default)]
     pub enis: Vec<Eni>,
 }
@@ -236,6 +242,10 @@ pub struct Provenance {
     pub endpoint: String,
     pub availability_zone: String,
     pub state: String,
+    /// The endpoint answers its names for on-prem only (S3, DynamoDB): see
+    /// [`Endpoint::inbound_resolver_only`].
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub inbound_resolver_only: bool,
 }
 
 /// How many of the ENI ids that endpoints list may be missing from the
@@ -603,6 +613,7 @@ impl Provenance {
             endpoint: ep.id.clone(),
             availability_zone: eni.availability_zone.clone(),
             state: ep.state.clone(),
+            inbound_resolver_only: ep.inbound_resolver_only,
         }
     }
 }
@@ -622,6 +633,7 @@ pub(crate) mod tests {
             private_dns_enabled: true,
             dns_record_ip_type: None,
             ip_address_type: None,
+            inbound_resolver_only: false,
             enis: ips
                 .iter()
                 .enumerate()

@@ -143,6 +143,67 @@ async fn explicit_tagged_and_zero_config_names() {
     server.shutdown().await;
 }
 
+/// S3 and DynamoDB endpoints with `PrivateDnsOnlyForInboundResolverEndpoint`: AWS
+/// answers their private names with the endpoint's addresses only for on-prem
+/// queries, which is what we are for: zero-config serves every name (the wildcard
+/// too), and `discover` marks them (issue #24).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_aws_answers_only_for_on_prem_are_served_and_marked() {
+    if !moto_available() {
+        return;
+    }
+    aws_env();
+    let moto = Moto::start();
+    let vpc = Vpc::create(moto.client()).await;
+    let s3 = vpc.endpoint_inbound_resolver_only(S3, &[0, 1]).await;
+    let text = config_text(&moto.url(), &vpc.id, "", "");
+    let server = Server::start(&Config::from_toml(&text, "t.toml").unwrap())
+        .await
+        .unwrap();
+    let dns = server.udp_addrs()[0];
+    assert_eq!(
+        a(dns, "s3.ap-northeast-1.amazonaws.com.").await,
+        ["10.0.1.4", "10.0.2.4"]
+    );
+    assert_eq!(
+        a(dns, "My-Bucket.S3.ap-northeast-1.amazonaws.com.").await,
+        ["10.0.1.4", "10.0.2.4"],
+        "the wildcard name, in any case"
+    );
+    server.shutdown().await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, &text).unwrap();
+    let run = |json: bool| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_privatelink-dns"));
+        support::aws_env_for(&mut cmd)
+            .arg("discover")
+            .arg("--config")
+            .arg(&path);
+        if json {
+            cmd.arg("--json");
+        }
+        cmd.output().unwrap()
+    };
+    let table = String::from_utf8(run(false).stdout).unwrap();
+    let marked = format!("{s3} (for on-prem: inbound-resolver only)");
+    assert_eq!(
+        table.lines().filter(|l| l.contains(&marked)).count(),
+        4,
+        "s3 and *.s3, two addresses each, marked:\n{table}"
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&run(true).stdout).unwrap();
+    let records = doc["records"].as_array().unwrap();
+    assert_eq!(records.len(), 4, "{doc:#}");
+    assert!(
+        records
+            .iter()
+            .all(|r| r["inbound_resolver_only"] == serde_json::Value::Bool(true)),
+        "{doc:#}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subnet_added_then_endpoint_deleted() {
     if !moto_available() {

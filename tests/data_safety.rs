@@ -425,6 +425,7 @@ fn inventory(region: &str, vpc: &str) -> Inventory {
                 private_dns_enabled: true,
                 dns_record_ip_type: None,
                 ip_address_type: None,
+                inbound_resolver_only: false,
                 enis: vec![Eni {
                     id: "eni-1".into(),
                     availability_zone: "ap-northeast-1a".into(),

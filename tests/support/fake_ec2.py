@@ -20,6 +20,8 @@ Patches applied to moto (tested with moto 5.2.5) before the server starts:
     (stock moto returns everything in one page and never a NextToken).
   * filters vpc-endpoint-id and ip-address-type on DescribeVpcEndpoints (stock: HTTP 500).
   * filter vpc-id on DescribeVpcEndpoints (stock: not implemented; AWS has it).
+  * CreateVpcEndpoint DnsOptions.PrivateDnsOnlyForInboundResolverEndpoint is kept and
+    listed (stock: dropped), as AWS lists it for S3 and DynamoDB interface endpoints.
   * CreateVpcEndpoint IpAddressType and DnsOptions.DnsRecordIpType are kept and listed
     (stock: dropped); ipv6 and dualstack endpoints' ENIs get an IPv6 address from their
     subnet's IPv6 CIDR (from ::4 on), and fail like AWS on a subnet without one. (An
@@ -140,6 +142,8 @@ def create_vpc_endpoint(self, *args, **kwargs):
     if _is_interface(ep):
         ep.ip_address_type = _REQUEST_OPTIONS.get("ip_address_type") or "ipv4"
         ep.dns_options = {"DnsRecordIpType": _REQUEST_OPTIONS.get("dns_record_ip_type") or ep.ip_address_type}
+        if _REQUEST_OPTIONS.get("inbound_only") is not None:
+            ep.dns_options["PrivateDnsOnlyForInboundResolverEndpoint"] = _REQUEST_OPTIONS["inbound_only"]
         for eni_id in ep.network_interface_ids:  # moto's random-IP ENIs
             self.enis.pop(eni_id, None)
         ep.network_interface_ids = []
@@ -211,6 +215,8 @@ def create_vpc_endpoint_response(self):
     _REQUEST_OPTIONS.update(
         ip_address_type=self._get_param("IpAddressType"),
         dns_record_ip_type=dns.get("DnsRecordIpType") if isinstance(dns, dict) else None,
+        inbound_only=(str(dns.get("PrivateDnsOnlyForInboundResolverEndpoint")).lower() == "true"
+                      if isinstance(dns, dict) and "PrivateDnsOnlyForInboundResolverEndpoint" in dns else None),
     )
     try:
         return _orig_create_response(self)

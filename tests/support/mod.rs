@@ -467,6 +467,20 @@ impl Vpc {
         created(req).await
     }
 
+    /// An S3 or DynamoDB interface endpoint whose private DNS names AWS answers only
+    /// for on-prem (`DnsOptions.PrivateDnsOnlyForInboundResolverEndpoint`).
+    pub async fn endpoint_inbound_resolver_only(&self, service: &str, subnets: &[usize]) -> String {
+        use aws_sdk_ec2::types::DnsOptionsSpecification;
+        created(
+            self.endpoint_request(service, subnets).dns_options(
+                DnsOptionsSpecification::builder()
+                    .private_dns_only_for_inbound_resolver_endpoint(true)
+                    .build(),
+            ),
+        )
+        .await
+    }
+
     /// An interface endpoint with private DNS disabled, in the given subnets (indexes).
     pub async fn endpoint_without_private_dns(&self, service: &str, subnets: &[usize]) -> String {
         created(
