@@ -1,5 +1,7 @@
 //! EC2 discovery: DescribeVpcEndpoints, DescribeNetworkInterfaces and
-//! DescribeVpcEndpointServices into a plain [`Inventory`].
+//! DescribeVpcEndpointServices into a plain [`Inventory`]; and, where the config asks
+//! for EKS clusters, EKS ListClusters and DescribeCluster with the clusters' API ENIs
+//! (DescribeNetworkInterfaces by description).
 //!
 //! This is the only module that sees aws-sdk types; everything it returns is from
 //! [`crate::discovery`]. Credentials come from the SDK default chain (environment,
@@ -23,10 +25,10 @@ use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::types::{Filter, NetworkInterface, Tag, VpcEndpoint};
 use tracing::debug;
 
-use crate::config::{AwsConfig, Config, Target};
+use crate::config::{AwsConfig, Config, EksScope, Target};
 use crate::discovery::{
-    Discover, DiscoveryError, Endpoint, Eni, FailureReason, Inventory, TargetInventory,
-    missing_enis_tolerated,
+    Cluster, Discover, DiscoveryError, Endpoint, Eni, FailureReason, Inventory, TargetInventory,
+    eks_eni_description, missing_enis_tolerated,
 };
 
 /// Filter values per DescribeNetworkInterfaces / DescribeVpcEndpointServices call.
@@ -43,6 +45,8 @@ struct TargetClient {
     client: Client,
     /// The VPCs this target serves (`None`: any, for configured records).
     vpcs: Option<BTreeSet<String>>,
+    /// The EKS clusters to describe, and the client to ask, when the config wants any.
+    eks: Option<(aws_sdk_eks::Client, EksScope)>,
 }
 
 /// An endpoint answer we cannot use: which call, and what is wrong with it.
@@ -64,21 +68,34 @@ impl Ec2Discovery {
             .into_iter()
             .map(|t| {
                 let vpcs = config.vpc_scope(&t);
-                (t, vpcs)
+                let eks = config.eks_scope(&t);
+                (t, vpcs, eks)
             })
             .collect();
-        Some(Self::new(aws, targets).await)
+        Some(Self::with_eks(aws, targets).await)
     }
 
     /// Builds one EC2 client per target. Loads credentials lazily: nothing is called yet.
     pub async fn new(aws: &AwsConfig, targets: Vec<(Target, Option<BTreeSet<String>>)>) -> Self {
+        let targets = targets.into_iter().map(|(t, v)| (t, v, None)).collect();
+        Self::with_eks(aws, targets).await
+    }
+
+    /// As [`Self::new`], with the EKS clusters each target must describe.
+    pub async fn with_eks(
+        aws: &AwsConfig,
+        targets: Vec<(Target, Option<BTreeSet<String>>, Option<EksScope>)>,
+    ) -> Self {
         let mut clients = Vec::with_capacity(targets.len());
-        for (target, vpcs) in targets {
-            let client = client_for(aws, &target).await;
+        for (target, vpcs, scope) in targets {
+            let sdk = sdk_config_for(aws, &target).await;
+            let client = ec2_client(aws, &sdk);
+            let eks = scope.map(|scope| (eks_client(aws, &sdk), scope));
             clients.push(TargetClient {
                 target,
                 client,
                 vpcs,
+                eks,
             });
         }
         Self {
@@ -191,7 +208,12 @@ impl Ec2Discovery {
     /// One target's endpoints, each complete and consistent with the other calls of
     /// this refresh, or an [`FailureReason::InvalidResponse`] error.
     async fn discover_target(&self, t: &TargetClient) -> Result<TargetInventory, DiscoveryError> {
-        let raw = self.vpc_endpoints(t).await?;
+        // A target asked only for EKS clusters has no VPC to list endpoints in.
+        let raw = if t.vpcs.as_ref().is_some_and(BTreeSet::is_empty) {
+            Vec::new()
+        } else {
+            self.vpc_endpoints(t).await?
+        };
         let eni_ids: BTreeSet<&str> = raw
             .iter()
             .flat_map(|ep| ep.network_interface_ids())
@@ -240,12 +262,123 @@ impl Ec2Discovery {
         let owners: BTreeSet<&str> = raw.iter().filter_map(|ep| ep.owner_id()).collect();
         let account =
             (owners.len() == 1).then(|| owners.into_iter().next().unwrap_or_default().to_string());
-        debug!(target = %t.target, endpoints = endpoints.len(), enis = enis.len(), "discovered");
+        let clusters = match &t.eks {
+            Some((eks, scope)) => self.clusters(t, eks, scope).await?,
+            None => Vec::new(),
+        };
+        debug!(target = %t.target, endpoints = endpoints.len(), enis = enis.len(), clusters = clusters.len(), "discovered");
         Ok(TargetInventory {
             target: t.target.clone(),
             account,
             endpoints,
+            clusters,
         })
+    }
+
+    /// The EKS clusters of `scope` (ListClusters, then DescribeCluster each), with
+    /// the API ENIs of those that could be served: in-use, in the cluster's VPC, and
+    /// described exactly "Amazon EKS <name>" ("Amazon EKS prod-canary" is not prod's).
+    async fn clusters(
+        &self,
+        t: &TargetClient,
+        eks: &aws_sdk_eks::Client,
+        scope: &EksScope,
+    ) -> Result<Vec<Cluster>, DiscoveryError> {
+        const LIST: &str = "ListClusters";
+        const DESCRIBE: &str = "DescribeCluster";
+        let page = self.page_size.min(100);
+        let names = paginate(&t.target, LIST, |token| {
+            let req = eks.list_clusters().max_results(page).set_next_token(token);
+            async move {
+                let out = req.send().await.map_err(|e| classify(e, &t.target, LIST))?;
+                let names = out.clusters.ok_or_else(|| {
+                    invalid(&t.target, LIST, "an answer without a clusters list".into())
+                })?;
+                Ok((names, out.next_token))
+            }
+        })
+        .await?;
+        let mut clusters = Vec::new();
+        for name in names.iter().filter(|n| match scope {
+            EksScope::All => true,
+            EksScope::Named(wanted) => wanted.contains(n.as_str()),
+        }) {
+            let out = eks
+                .describe_cluster()
+                .name(name)
+                .send()
+                .await
+                .map_err(|e| classify(e, &t.target, DESCRIBE))?;
+            let c = out
+                .cluster()
+                .ok_or_else(|| invalid(&t.target, DESCRIBE, format!("{name}: no cluster")))?;
+            clusters.push(cluster(c, name).map_err(|m| invalid(&t.target, DESCRIBE, m))?);
+        }
+        // The API ENIs of the clusters that could be served, in batches of descriptions.
+        let wanted: Vec<&Cluster> = clusters
+            .iter()
+            .filter(|c| {
+                c.private_access
+                    && ["ACTIVE", "UPDATING"]
+                        .iter()
+                        .any(|s| c.status.eq_ignore_ascii_case(s))
+            })
+            .collect();
+        let mut enis: HashMap<String, Vec<Eni>> = HashMap::new();
+        for batch in wanted.chunks(FILTER_BATCH) {
+            let descriptions: Vec<String> =
+                batch.iter().map(|c| eks_eni_description(&c.name)).collect();
+            let vpcs: BTreeSet<&str> = batch.iter().map(|c| c.vpc_id.as_str()).collect();
+            const OP: &str = "DescribeNetworkInterfaces";
+            let req = t
+                .client
+                .describe_network_interfaces()
+                .filters(filter(
+                    "description",
+                    descriptions.iter().map(String::as_str),
+                ))
+                .filters(filter("vpc-id", vpcs))
+                .max_results(self.page_size);
+            let found = paginate(&t.target, OP, |token| {
+                let req = req.clone().set_next_token(token);
+                async move {
+                    let out = req.send().await.map_err(|e| classify(e, &t.target, OP))?;
+                    Ok((out.network_interfaces.unwrap_or_default(), out.next_token))
+                }
+            })
+            .await?;
+            for ni in &found {
+                let in_use = ni.status().is_some_and(|s| s.as_str() == "in-use");
+                let Some(c) = batch.iter().find(|c| {
+                    ni.description() == Some(eks_eni_description(&c.name).as_str())
+                        && ni.vpc_id() == Some(c.vpc_id.as_str())
+                }) else {
+                    continue; // a wildcard-like match of the filter: not this cluster's
+                };
+                if in_use {
+                    let eni = eni(ni).map_err(|m| invalid(&t.target, OP, m))?;
+                    enis.entry(c.name.clone()).or_default().push(eni);
+                }
+            }
+        }
+        for c in &mut clusters {
+            if let Some(found) = enis.remove(&c.name) {
+                c.enis = found;
+            }
+        }
+        if let Some(c) = wanted_without_enis(&clusters) {
+            return Err(invalid(
+                &t.target,
+                "DescribeNetworkInterfaces",
+                format!(
+                    "EKS cluster {} is {} with private access but has no in-use network interface described {:?}",
+                    c.name,
+                    c.status,
+                    eks_eni_description(&c.name)
+                ),
+            ));
+        }
+        Ok(clusters)
     }
 }
 
@@ -324,6 +457,66 @@ fn eni(ni: &NetworkInterface) -> Result<Eni, String> {
     })
 }
 
+/// A cluster that could be served but has no API ENI: an answer we cannot trust
+/// (EKS creates the new ENIs of a rotation before it deletes the old).
+fn wanted_without_enis(clusters: &[Cluster]) -> Option<&Cluster> {
+    clusters.iter().find(|c| {
+        c.private_access
+            && ["ACTIVE", "UPDATING"]
+                .iter()
+                .any(|s| c.status.eq_ignore_ascii_case(s))
+            && c.enis.is_empty()
+    })
+}
+
+/// A cluster from DescribeCluster (asked for as `asked`). Its name, status and VPC
+/// must be there, and an ACTIVE or UPDATING one needs an https endpoint with a host.
+fn cluster(c: &aws_sdk_eks::types::Cluster, asked: &str) -> Result<Cluster, String> {
+    let name = c
+        .name()
+        .filter(|n| !n.is_empty())
+        .ok_or(format!("{asked}: no name"))?;
+    if name != asked {
+        return Err(format!("asked for {asked}, described {name}"));
+    }
+    let status = c
+        .status()
+        .map(|s| s.as_str().to_string())
+        .filter(|s| !s.is_empty())
+        .ok_or(format!("{name}: no status"))?;
+    let vpc = c
+        .resources_vpc_config()
+        .and_then(|v| v.vpc_id())
+        .filter(|v| !v.is_empty())
+        .ok_or(format!("{name}: no resourcesVpcConfig.vpcId"))?;
+    let private_access = c
+        .resources_vpc_config()
+        .is_some_and(|v| v.endpoint_private_access());
+    let up = ["ACTIVE", "UPDATING"]
+        .iter()
+        .any(|s| status.eq_ignore_ascii_case(s));
+    let host = match c.endpoint() {
+        Some(url) => url
+            .strip_prefix("https://")
+            .map(|rest| rest.split(['/', ':']).next().unwrap_or_default())
+            .filter(|h| !h.is_empty() && h.contains('.'))
+            .ok_or(format!(
+                "{name}: endpoint {url:?} is not an https URL with a host"
+            ))?
+            .to_ascii_lowercase(),
+        None if up => return Err(format!("{name} is {status} without an endpoint")),
+        None => String::new(),
+    };
+    Ok(Cluster {
+        name: name.to_string(),
+        endpoint_host: host,
+        vpc_id: vpc.to_string(),
+        status,
+        private_access,
+        enis: Vec::new(),
+    })
+}
+
 /// An endpoint from DescribeVpcEndpoints with its ENIs and DNS names. Every field we
 /// rely on must be there: an endpoint without one is a partly parsed answer.
 fn endpoint(
@@ -386,7 +579,7 @@ impl Discover for Ec2Discovery {
     }
 }
 
-async fn client_for(aws: &AwsConfig, target: &Target) -> Client {
+async fn sdk_config_for(aws: &AwsConfig, target: &Target) -> aws_config::SdkConfig {
     let timeouts = TimeoutConfig::builder()
         .connect_timeout(aws.call_timeout.min(Duration::from_secs(5)))
         .operation_attempt_timeout(aws.call_timeout)
@@ -409,13 +602,66 @@ async fn client_for(aws: &AwsConfig, target: &Target) -> Client {
             .credentials_provider(SharedCredentialsProvider::new(provider))
             .build();
     }
-    let mut conf = aws_sdk_ec2::config::Builder::from(&sdk).interceptor(CompleteBody);
+    sdk
+}
+
+fn ec2_client(aws: &AwsConfig, sdk: &aws_config::SdkConfig) -> Client {
+    let mut conf = aws_sdk_ec2::config::Builder::from(sdk).interceptor(CompleteBody);
     if let Some(url) = &aws.endpoint_url {
         // Only EC2 goes to the override: STS (AssumeRole) keeps its own endpoint,
         // which the SDK takes from $AWS_ENDPOINT_URL_STS when that is set.
         conf = conf.endpoint_url(url.clone());
     }
     Client::from_conf(conf.build())
+}
+
+fn eks_client(aws: &AwsConfig, sdk: &aws_config::SdkConfig) -> aws_sdk_eks::Client {
+    let mut conf = aws_sdk_eks::config::Builder::from(sdk).interceptor(CompleteJson);
+    if let Some(url) = &aws.eks_endpoint_url {
+        conf = conf.endpoint_url(url.clone());
+    }
+    aws_sdk_eks::Client::from_conf(conf.build())
+}
+
+/// Checks every successful EKS answer (JSON) for [`IncompleteBody`]: one object,
+/// opened and closed.
+#[derive(Debug)]
+struct CompleteJson;
+
+impl Intercept for CompleteJson {
+    fn name(&self) -> &'static str {
+        "CompleteJson"
+    }
+
+    fn read_after_deserialization(
+        &self,
+        context: &AfterDeserializationInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let response = context.response();
+        let status = response.status().as_u16();
+        if !(200..300).contains(&status) {
+            return Ok(());
+        }
+        let body = response.body().bytes().unwrap_or_default();
+        if is_whole_json(body) {
+            return Ok(());
+        }
+        let start = String::from_utf8_lossy(&body[..body.len().min(60)]).into_owned();
+        Err(Box::new(IncompleteBody {
+            status,
+            len: body.len(),
+            start,
+        }))
+    }
+}
+
+/// Whether `body` is one JSON object from `{` to `}` (the parser would take an empty
+/// body for an empty answer).
+fn is_whole_json(body: &[u8]) -> bool {
+    let text = body.trim_ascii();
+    text.len() >= 2 && text[0] == b'{' && text[text.len() - 1] == b'}'
 }
 
 /// A 2xx answer whose body is not one whole `<…Response>` document: cut off, empty,
@@ -537,6 +783,17 @@ where
         SdkError::ServiceError(_) => reason_for_code(err.code().unwrap_or_default(), &message),
         SdkError::ResponseError(_) => FailureReason::ServerError,
         _ => FailureReason::Other,
+    };
+    let message = if reason == FailureReason::Denied {
+        // Name the permission: what an operator adds to the role's policy.
+        let service = if matches!(operation, "ListClusters" | "DescribeCluster") {
+            "eks"
+        } else {
+            "ec2"
+        };
+        format!("{message} (the role needs {service}:{operation}; see deploy/iam-policy.json)")
+    } else {
+        message
     };
     DiscoveryError {
         reason,

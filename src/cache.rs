@@ -283,6 +283,7 @@ region = "eu-west-1"
                 .into_iter()
                 .map(|target| TargetInventory {
                     target,
+                    clusters: Vec::new(),
                     account: Some("123456789012".into()),
                     endpoints: vec![endpoint(
                         "vpce-0aaa",

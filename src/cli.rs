@@ -250,9 +250,15 @@ fn render_discovery(inventory: &Inventory, assembled: &Assembled, json: bool) ->
         out.push('\n');
     }
     let endpoints: usize = inventory.targets.iter().map(|t| t.endpoints.len()).sum();
+    let clusters: usize = inventory.targets.iter().map(|t| t.clusters.len()).sum();
     out.push_str(&format!(
-        "{} addresses from {endpoints} interface endpoints\n",
-        assembled.provenance.len()
+        "{} addresses from {endpoints} interface endpoints{}\n",
+        assembled.provenance.len(),
+        if clusters > 0 {
+            format!(" and {clusters} EKS clusters")
+        } else {
+            String::new()
+        }
     ));
     for s in &assembled.skipped {
         out.push_str(&format!("skipped: {} ({})\n", s.endpoint, s.reason));

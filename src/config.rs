@@ -78,8 +78,36 @@ impl Config {
             .flat_map(|z| &z.records)
             .filter_map(|r| match &r.addresses {
                 Addresses::Endpoint(selector) => Some(selector),
-                Addresses::Static { .. } => None,
+                Addresses::Static { .. } | Addresses::EksCluster(_) => None,
             })
+    }
+
+    /// The EKS cluster names of the records whose addresses come from a cluster.
+    pub fn eks_records(&self) -> impl Iterator<Item = &str> {
+        self.zones
+            .iter()
+            .flat_map(|z| &z.records)
+            .filter_map(|r| match &r.addresses {
+                Addresses::EksCluster(name) => Some(name.as_str()),
+                _ => None,
+            })
+    }
+
+    /// The EKS clusters `target` must describe, or `None` when it needs none.
+    pub fn eks_scope(&self, target: &Target) -> Option<EksScope> {
+        let aws = self.aws.as_ref()?;
+        let mut names = BTreeSet::new();
+        if aws.default_target() == *target {
+            names.extend(self.eks_records().map(str::to_string));
+        }
+        for d in self.discover.iter().filter(|d| &d.target == target) {
+            match &d.eks_clusters {
+                EksClusters::None => {}
+                EksClusters::All => return Some(EksScope::All),
+                EksClusters::Named(n) => names.extend(n.iter().cloned()),
+            }
+        }
+        (!names.is_empty()).then_some(EksScope::Named(names))
     }
 
     /// The (region, role) pairs discovery must query: the `[aws]` default for
@@ -87,7 +115,7 @@ impl Config {
     pub fn targets(&self) -> Vec<Target> {
         let mut targets = Vec::new();
         if let Some(aws) = &self.aws
-            && self.endpoint_selectors().next().is_some()
+            && (self.endpoint_selectors().next().is_some() || self.eks_records().next().is_some())
         {
             targets.push(aws.default_target());
         }
@@ -114,6 +142,11 @@ pub struct TargetIdentity {
     pub discover: Vec<(Vec<String>, BTreeMap<String, String>)>,
     /// The selectors of the AWS-backed records that use this target.
     pub selectors: Vec<String>,
+    /// The EKS selection: `[[discover]]` `eks-clusters` ("*" or names, per block) and
+    /// the clusters records name. Empty for a config without EKS (and in caches
+    /// written before EKS, which then still match such a config).
+    #[serde(default)]
+    pub eks: Vec<String>,
 }
 
 impl Config {
@@ -139,12 +172,37 @@ impl Config {
         };
         selectors.sort();
         selectors.dedup();
+        let mut eks: Vec<String> = Vec::new();
+        if aws.default_target() == *target {
+            eks.extend(self.eks_records().map(|n| format!("record:{n}")));
+        }
+        for d in self.discover.iter().filter(|d| &d.target == target) {
+            let mut vpcs = d.vpc_ids.clone();
+            vpcs.sort();
+            match &d.eks_clusters {
+                EksClusters::None => {}
+                EksClusters::All => eks.push(format!("discover:{}:*", vpcs.join(","))),
+                EksClusters::Named(names) => eks.extend(
+                    names
+                        .iter()
+                        .map(|n| format!("discover:{}:{n}", vpcs.join(","))),
+                ),
+            }
+        }
+        eks.sort();
+        eks.dedup();
+        if !eks.is_empty()
+            && let Some(url) = &aws.eks_endpoint_url
+        {
+            eks.push(format!("endpoint:{url}"));
+        }
         TargetIdentity {
             region: target.region.clone(),
             endpoint_url: aws.endpoint_url,
             role_arn: target.role_arn.clone(),
             discover,
             selectors,
+            eks,
         }
     }
 
@@ -191,6 +249,8 @@ impl std::fmt::Display for Target {
 pub struct AwsConfig {
     pub region: Option<String>,
     pub endpoint_url: Option<String>,
+    /// The EKS API's, when not AWS's (`eks-endpoint-url`).
+    pub eks_endpoint_url: Option<String>,
     pub role_arn: Option<String>,
     pub refresh_interval: Duration,
     pub call_timeout: Duration,
@@ -216,6 +276,7 @@ impl Default for AwsConfig {
         Self {
             region: None,
             endpoint_url: None,
+            eks_endpoint_url: None,
             role_arn: None,
             refresh_interval: Duration::from_secs(30),
             call_timeout: Duration::from_secs(10),
@@ -273,6 +334,37 @@ pub enum Addresses {
     },
     /// The ENIs of the VPC endpoints the selector picks, in the `[aws]` default target.
     Endpoint(Selector),
+    /// The API ENIs of the EKS cluster of this name, in the `[aws]` default target.
+    EksCluster(String),
+}
+
+/// Which EKS clusters a `[[discover]]` block serves (`eks-clusters`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum EksClusters {
+    /// None (the default).
+    #[default]
+    None,
+    /// `["*"]`: every cluster in the block's VPCs with private endpoint access.
+    All,
+    /// These, by name.
+    Named(BTreeSet<String>),
+}
+
+impl EksClusters {
+    pub fn selects(&self, name: &str) -> bool {
+        match self {
+            Self::None => false,
+            Self::All => true,
+            Self::Named(names) => names.contains(name),
+        }
+    }
+}
+
+/// The EKS clusters one target must describe: every one, or these names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EksScope {
+    All,
+    Named(BTreeSet<String>),
 }
 
 /// A `[[discover]]` block: serve the private DNS names of matching endpoints.
@@ -285,6 +377,8 @@ pub struct DiscoverConfig {
     pub private_dns: PrivateDns,
     /// Transfer policy of the zones this block discovers.
     pub transfer: Arc<TransferPolicy>,
+    /// EKS clusters whose API endpoint names this block serves.
+    pub eks_clusters: EksClusters,
 }
 
 /// Which endpoints a `[[discover]]` block serves names for (`private-dns`).
@@ -426,6 +520,8 @@ struct AwsFile {
     region: Option<String>,
     /// EC2 API endpoint override (a VPC endpoint for EC2, or an emulator in tests).
     endpoint_url: Option<Spanned<String>>,
+    /// EKS API endpoint override (an interface endpoint for EKS, or an emulator).
+    eks_endpoint_url: Option<Spanned<String>>,
     /// Role to assume for the EC2 calls. Default: the process's own credentials.
     role_arn: Option<Spanned<String>>,
     /// Time between refreshes (±10% jitter). Default "30s".
@@ -462,6 +558,8 @@ struct DiscoverFile {
     private_dns: PrivateDns,
     /// Replaces `[transfer]` for the zones this block discovers.
     transfer: Option<TransferFile>,
+    /// EKS clusters whose API endpoint names to serve: ["*"] or names. Default none.
+    eks_clusters: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -573,6 +671,8 @@ struct RecordFile {
     vpc_endpoint: Option<Spanned<String>>,
     /// Addresses of every VPC endpoint with all these tags.
     vpc_endpoint_tags: Option<Spanned<BTreeMap<String, String>>>,
+    /// Addresses of this EKS cluster's API ENIs (`[aws]` region and role).
+    eks_cluster: Option<Spanned<String>>,
 }
 
 // ---- checking ---------------------------------------------------------------
@@ -702,10 +802,12 @@ fn check(file: FileConfig, src: &Source<'_>) -> Result<Config, ConfigError> {
             Ok(block)
         })
         .collect::<Result<Vec<_>, ConfigError>>()?;
-    let endpoint_records = zones
-        .iter()
-        .flat_map(|z| &z.records)
-        .any(|r| matches!(r.addresses, Addresses::Endpoint(_)));
+    let endpoint_records = zones.iter().flat_map(|z| &z.records).any(|r| {
+        matches!(
+            r.addresses,
+            Addresses::Endpoint(_) | Addresses::EksCluster(_)
+        )
+    });
     let aws =
         (file.aws.is_some() || endpoint_records || !discover.is_empty()).then_some(aws_config);
     if let Some(catalog) = &file.catalog {
@@ -1331,7 +1433,7 @@ fn check_records(
                     fixed.add(&wire, record.ttl, 0, ip);
                 }
             }
-            Addresses::Endpoint(_) => records.push(record),
+            Addresses::Endpoint(_) | Addresses::EksCluster(_) => records.push(record),
         }
     }
     Ok((records, seen))
@@ -1663,6 +1765,34 @@ fn check_record(
     }
     let a = parse_addresses::<Ipv4Addr>(src, &r.a, &format!("{key}.a"), "IPv4")?;
     let aaaa = parse_addresses::<Ipv6Addr>(src, &r.aaaa, &format!("{key}.aaaa"), "IPv6")?;
+    if let Some(cluster) = &r.eks_cluster {
+        if r.vpc_endpoint.is_some()
+            || r.vpc_endpoint_tags.is_some()
+            || !a.is_empty()
+            || !aaaa.is_empty()
+        {
+            return Err(src.error(
+                cluster.span(),
+                format!("{key}.eks-cluster"),
+                "a record takes its addresses from one place: `a`/`aaaa`, `vpc-endpoint`, `vpc-endpoint-tags` or `eks-cluster`",
+            ));
+        }
+        if !is_cluster_name(cluster.get_ref()) {
+            return Err(src.error(
+                cluster.span(),
+                format!("{key}.eks-cluster"),
+                format!(
+                    "{:?} is not an EKS cluster name (1 to 100 letters, digits, - and _)",
+                    cluster.get_ref()
+                ),
+            ));
+        }
+        return Ok(RecordConfig {
+            name,
+            ttl: positive(src, r.ttl.as_ref(), zone_ttl, &format!("{key}.ttl"))?,
+            addresses: Addresses::EksCluster(cluster.get_ref().clone()),
+        });
+    }
     let addresses = match (
         check_selector(src, r, key)?,
         a.is_empty() && aaaa.is_empty(),
@@ -1671,7 +1801,7 @@ fn check_record(
             return Err(src.error(
                 r.name.span(),
                 key,
-                "a record needs at least one address in `a` or `aaaa`, or a `vpc-endpoint` or `vpc-endpoint-tags`",
+                "a record needs at least one address in `a` or `aaaa`, or a `vpc-endpoint`, `vpc-endpoint-tags` or `eks-cluster`",
             ));
         }
         (Some(_), false) => {
@@ -1761,6 +1891,16 @@ fn check_aws(src: &Source<'_>, aws: Option<&AwsFile>) -> Result<AwsConfig, Confi
         }
         u => u.as_ref().map(|u| u.get_ref().clone()),
     };
+    let eks_endpoint_url = match &f.eks_endpoint_url {
+        Some(u) if !(u.get_ref().starts_with("http://") || u.get_ref().starts_with("https://")) => {
+            return Err(src.error(
+                u.span(),
+                "aws.eks-endpoint-url",
+                format!("{:?} is not an http:// or https:// URL", u.get_ref()),
+            ));
+        }
+        u => u.as_ref().map(|u| u.get_ref().clone()),
+    };
     let page_size = match &f.page_size {
         None => defaults.page_size,
         Some(v) if (5..=1000).contains(v.get_ref()) => *v.get_ref(),
@@ -1801,6 +1941,7 @@ fn check_aws(src: &Source<'_>, aws: Option<&AwsFile>) -> Result<AwsConfig, Confi
     Ok(AwsConfig {
         region: f.region.clone(),
         endpoint_url,
+        eks_endpoint_url,
         role_arn: check_role(src, f.role_arn.as_ref(), "aws.role-arn")?,
         refresh_interval,
         call_timeout,
@@ -1871,7 +2012,60 @@ fn check_discover(
         ttl: positive(src, d.ttl.as_ref(), 60, &key("ttl"))?,
         private_dns: d.private_dns,
         transfer: Arc::default(),
+        eks_clusters: check_eks_clusters(src, d.eks_clusters.as_ref(), &key("eks-clusters"))?,
     })
+}
+
+/// An EKS cluster name as EKS allows it: 1 to 100 letters, digits, `-` and `_`,
+/// starting with a letter or digit.
+fn is_cluster_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 100
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn check_eks_clusters(
+    src: &Source<'_>,
+    v: Option<&Spanned<Vec<Spanned<String>>>>,
+    key: &str,
+) -> Result<EksClusters, ConfigError> {
+    let Some(list) = v else {
+        return Ok(EksClusters::None);
+    };
+    if list.get_ref().is_empty() {
+        return Ok(EksClusters::None);
+    }
+    if list.get_ref().iter().any(|n| n.get_ref() == "*") {
+        if list.get_ref().len() > 1 {
+            return Err(src.error(
+                list.span(),
+                key,
+                "\"*\" (every cluster) stands alone: list names or \"*\", not both",
+            ));
+        }
+        return Ok(EksClusters::All);
+    }
+    let mut names = BTreeSet::new();
+    for n in list.get_ref() {
+        if !is_cluster_name(n.get_ref()) {
+            return Err(src.error(
+                n.span(),
+                key,
+                format!(
+                    "{:?} is not an EKS cluster name (1 to 100 letters, digits, - and _)",
+                    n.get_ref()
+                ),
+            ));
+        }
+        names.insert(n.get_ref().clone());
+    }
+    Ok(EksClusters::Named(names))
 }
 
 /// A record that falls inside a more specific configured zone would never be served.
@@ -2266,6 +2460,45 @@ transfer = { notify = ["10.7.0.1"] }
         assert!(none.server.settings.allow_query.is_none());
     }
 
+    /// Which clusters each target describes, and that the EKS selection is part of
+    /// the cache identity (and absent from it without EKS, as in older caches).
+    #[test]
+    fn eks_scope_and_identity() {
+        let base = "[aws]\nregion = \"ap-northeast-1\"\n[[zone]]\norigin = \"i.test\"\n";
+        let none = Config::from_toml(&format!("{base}[[discover]]\nvpc-ids = [\"vpc-1\"]\n"), "t")
+            .unwrap();
+        let t = none.targets()[0].clone();
+        assert_eq!(none.eks_scope(&t), None);
+        assert!(none.identity(&t).eks.is_empty());
+        let all = Config::from_toml(
+            &format!("{base}[[discover]]\nvpc-ids = [\"vpc-1\"]\neks-clusters = [\"*\"]\n"),
+            "t",
+        )
+        .unwrap();
+        assert_eq!(all.eks_scope(&t), Some(EksScope::All));
+        assert_ne!(all.identity(&t), none.identity(&t));
+        let record = Config::from_toml(
+            &format!("{base}[[zone.record]]\nname = \"k8s\"\neks-cluster = \"prod\"\n"),
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            record.targets(),
+            std::slice::from_ref(&t),
+            "an eks-cluster record needs [aws]'s target"
+        );
+        assert_eq!(
+            record.eks_scope(&t),
+            Some(EksScope::Named(["prod".to_string()].into()))
+        );
+        assert_eq!(
+            record.vpc_scope(&t),
+            Some(BTreeSet::new()),
+            "no endpoints to list"
+        );
+        assert_eq!(record.identity(&t).eks, ["record:prod"]);
+    }
+
     #[test]
     fn errors_name_file_line_and_key() {
         let z = "[[zone]]\norigin = \"example.com\"\n";
@@ -2314,6 +2547,36 @@ transfer = { notify = ["10.7.0.1"] }
                 "set [transfer] allow",
             ),
             ("[catalog]\n".into(), 1, "catalog", "missing field `zone`"),
+            (
+                "[[discover]]\nvpc-ids = [\"vpc-1\"]\neks-clusters = [\"*\", \"prod\"]\n".into(),
+                3,
+                "discover[0].eks-clusters",
+                "stands alone",
+            ),
+            (
+                "[[discover]]\nvpc-ids = [\"vpc-1\"]\neks-clusters = [\"prod cluster\"]\n".into(),
+                3,
+                "discover[0].eks-clusters",
+                "is not an EKS cluster name",
+            ),
+            (
+                format!("{z}[[zone.record]]\nname = \"k8s\"\neks-cluster = \"prod\"\na = [\"192.0.2.1\"]\n"),
+                5,
+                "zone[0].record[0].eks-cluster",
+                "from one place",
+            ),
+            (
+                format!("{z}[[zone.record]]\nname = \"k8s\"\neks-cluster = \"-bad\"\n"),
+                5,
+                "zone[0].record[0].eks-cluster",
+                "is not an EKS cluster name",
+            ),
+            (
+                "[aws]\neks-endpoint-url = \"eks.local\"\n".into(),
+                2,
+                "aws.eks-endpoint-url",
+                "not an http:// or https:// URL",
+            ),
             (
                 "[catalog]\nzone = \"c.invalid\"\nmembers = 1\n".into(),
                 3,

@@ -32,6 +32,61 @@ pub struct TargetInventory {
     #[serde(default)]
     pub account: Option<String>,
     pub endpoints: Vec<Endpoint>,
+    /// EKS clusters (only when the config asks for some on this target).
+    #[serde(default)]
+    pub clusters: Vec<Cluster>,
+}
+
+/// An EKS cluster and the ENIs of its API endpoint in the customer's VPC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cluster {
+    pub name: String,
+    /// The host of `cluster.endpoint`, lower-cased: the name served.
+    pub endpoint_host: String,
+    /// `resourcesVpcConfig.vpcId`.
+    pub vpc_id: String,
+    /// ACTIVE, UPDATING, CREATING, DELETING, FAILED, PENDING.
+    pub status: String,
+    /// `resourcesVpcConfig.endpointPrivateAccess`.
+    pub private_access: bool,
+    /// In-use ENIs in its VPC described exactly "Amazon EKS <name>".
+    #[serde(default)]
+    pub enis: Vec<Eni>,
+}
+
+impl Cluster {
+    /// Served: private endpoint access on, and ACTIVE or UPDATING (an upgrade keeps
+    /// the API up while it rotates the ENIs).
+    fn skip_reason(&self) -> Option<SkipReason> {
+        if !self.private_access {
+            return Some(SkipReason::NoPrivateAccess);
+        }
+        let up = ["ACTIVE", "UPDATING"]
+            .iter()
+            .any(|s| self.status.eq_ignore_ascii_case(s));
+        (!up).then(|| SkipReason::ClusterStatus {
+            status: self.status.clone(),
+        })
+    }
+
+    /// Its API addresses, with the ENI each is on.
+    fn served(&self) -> impl Iterator<Item = (&Eni, IpAddr)> {
+        self.enis.iter().flat_map(|eni| {
+            let v4 = eni.ipv4.iter().map(move |ip| (eni, IpAddr::V4(*ip)));
+            let v6 = eni.ipv6.iter().map(move |ip| (eni, IpAddr::V6(*ip)));
+            v4.chain(v6)
+        })
+    }
+
+    /// How `discover` names it, in `skipped` and in the ENDPOINT column.
+    fn label(&self) -> String {
+        format!("eks:{}", self.name)
+    }
+}
+
+/// The ENI description EKS gives the cluster's API ENIs.
+pub fn eks_eni_description(cluster: &str) -> String {
+    format!("Amazon EKS {cluster}")
 }
 
 /// An interface VPC endpoint.
@@ -338,6 +393,14 @@ pub enum SkipReason {
     /// `PrivateDnsEnabled` is false and the `[[discover]]` block says
     /// `private-dns = "enabled"`.
     PrivateDnsDisabled,
+    /// An EKS cluster without private endpoint access: on-prem could not reach it.
+    NoPrivateAccess,
+    /// An EKS cluster in a VPC the `[[discover]]` block does not name.
+    OtherVpc { vpc: String },
+    /// An EKS cluster neither ACTIVE nor UPDATING.
+    ClusterStatus { status: String },
+    /// A record names an EKS cluster the API does not list.
+    NoSuchCluster,
 }
 
 impl std::fmt::Display for SkipReason {
@@ -345,6 +408,10 @@ impl std::fmt::Display for SkipReason {
         match self {
             Self::NotAvailable { state } => write!(f, "not available: {state}"),
             Self::PrivateDnsDisabled => f.write_str("private DNS disabled"),
+            Self::NoPrivateAccess => f.write_str("no private endpoint access"),
+            Self::OtherVpc { vpc } => write!(f, "in another VPC: {vpc}"),
+            Self::ClusterStatus { status } => write!(f, "status {status}"),
+            Self::NoSuchCluster => f.write_str("no such cluster"),
         }
     }
 }
@@ -357,20 +424,24 @@ pub fn static_zones(config: &Config) -> Vec<ZoneData> {
 /// Merges the configured zones with an inventory. Without an inventory (no AWS, or no
 /// discovery yet), AWS-backed records exist without addresses and answer NODATA.
 pub fn assemble(config: &Config, inventory: Option<&Inventory>) -> Assembled {
-    let endpoints_of = |target: &Target| -> &[Endpoint] {
-        inventory
-            .and_then(|inv| inv.targets.iter().find(|t| &t.target == target))
-            .map_or(&[], |t| &t.endpoints)
+    let of = |target: &Target| {
+        inventory.and_then(|inv| inv.targets.iter().find(|t| &t.target == target))
     };
+    let endpoints_of =
+        |target: &Target| -> &[Endpoint] { of(target).map_or(&[], |t| &t.endpoints) };
+    let clusters_of = |target: &Target| -> &[Cluster] { of(target).map_or(&[], |t| &t.clusters) };
     let mut out = Assembled::default();
-    let default_endpoints = config
-        .aws
-        .as_ref()
-        .map_or(&[][..], |aws| endpoints_of(&aws.default_target()));
+    let default_target = config.aws.as_ref().map(|aws| aws.default_target());
+    let (default_endpoints, default_clusters) = match &default_target {
+        Some(t) => (endpoints_of(t), clusters_of(t)),
+        None => (&[][..], &[][..]),
+    };
+    // Without an inventory nothing is known of the clusters: no "no such cluster".
+    let known = inventory.is_some();
     out.zones = config
         .zones
         .iter()
-        .map(|zone| resolve_zone(zone, default_endpoints, &mut out))
+        .map(|zone| resolve_zone(zone, default_endpoints, default_clusters, known, &mut out))
         .collect();
     let mut discovered = Discovered::default();
     for block in &config.discover {
@@ -386,6 +457,12 @@ pub fn assemble(config: &Config, inventory: Option<&Inventory>) -> Assembled {
                 continue;
             }
             discovered.add(config, block, ep, &mut out);
+        }
+        for cluster in clusters_of(&block.target)
+            .iter()
+            .filter(|c| block.eks_clusters.selects(&c.name))
+        {
+            discovered.add_cluster(config, block, cluster, &mut out);
         }
     }
     out.rejected_names = discovered.rejected;
@@ -406,13 +483,53 @@ impl Assembled {
             reason,
         });
     }
+
+    fn skip_cluster(&mut self, label: String, reason: SkipReason) {
+        self.skipped.push(Skipped {
+            endpoint: label,
+            reason,
+        });
+    }
 }
 
 /// A configured zone with the addresses of its AWS-backed records filled in from
 /// `endpoints` (those of the `[aws]` default target).
-fn resolve_zone(zone: &ZoneConfig, endpoints: &[Endpoint], out: &mut Assembled) -> ZoneData {
+fn resolve_zone(
+    zone: &ZoneConfig,
+    endpoints: &[Endpoint],
+    clusters: &[Cluster],
+    known: bool,
+    out: &mut Assembled,
+) -> ZoneData {
     let records = zone.records.iter().map(|record| {
         let (a, aaaa) = match &record.addresses {
+            Addresses::EksCluster(name) => {
+                let (mut a, mut aaaa) = (BTreeSet::new(), BTreeSet::new());
+                match clusters.iter().find(|c| c.name == *name) {
+                    None if known => {
+                        out.skip_cluster(format!("eks:{name}"), SkipReason::NoSuchCluster)
+                    }
+                    None => {}
+                    Some(c) => match c.skip_reason() {
+                        Some(reason) => out.skip_cluster(c.label(), reason),
+                        None => {
+                            for (eni, ip) in c.served() {
+                                match ip {
+                                    IpAddr::V4(v4) => a.insert(v4),
+                                    IpAddr::V6(v6) => aaaa.insert(v6),
+                                };
+                                out.provenance.push(Provenance::of_cluster(
+                                    &record.name,
+                                    ip,
+                                    c,
+                                    eni,
+                                ));
+                            }
+                        }
+                    },
+                }
+                (a.into_iter().collect(), aaaa.into_iter().collect())
+            }
             Addresses::Static { a, aaaa } => (a.clone(), aaaa.clone()),
             Addresses::Endpoint(selector) => {
                 let (mut a, mut aaaa) = (BTreeSet::new(), BTreeSet::new());
@@ -495,7 +612,12 @@ impl Discovered {
             }
         }
         for dns_name in &ep.private_dns_names {
-            let Some((origin, owner)) = self.place(config, dns_name, ep, &mut out.warnings) else {
+            let Some((origin, owner)) = self.place(
+                config,
+                dns_name,
+                &format!("endpoint {}", ep.id),
+                &mut out.warnings,
+            ) else {
                 continue;
             };
             let zone = self
@@ -526,19 +648,71 @@ impl Discovered {
         }
     }
 
+    /// Serves the API endpoint name of `cluster` (found by `block`) as its own zone,
+    /// or says why not.
+    fn add_cluster(
+        &mut self,
+        config: &Config,
+        block: &DiscoverConfig,
+        cluster: &Cluster,
+        out: &mut Assembled,
+    ) {
+        if !block.vpc_ids.contains(&cluster.vpc_id) {
+            let vpc = cluster.vpc_id.clone();
+            out.skip_cluster(cluster.label(), SkipReason::OtherVpc { vpc });
+            return;
+        }
+        if let Some(reason) = cluster.skip_reason() {
+            out.skip_cluster(cluster.label(), reason);
+            return;
+        }
+        let source = format!("EKS cluster {}", cluster.name);
+        let Some((origin, owner)) =
+            self.place(config, &cluster.endpoint_host, &source, &mut out.warnings)
+        else {
+            return;
+        };
+        let zone = self
+            .zones
+            .entry(LowerName::new(&origin))
+            .or_insert_with(|| DiscoveredZone {
+                origin,
+                names: BTreeMap::new(),
+                transfer: block.transfer.clone(),
+            });
+        let data = zone
+            .names
+            .entry(LowerName::new(&owner))
+            .or_insert_with(|| NameData {
+                name: owner.clone(),
+                ttl: block.ttl,
+                a: BTreeSet::new(),
+                aaaa: BTreeSet::new(),
+            });
+        for (eni, ip) in cluster.served() {
+            match ip {
+                IpAddr::V4(v4) => data.a.insert(v4),
+                IpAddr::V6(v6) => data.aaaa.insert(v6),
+            };
+            out.provenance
+                .push(Provenance::of_cluster(&owner, ip, cluster, eni));
+        }
+    }
+
     /// The (zone origin, owner name) a private DNS name is served as, or `None` (with
-    /// a warning) when it cannot be served.
+    /// a warning) when it cannot be served. `source`: the endpoint id or EKS cluster
+    /// it came from, for the warning.
     fn place(
         &mut self,
         config: &Config,
         dns_name: &str,
-        ep: &Endpoint,
+        source: &str,
         warnings: &mut Vec<String>,
     ) -> Option<(Name, Name)> {
         let Ok(mut owner) = Name::from_ascii(dns_name.trim_end_matches('.')) else {
             warnings.push(format!(
-                "endpoint {}: private DNS name {dns_name:?} is not a valid name; skipped",
-                ep.id
+                "{}: private DNS name {dns_name:?} is not a valid name; skipped",
+                source
             ));
             return None;
         };
@@ -562,8 +736,8 @@ impl Discovered {
                 None => format!("would make zone {origin} (the root or a top-level domain)"),
             };
             warnings.push(format!(
-                "endpoint {}: private DNS name {dns_name:?} {why}; rejected",
-                ep.id
+                "{}: private DNS name {dns_name:?} {why}; rejected",
+                source
             ));
             self.rejected += 1;
             return None;
@@ -571,8 +745,8 @@ impl Discovered {
         if let Some(zone) = configured.find(|z| z.zone_of(&origin)) {
             if self.warned.insert(origin.clone()) {
                 warnings.push(format!(
-                    "discovered name {owner} (endpoint {}) is inside configured zone {zone}; the configured zone wins",
-                    ep.id
+                    "discovered name {owner} ({}) is inside configured zone {zone}; the configured zone wins",
+                    source
                 ));
             }
             return None;
@@ -614,6 +788,18 @@ impl Provenance {
             availability_zone: eni.availability_zone.clone(),
             state: ep.state.clone(),
             inbound_resolver_only: ep.inbound_resolver_only,
+        }
+    }
+
+    fn of_cluster(name: &Name, ip: IpAddr, cluster: &Cluster, eni: &Eni) -> Provenance {
+        Provenance {
+            name: name.to_string(),
+            rtype: if ip.is_ipv4() { "A" } else { "AAAA" },
+            address: ip,
+            endpoint: cluster.label(),
+            availability_zone: eni.availability_zone.clone(),
+            state: cluster.status.clone(),
+            inbound_resolver_only: false,
         }
     }
 }
@@ -690,6 +876,7 @@ a = ["192.0.2.1"]
                 },
                 account: None,
                 endpoints,
+                clusters: Vec::new(),
             }],
         }
     }

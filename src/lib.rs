@@ -8,7 +8,8 @@
 //! ```text
 //! sources: config (zones: static names indexed once, from TOML or a zone file, into
 //!          names::Names; AWS-backed records that say where their addresses come from),
-//!          aws::Ec2Discovery (→ plain discovery::Inventory), cache (the last one, on disk)
+//!          aws::Ec2Discovery (→ plain discovery::Inventory: endpoints, EKS clusters),
+//!          cache (the last one, on disk)
 //!   → discovery::assemble  (pure: config + inventory → zones with addresses)
 //!   → snapshot::build      (pure: one index of lower-cased wire names, pre-encoded RRsets;
 //!                          a zone with only static names shares the config's index)
@@ -20,7 +21,8 @@
 //! ```
 //!
 //! - [`config`]: file types and their check into a runtime config (errors name file, line, key).
-//! - [`aws`]: EC2 API calls; the only module that sees aws-sdk types.
+//! - [`aws`]: EC2 API calls (and EKS, for cluster endpoints); the only module that
+//!   sees aws-sdk types.
 //! - [`discovery`]: the plain inventory, and its assembly with the config into zones.
 //! - [`refresh`]: the loop that keeps the snapshot in sync; backoff, stale-on-error,
 //!   the mass-removal hold; the only caller of [`snapshot::SnapshotStore::update`]

@@ -702,3 +702,232 @@ async fn zero_config_serves_private_dns_enabled_endpoints_only() {
     );
     server.shutdown().await;
 }
+
+/// A config serving EKS clusters: `[[discover]] eks-clusters = ["*"]` for the VPC, a
+/// record `k8s.internal.example.com` with `eks-cluster = "prod"`, EKS asked at `eks_url`.
+fn eks_config(moto_url: &str, eks_url: &str, vpc: &str, hold: &str) -> Config {
+    let text = config_text(
+        moto_url,
+        vpc,
+        "[[zone.record]]\nname = \"k8s\"\neks-cluster = \"prod\"\n",
+        &format!("eks-endpoint-url = \"{eks_url}\""),
+    )
+    .replace(
+        "removal-hold = \"0s\"",
+        &format!("removal-hold = \"{hold}\""),
+    ) + "eks-clusters = [\"*\"]\n";
+    Config::from_toml(&text, "eks.toml").unwrap()
+}
+
+/// EKS cluster API endpoints (issue #24): every cluster of the VPC with private
+/// access, answered in any case, with the in-use ENIs described exactly "Amazon EKS
+/// <name>"; a cluster without private access or in another VPC is not served; a
+/// record can name a cluster; an ENI rotation is followed, and a rotation that
+/// replaces every ENI at once is a replacement, applied despite a 10-minute hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eks_cluster_endpoints_are_served_and_follow_their_enis() {
+    if !moto_available() {
+        return;
+    }
+    aws_env();
+    let moto = Moto::start();
+    let eks = moto.eks();
+    let vpc = Vpc::create(moto.client()).await;
+    let other_vpc = Vpc::create(moto.client()).await;
+    let prod = vpc.cluster(&eks, "prod", &[0, 1], true).await;
+    let canary = vpc.cluster(&eks, "prod-canary", &[2], true).await;
+    let public = vpc.cluster(&eks, "public", &[0], false).await;
+    let elsewhere = other_vpc.cluster(&eks, "elsewhere", &[0], true).await;
+    assert!(
+        prod.chars().any(|c| c.is_ascii_uppercase()),
+        "{prod}: EKS's upper-case hex"
+    );
+    let config = eks_config(&moto.url(), &moto.url(), &vpc.id, "10m");
+    let server = Server::start(&config).await.unwrap();
+    let dns = server.udp_addrs()[0];
+    assert!(server.served().ready());
+
+    let prod_ips = a(dns, &format!("{prod}.")).await;
+    assert_eq!(prod_ips.len(), 2, "{prod_ips:?}");
+    assert!(
+        prod_ips
+            .iter()
+            .all(|ip| ip.starts_with("10.0.1.") || ip.starts_with("10.0.2."))
+    );
+    // Resolvers send 0x20-randomised case; the name is in lower case too.
+    let mixed: String = prod
+        .chars()
+        .enumerate()
+        .map(|(i, c)| {
+            if i % 2 == 0 {
+                c.to_ascii_lowercase()
+            } else {
+                c.to_ascii_uppercase()
+            }
+        })
+        .collect();
+    assert_eq!(a(dns, &format!("{mixed}.")).await, prod_ips);
+    assert_eq!(a(dns, &format!("{}.", prod.to_lowercase())).await, prod_ips);
+    let r = ask(dns, &format!("{prod}."), RecordType::SOA).await;
+    assert!(r.metadata.authoritative, "its own zone");
+    // prod-canary's ENI ("Amazon EKS prod-canary") is its own, not prod's.
+    let canary_ips = a(dns, &format!("{canary}.")).await;
+    assert_eq!(canary_ips.len(), 1);
+    assert!(!prod_ips.contains(&canary_ips[0]));
+    for (host, why) in [(&public, "no private access"), (&elsewhere, "another VPC")] {
+        let r = ask(dns, &format!("{host}."), RecordType::A).await;
+        assert_eq!(r.metadata.response_code, ResponseCode::Refused, "{why}");
+    }
+    // A name of our choosing.
+    assert_eq!(a(dns, "k8s.internal.example.com.").await, prod_ips);
+
+    // A rotation: one ENI replaced by a new one (as an upgrade does), followed
+    // within two refreshes.
+    let old = vpc.cluster_enis("prod").await;
+    assert_eq!(old.len(), 2);
+    let new = vpc.eni(2, "Amazon EKS prod").await;
+    vpc.delete_eni(&old[0]).await;
+    eventually(
+        Duration::from_secs(10),
+        "the rotated ENI served",
+        || async {
+            let ips = a(dns, &format!("{prod}.")).await;
+            ips.len() == 2 && ips.iter().any(|ip| ip.starts_with("10.0.3."))
+        },
+    )
+    .await;
+    // Every ENI replaced within one refresh: still two addresses, no removal.
+    let ids = vpc.cluster_enis("prod").await;
+    for subnet in [0, 1] {
+        vpc.eni(subnet, "Amazon EKS prod").await;
+    }
+    for id in &ids {
+        vpc.delete_eni(id).await;
+    }
+    eventually(
+        Duration::from_secs(10),
+        "a rotation of every ENI applied at once (10m hold)",
+        || async {
+            let ips = a(dns, &format!("{prod}.")).await;
+            ips.len() == 2 && !ips.iter().any(|ip| ip.starts_with("10.0.3."))
+        },
+    )
+    .await;
+    assert_eq!(server.stats().removal_held.load(Ordering::Relaxed), 0);
+    assert!(!new.is_empty());
+    server.shutdown().await;
+
+    // `discover` lists what it serves and what it skips, and why.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    let text = config_text(
+        &moto.url(),
+        &vpc.id,
+        "",
+        &format!("eks-endpoint-url = \"{}\"", moto.url()),
+    ) + "eks-clusters = [\"*\"]\n";
+    std::fs::write(&path, text).unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_privatelink-dns"));
+    let out = support::aws_env_for(&mut cmd)
+        .args(["discover", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        table.contains(&format!("{}.", prod.to_lowercase())),
+        "{table}"
+    );
+    assert!(table.contains("eks:prod "), "{table}");
+    assert!(
+        table.contains("skipped: eks:public (no private endpoint access)"),
+        "{table}"
+    );
+    assert!(
+        table.contains(&format!(
+            "skipped: eks:elsewhere (in another VPC: {})",
+            other_vpc.id
+        )),
+        "{table}"
+    );
+    assert!(table.contains("and 4 EKS clusters"), "{table}");
+}
+
+/// EKS answers that fail (AccessDenied, an empty answer) keep the last good data,
+/// and are counted; the denial names the permission (issue #24).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eks_failures_keep_the_answers_and_name_the_permission() {
+    use support::fault_proxy::{Fault, FaultProxy};
+    if !moto_available() {
+        return;
+    }
+    aws_env();
+    let moto = Moto::start();
+    let eks = moto.eks();
+    let vpc = Vpc::create(moto.client()).await;
+    let prod = vpc.cluster(&eks, "prod", &[0, 1], true).await;
+    let proxy = FaultProxy::start(moto.port).await;
+    let config = eks_config(&moto.url(), &proxy.url(), &vpc.id, "0s");
+    let server = Server::start(&config).await.unwrap();
+    let dns = server.udp_addrs()[0];
+    let served = a(dns, &format!("{prod}.")).await;
+    assert_eq!(served.len(), 2);
+    let stats = server.stats().clone();
+    for (fault, reason) in [
+        (
+            Fault::JsonError(403, "AccessDeniedException"),
+            FailureReason::Denied,
+        ),
+        (Fault::EmptyJson, FailureReason::InvalidResponse),
+    ] {
+        let before = stats.failures(reason);
+        proxy.set(fault.clone(), Some("/clusters"));
+        eventually(
+            Duration::from_secs(15),
+            &format!("{fault:?} counted"),
+            || async { stats.failures(reason) > before },
+        )
+        .await;
+        assert_eq!(a(dns, &format!("{prod}.")).await, served, "{fault:?}: kept");
+        assert_eq!(
+            a(dns, "k8s.internal.example.com.").await,
+            served,
+            "{fault:?}: kept"
+        );
+        proxy.clear();
+    }
+    server.shutdown().await;
+    // `discover` prints the denial with the permission it needs.
+    proxy.set(
+        Fault::JsonError(403, "AccessDeniedException"),
+        Some("/clusters"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    let text = config_text(
+        &moto.url(),
+        &vpc.id,
+        "",
+        &format!("eks-endpoint-url = \"{}\"", proxy.url()),
+    ) + "eks-clusters = [\"*\"]\n";
+    std::fs::write(&path, text).unwrap();
+    let url = proxy.url();
+    let out = tokio::task::spawn_blocking(move || {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_privatelink-dns"));
+        support::aws_env_for(&mut cmd)
+            .args(["discover", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{url}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("eks:ListClusters"), "{err}");
+}

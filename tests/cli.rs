@@ -300,6 +300,7 @@ fn reference_config_and_docs_show_every_key() {
                 "page-size",
                 "cache-file",
                 "removal-hold",
+                "eks-endpoint-url",
             ],
         ),
         ("zone", &["origin", "ttl", "ns", "soa", "file"]),
@@ -318,11 +319,19 @@ fn reference_config_and_docs_show_every_key() {
                 "ttl",
                 "vpc-endpoint",
                 "vpc-endpoint-tags",
+                "eks-cluster",
             ],
         ),
         (
             "discover",
-            &["vpc-ids", "tags", "region", "role-arn", "ttl"],
+            &[
+                "vpc-ids",
+                "tags",
+                "region",
+                "role-arn",
+                "ttl",
+                "eks-clusters",
+            ],
         ),
         ("catalog", &["zone"]),
     ];

@@ -415,6 +415,7 @@ fn inventory(region: &str, vpc: &str) -> Inventory {
                 role_arn: None,
             },
             account: Some("123456789012".into()),
+            clusters: Vec::new(),
             endpoints: vec![Endpoint {
                 id: "vpce-0aaa".into(),
                 vpc_id: vpc.into(),

@@ -105,7 +105,7 @@ fi
 
 echo "== IAM"
 actions=$($PY -c 'import json; print(sorted(a for s in json.load(open("deploy/iam-policy.json"))["Statement"] for a in s["Action"]))')
-expect_eq "read-only Describe actions only" "['ec2:DescribeNetworkInterfaces', 'ec2:DescribeVpcEndpointServices', 'ec2:DescribeVpcEndpoints']" "$actions"
+expect_eq "read-only Describe and List actions only" "['ec2:DescribeNetworkInterfaces', 'ec2:DescribeVpcEndpointServices', 'ec2:DescribeVpcEndpoints', 'eks:DescribeCluster', 'eks:ListClusters']" "$actions"
 if $PY -c 'import json; json.load(open("deploy/iam-assume-role-policy.json"))'; then
     pass "assume-role policy is JSON"
 else

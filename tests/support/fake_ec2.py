@@ -38,6 +38,15 @@ Added for privatelink-dns (not in ../shared/aws):
     unknown name fails with InvalidServiceName, as AWS does; the service-name filter does not.
   * CreateVpcEndpointServiceConfiguration accepts load balancer ARNs that do not exist
     (seeding an NLB would need the elbv2 API; the service's private DNS name is what we test).
+  * EKS (moto's EKS backend, on the same server; requests are routed by the signing
+    scope), from ../shared/aws: CreateCluster gives each cluster its own API endpoint
+    "https://<32 upper-case hex>.<gr7|yl4|sk1>.<region>.eks.amazonaws.com" (stock: one
+    endpoint shared by every cluster of a region), resourcesVpcConfig gains vpcId (from
+    its subnets, as AWS reports it), and, as EKS does, one ENI per subnet (at most 4)
+    described "Amazon EKS <cluster name>", sequential IPs from the subnet, status in-use
+    (EKS attaches them to its own instances); DeleteCluster deletes them. To model the
+    ENI rotation of a version upgrade, delete one (DeleteNetworkInterface) and create
+    another with the same description.
   * With FAKE_EC2_REQUEST_LOG=<file>: one line "<service> <action> <access key id>" per API
     call is appended to that file, so tests can see which credentials signed which call
     (AssumeRole: the EC2 calls must carry the assumed role's key).
@@ -408,6 +417,63 @@ if _REQUEST_LOG:
         return _orig_call_action(self)
 
     BaseResponse.call_action = call_action
+
+# ---------------------------------------------------------------- EKS cluster endpoints
+from moto.eks.models import EKSBackend
+from moto.ec2.models import ec2_backends
+
+_orig_create_cluster = EKSBackend.create_cluster
+_orig_delete_cluster = EKSBackend.delete_cluster
+
+
+def _ec2_of(eks_backend):
+    return ec2_backends[eks_backend.account_id][eks_backend.region_name]
+
+
+def create_cluster(self, *args, **kwargs):
+    import secrets
+    cluster = _orig_create_cluster(self, *args, **kwargs)
+    ec2 = _ec2_of(self)
+    cfg = cluster.resources_vpc_config
+    subnets = [ec2.get_subnet(s) for s in cfg.get("subnetIds", [])]
+    if subnets:
+        cfg["vpcId"] = subnets[0].vpc_id
+    cfg.setdefault("endpointPublicAccess", True)
+    cfg.setdefault("endpointPrivateAccess", False)
+    cell = secrets.choice(["gr7", "yl4", "sk1"])
+    cluster.endpoint = f"https://{secrets.token_hex(16).upper()}.{cell}.{self.region_name}.eks.amazonaws.com"
+    for subnet in subnets[:4]:
+        ip = subnet.get_available_subnet_ip(cluster)
+        eni = ec2.create_network_interface(subnet, ip, description=f"Amazon EKS {cluster.name}")
+        eni.status = "in-use"
+    return cluster
+
+
+def delete_cluster(self, name):
+    ec2 = _ec2_of(self)
+    for eni_id, eni in list(ec2.enis.items()):
+        if eni.description == f"Amazon EKS {name}":
+            _drop_eni(ec2, eni_id)
+    return _orig_delete_cluster(self, name)
+
+
+EKSBackend.create_cluster = create_cluster
+EKSBackend.delete_cluster = delete_cluster
+
+from moto.ec2.models.elastic_network_interfaces import NetworkInterfaceBackend
+
+_orig_create_eni = NetworkInterfaceBackend.create_network_interface
+
+
+def create_network_interface(self, *args, **kwargs):
+    """An ENI described "Amazon EKS <name>" is EKS's: in use (a rotation's new ENI too)."""
+    eni = _orig_create_eni(self, *args, **kwargs)
+    if (eni.description or "").startswith("Amazon EKS "):
+        eni.status = "in-use"
+    return eni
+
+
+NetworkInterfaceBackend.create_network_interface = create_network_interface
 
 if __name__ == "__main__":
     from moto.server import main

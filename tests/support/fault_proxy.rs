@@ -20,6 +20,10 @@ pub enum Fault {
     Pass,
     /// This status with an EC2 error body carrying `code`.
     Error(u16, &'static str),
+    /// This status with an EKS (REST-JSON) error of type `code`.
+    JsonError(u16, &'static str),
+    /// 200 with an empty JSON object (an EKS answer with nothing in it).
+    EmptyJson,
     /// 200 with the real body cut in half.
     Truncated,
     /// 200 with a body that starts like the real one and turns to garbage.
@@ -44,7 +48,8 @@ pub enum Fault {
 #[derive(Debug)]
 struct State {
     fault: Fault,
-    /// Only requests for this action (`Action=...`) get the fault; None: all.
+    /// Only requests for this action (`Action=...`; or, starting with "/", EKS
+    /// requests whose path starts so, e.g. "/clusters") get the fault; None: all.
     action: Option<&'static str>,
 }
 
@@ -99,8 +104,12 @@ impl FaultProxy {
     fn fault_for(&self, request: &[u8]) -> Fault {
         let state = self.state.lock().unwrap();
         let applies = state.action.is_none_or(|a| {
-            let needle = format!("Action={a}&");
             let text = String::from_utf8_lossy(request);
+            if a.starts_with('/') {
+                let path = text.split(' ').nth(1).unwrap_or_default();
+                return path.starts_with(a);
+            }
+            let needle = format!("Action={a}&");
             text.contains(&needle) || text.ends_with(&format!("Action={a}"))
         });
         if applies {
@@ -140,6 +149,18 @@ impl FaultProxy {
                          <Message>injected {code}</Message></Error></Errors><RequestID>req-1</RequestID></Response>"
                     ),
                 ),
+                Fault::JsonError(status, code) => {
+                    let body = format!("{{\"message\":\"injected {code}\"}}");
+                    format!(
+                        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nX-Amzn-ErrorType: {code}\r\n\
+                         Content-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    )
+                }
+                Fault::EmptyJson => {
+                    "HTTP/1.1 200 X\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+                        .to_string()
+                }
                 Fault::Empty => response(200, ""),
                 Fault::Html => response(
                     200,

@@ -349,6 +349,17 @@ impl Moto {
             .build();
         Client::from_conf(conf)
     }
+
+    /// An EKS client for seeding, on the same emulator.
+    pub fn eks(&self) -> aws_sdk_eks::Client {
+        let conf = aws_sdk_eks::config::Builder::new()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(REGION))
+            .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
+            .endpoint_url(self.url())
+            .build();
+        aws_sdk_eks::Client::from_conf(conf)
+    }
 }
 
 impl Drop for Moto {
@@ -552,6 +563,78 @@ impl Vpc {
         self.ec2
             .delete_vpc_endpoints()
             .vpc_endpoint_ids(endpoint)
+            .send()
+            .await
+            .unwrap();
+    }
+
+    /// An EKS cluster in the given subnets (one API ENI each); returns the host of
+    /// its endpoint (upper-case hex, as EKS has it).
+    pub async fn cluster(
+        &self,
+        eks: &aws_sdk_eks::Client,
+        name: &str,
+        subnets: &[usize],
+        private_access: bool,
+    ) -> String {
+        let mut vpc = aws_sdk_eks::types::VpcConfigRequest::builder()
+            .endpoint_private_access(private_access)
+            .endpoint_public_access(true);
+        for i in subnets {
+            vpc = vpc.subnet_ids(&self.subnets[*i]);
+        }
+        let out = eks
+            .create_cluster()
+            .name(name)
+            .role_arn("arn:aws:iam::123456789012:role/eks")
+            .resources_vpc_config(vpc.build())
+            .send()
+            .await
+            .unwrap();
+        let endpoint = out.cluster.unwrap().endpoint.unwrap();
+        endpoint.trim_start_matches("https://").to_string()
+    }
+
+    /// The ids of the in-use ENIs described "Amazon EKS <cluster>".
+    pub async fn cluster_enis(&self, cluster: &str) -> Vec<String> {
+        use aws_sdk_ec2::types::Filter;
+        let out = self
+            .ec2
+            .describe_network_interfaces()
+            .filters(
+                Filter::builder()
+                    .name("description")
+                    .values(format!("Amazon EKS {cluster}"))
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        out.network_interfaces()
+            .iter()
+            .filter_map(|n| n.network_interface_id().map(str::to_string))
+            .collect()
+    }
+
+    /// An ENI with this description in a subnet (an EKS rotation's new ENI, or a decoy).
+    pub async fn eni(&self, subnet: usize, description: &str) -> String {
+        self.ec2
+            .create_network_interface()
+            .subnet_id(&self.subnets[subnet])
+            .description(description)
+            .send()
+            .await
+            .unwrap()
+            .network_interface
+            .unwrap()
+            .network_interface_id
+            .unwrap()
+    }
+
+    pub async fn delete_eni(&self, id: &str) {
+        self.ec2
+            .delete_network_interface()
+            .network_interface_id(id)
             .send()
             .await
             .unwrap();
