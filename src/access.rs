@@ -94,6 +94,8 @@ pub struct TransferPolicy {
     pub key: Option<Name>,
     /// NOTIFY targets on every serial change.
     pub notify: Vec<SocketAddr>,
+    /// AXFR/IXFR only over TLS (XoT, RFC 9103): over plain TCP, REFUSED.
+    pub require_tls: bool,
 }
 
 #[cfg(test)]

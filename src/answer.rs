@@ -26,6 +26,8 @@ use crate::wire::{AA, CD, CLASSIC_UDP_SIZE, HEADER_LEN, MAX_NAME, QName, QR, RD,
 pub enum Transport {
     Udp,
     Tcp,
+    /// DNS over TLS (RFC 7858), zone transfers over TLS (RFC 9103): TCP's rules.
+    Tls,
 }
 
 /// A response to send, with what metrics and logs want to know about it.
@@ -52,15 +54,18 @@ pub enum Refusal {
     TransferAcl,
     /// A transfer not signed with the zone's `tsig-key`.
     TransferKey,
+    /// A transfer over plain TCP of a zone whose policy says `require-tls`.
+    TransferTls,
     /// A TSIG that failed: BADKEY, BADSIG or BADTIME.
     Tsig(u16),
 }
 
 impl Refusal {
-    pub const LABELS: [&'static str; 6] = [
+    pub const LABELS: [&'static str; 7] = [
         "query_acl",
         "transfer_acl",
         "transfer_tsig",
+        "transfer_tls",
         "tsig_badkey",
         "tsig_badsig",
         "tsig_badtime",
@@ -71,6 +76,7 @@ impl Refusal {
             Self::QueryAcl => "query_acl",
             Self::TransferAcl => "transfer_acl",
             Self::TransferKey => "transfer_tsig",
+            Self::TransferTls => "transfer_tls",
             Self::Tsig(17) => "tsig_badkey",
             Self::Tsig(16) => "tsig_badsig",
             _ => "tsig_badtime",
@@ -143,7 +149,7 @@ pub fn respond(
         });
     }
     let limit = match transport {
-        Transport::Tcp => usize::from(u16::MAX),
+        Transport::Tcp | Transport::Tls => usize::from(u16::MAX),
         Transport::Udp => udp_limit(client_size, our_size),
     };
 
@@ -299,7 +305,7 @@ fn dispatch<'s>(
     let rcode = match q.query_class() {
         DNSClass::IN if matches!(q.query_type(), RecordType::AXFR | RecordType::IXFR) => {
             match transfer_request(&mut reply, query, msg, snapshot, transport, client, &signed) {
-                Ok(plan) if transport == Transport::Tcp => return Some(reply.stream(plan)),
+                Ok(plan) if transport != Transport::Udp => return Some(reply.stream(plan)),
                 Ok(plan) => match udp_ixfr(&plan, snapshot, whole_limit, client.now) {
                     Some(bytes) => return Some(reply.ready(bytes)),
                     None => {
@@ -381,6 +387,12 @@ fn transfer_request(
     let policy = zone.transfer();
     if !policy.allow.allows(client.source) {
         reply.refusal = Some(Refusal::TransferAcl);
+        reply.prohibited();
+        return Err(ResponseCode::Refused);
+    }
+    if policy.require_tls && transport != Transport::Tls {
+        // XoT only (RFC 9103): not even the SOA of an up-to-date IXFR in the clear.
+        reply.refusal = Some(Refusal::TransferTls);
         reply.prohibited();
         return Err(ResponseCode::Refused);
     }
@@ -675,7 +687,7 @@ impl<'s> Reply<'s> {
         // Over TCP nothing is ever truncated; a 64 KiB overflow is a server failure.
         let (rcode, tc) = match transport {
             Transport::Udp => (rcode, true),
-            Transport::Tcp => (ResponseCode::ServFail, false),
+            Transport::Tcp | Transport::Tls => (ResponseCode::ServFail, false),
         };
         let question = self.question.clone();
         let bytes = self

@@ -85,6 +85,9 @@ pub struct ReloadReport {
 pub struct Server {
     udp_addrs: Vec<SocketAddr>,
     tcp_addrs: Vec<SocketAddr>,
+    tls_addrs: Vec<SocketAddr>,
+    /// The certificate pair new DNS-over-TLS handshakes use, when `tls-listen` is set.
+    certificates: Option<Arc<crate::tls::Certificates>>,
     http_addr: Option<SocketAddr>,
     store: Arc<SnapshotStore>,
     stats: Arc<RefreshStats>,
@@ -126,6 +129,15 @@ impl Server {
             let (udp, tcp) = bind_pair(*addr)?;
             sockets.push((*addr, udp, tcp));
         }
+        let mut tls_listeners = Vec::with_capacity(config.server.tls_listen.len());
+        for addr in &config.server.tls_listen {
+            let listener = server::bind_tcp(*addr).map_err(|source| AppError::Bind {
+                proto: "tls",
+                addr: *addr,
+                source,
+            })?;
+            tls_listeners.push((*addr, listener));
+        }
         let http_listener = match &config.http {
             Some(h) => Some(server::bind_tcp(h.listen).map_err(|source| AppError::Bind {
                 proto: "http",
@@ -154,8 +166,24 @@ impl Server {
         }
 
         let budget = FdBudget::for_config(&config);
+        // One set of slots for every TCP and TLS listener: one descriptor budget.
+        let limits = TcpLimits::new(
+            config.server.tcp_idle_timeout,
+            budget.dns_tcp,
+            per_source(config.server.max_tcp_per_source, budget.dns_tcp),
+        );
         for (asked, udp, tcp) in sockets {
-            server.serve_dns(&config, asked, udp, tcp, budget.dns_tcp)?;
+            server.serve_dns(&config, asked, udp, tcp, limits.clone())?;
+        }
+        if let Some(tls) = &config.tls
+            && !tls_listeners.is_empty()
+        {
+            let certificates = Arc::new(crate::tls::Certificates::new(tls));
+            server.certificates = Some(certificates.clone());
+            for (asked, listener) in tls_listeners {
+                server.serve_tls(asked, listener, limits.clone(), certificates.clone())?;
+            }
+            server.watch_certificates(tls.clone());
         }
         if let (Some(listener), Some(http)) = (http_listener, &config.http) {
             server.serve_http(http, listener, budget.http)?;
@@ -192,6 +220,8 @@ impl Server {
         Self {
             udp_addrs: Vec::new(),
             tcp_addrs: Vec::new(),
+            tls_addrs: Vec::new(),
+            certificates: None,
             http_addr: None,
             store,
             stats,
@@ -215,7 +245,7 @@ impl Server {
         asked: SocketAddr,
         udp: std::net::UdpSocket,
         tcp: TcpListener,
-        max_tcp_connections: usize,
+        limits: TcpLimits,
     ) -> Result<(), AppError> {
         let u = bound_addr(udp.local_addr(), "udp", asked)?;
         let t = bound_addr(tcp.local_addr(), "tcp", asked)?;
@@ -238,15 +268,86 @@ impl Server {
             let fut = self.spawn_udp_worker(socket, u, i, drain_for)?;
             self.supervise("udp", fut, self.shutdown.clone());
         }
-        let limits = TcpLimits {
-            idle_timeout: config.server.tcp_idle_timeout,
-            max_connections: max_tcp_connections,
-            max_per_source: per_source(config.server.max_tcp_per_source, max_tcp_connections),
-        };
         let span = info_span!("tcp", addr = %t);
         let fut = server::serve_tcp(tcp, self.serve.clone(), limits, self.shutdown.clone());
         self.supervise("tcp", fut.instrument(span), self.shutdown.clone());
         Ok(())
+    }
+
+    /// Serves DNS over TLS (and XoT) on one `tls-listen` address.
+    fn serve_tls(
+        &mut self,
+        asked: SocketAddr,
+        listener: TcpListener,
+        limits: TcpLimits,
+        certificates: Arc<crate::tls::Certificates>,
+    ) -> Result<(), AppError> {
+        let addr = bound_addr(listener.local_addr(), "tls", asked)?;
+        info!(tls = %addr, "listening");
+        self.tls_addrs.push(addr);
+        let span = info_span!("tls", addr = %addr);
+        let fut = server::serve_tls(
+            listener,
+            self.serve.clone(),
+            limits,
+            certificates,
+            self.shutdown.clone(),
+        );
+        self.supervise("tls", fut.instrument(span), self.shutdown.clone());
+        Ok(())
+    }
+
+    /// Reloads the certificate pair when either file changes, without a SIGHUP: their
+    /// modification time and size are polled every [`CERTIFICATE_POLL`] (renewers
+    /// such as cert-manager replace the files in place; a watch on the directory
+    /// would miss a Kubernetes Secret's symlink swap on some volumes, a poll does
+    /// not). A pair that fails to load keeps the previous one.
+    fn watch_certificates(&mut self, tls: crate::tls::TlsConfig) {
+        let Some(certificates) = self.certificates.clone() else {
+            return;
+        };
+        let metrics = self.metrics.clone();
+        let shutdown = self.shutdown.clone();
+        let fut = async move {
+            let mut seen = crate::tls::stamp(&tls.certificate, &tls.key);
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(CERTIFICATE_POLL) => {}
+                }
+                let now = crate::tls::stamp(&tls.certificate, &tls.key);
+                if now == seen {
+                    continue;
+                }
+                seen = now;
+                let (cert, key) = (tls.certificate.clone(), tls.key.clone());
+                let loaded =
+                    tokio::task::spawn_blocking(move || crate::tls::TlsConfig::load(&cert, &key))
+                        .await;
+                match loaded {
+                    Ok(Ok(pair)) => {
+                        certificates.replace(&pair);
+                        metrics.tls_reload("ok");
+                        info!(certificate = %tls.certificate.display(), "tls certificate reloaded (the files changed)");
+                    }
+                    Ok(Err(error)) => {
+                        metrics.tls_reload("failed");
+                        warn!(%error, "tls certificate files changed but do not load; the previous pair stays");
+                    }
+                    Err(_) => {}
+                }
+            }
+        };
+        self.supervise(
+            "tls-watch",
+            fut.instrument(info_span!("tls")),
+            self.shutdown.clone(),
+        );
+    }
+
+    /// The DNS-over-TLS listeners' addresses.
+    pub fn tls_addrs(&self) -> &[SocketAddr] {
+        &self.tls_addrs
     }
 
     /// Serves `/healthz`, `/readyz` and `/metrics`.
@@ -401,6 +502,14 @@ impl Server {
         if old.server.max_notify_in_flight != new.server.max_notify_in_flight {
             report.restart_needed.push("server.max-notify-in-flight");
         }
+        if old.server.tls_listen != new.server.tls_listen {
+            report.restart_needed.push("server.tls-listen");
+        }
+        // The pair was loaded (and checked) with the config: new handshakes use it.
+        if let (Some(certificates), Some(tls)) = (&self.certificates, &new.tls) {
+            certificates.replace(tls);
+            self.metrics.tls_reload("ok");
+        }
         self.serve
             .query_log_every
             .store(new.log.query_log_every, Ordering::Relaxed);
@@ -484,6 +593,9 @@ pub fn build_snapshot(config: &Config, previous: Option<&Snapshot>) -> Snapshot 
     snapshot::build(&zones, config.server.settings.clone(), previous, now)
 }
 
+/// How often the `[tls]` files are checked for a change (see `watch_certificates`).
+pub const CERTIFICATE_POLL: Duration = Duration::from_secs(5);
+
 /// Runs the daemon until SIGINT or SIGTERM; SIGHUP reloads `config_path`.
 pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), AppError> {
     run_with(config, config_path, ec2_sources()).await
@@ -554,6 +666,9 @@ pub async fn run_with(
                         reloading = Some(Box::pin(server.reload(new)));
                     }
                     Ok(Err(error)) => {
+                        if error.to_string().contains("key `tls.") {
+                            server.metrics.tls_reload("failed");
+                        }
                         error!(%error, "reload refused: the new config is invalid; the previous one keeps serving");
                     }
                     Err(error) => {
@@ -634,7 +749,8 @@ impl FdBudget {
 
     /// The split of `limit` descriptors for `config`.
     pub fn split(config: &Config, limit: usize) -> FdBudget {
-        let sockets = config.server.listen.len() * (config.server.udp_workers + 1);
+        let sockets = config.server.listen.len() * (config.server.udp_workers + 1)
+            + config.server.tls_listen.len();
         let reserved = 64 + sockets + usize::from(config.http.is_some()) + crate::notify::SOCKETS;
         let available = limit.saturating_sub(reserved).max(2);
         let http = config

@@ -68,6 +68,8 @@ pub struct Config {
     pub aws: Option<AwsConfig>,
     /// Zero-config discovery blocks.
     pub discover: Vec<DiscoverConfig>,
+    /// `[tls]`: the certificate pair of the DNS-over-TLS listener, loaded.
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 impl Config {
@@ -396,6 +398,8 @@ pub enum PrivateDns {
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: Vec<SocketAddr>,
+    /// DNS over TLS listeners (`tls-listen`).
+    pub tls_listen: Vec<SocketAddr>,
     pub tcp_idle_timeout: Duration,
     pub max_tcp_connections: usize,
     /// Most TCP connections one source holds at once (None: a quarter of the cap).
@@ -465,6 +469,17 @@ struct FileConfig {
     transfer: Option<TransferFile>,
     /// An RFC 9432 catalog of the transferable zones.
     catalog: Option<CatalogFile>,
+    /// The certificate and key of the DNS-over-TLS listener.
+    tls: Option<TlsFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct TlsFile {
+    /// PEM, leaf first. Required in this table.
+    certificate: Spanned<String>,
+    /// PEM (PKCS#8, SEC1 or RSA). Required in this table.
+    key: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -496,6 +511,8 @@ struct TransferFile {
     tsig_key: Option<Spanned<String>>,
     /// NOTIFY targets ("10.1.2.3" or "10.1.2.3:5353") on every serial change.
     notify: Option<Spanned<Vec<Spanned<String>>>>,
+    /// AXFR/IXFR only over TLS (XoT, RFC 9103). Default false.
+    require_tls: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -567,6 +584,8 @@ struct DiscoverFile {
 struct ServerFile {
     /// Addresses to serve UDP and TCP on. Default `["0.0.0.0:53", "[::]:53"]`.
     listen: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Addresses to serve DNS over TLS on. Default none.
+    tls_listen: Option<Spanned<Vec<Spanned<String>>>>,
     /// Sources allowed to query at all. Default: everyone.
     allow_query: Option<Spanned<Vec<Spanned<String>>>>,
     /// Most zone transfers served at once, 1..=1024. Default 16.
@@ -759,6 +778,7 @@ impl Config {
 }
 
 fn check(file: FileConfig, src: &Source<'_>) -> Result<Config, ConfigError> {
+    let tls_listen_span = file.server.tls_listen.as_ref().map(Spanned::span);
     let mut server = check_server(src, file.server)?;
     let keys = check_keys(src, &file.tsig_key)?;
     let default_transfer = match &file.transfer {
@@ -810,6 +830,45 @@ fn check(file: FileConfig, src: &Source<'_>) -> Result<Config, ConfigError> {
     });
     let aws =
         (file.aws.is_some() || endpoint_records || !discover.is_empty()).then_some(aws_config);
+    let tls = match &file.tls {
+        Some(t) => Some(check_tls(src, t)?),
+        None => None,
+    };
+    if tls.is_none()
+        && let Some(span) = tls_listen_span.filter(|_| !server.tls_listen.is_empty())
+    {
+        return Err(src.error(
+            span,
+            "server.tls-listen",
+            "DNS over TLS needs a certificate: add [tls] with certificate and key",
+        ));
+    }
+    // The first `require-tls = true`, with its key, for the error below.
+    let require_tls =
+        file.transfer
+            .iter()
+            .map(|t| (t, "transfer".to_string()))
+            .chain(
+                file.zone.iter().enumerate().filter_map(|(i, z)| {
+                    Some((z.transfer.as_ref()?, format!("zone[{i}].transfer")))
+                }),
+            )
+            .chain(file.discover.iter().enumerate().filter_map(|(i, d)| {
+                Some((d.transfer.as_ref()?, format!("discover[{i}].transfer")))
+            }))
+            .find_map(|(t, at)| {
+                let v = t.require_tls.as_ref().filter(|v| *v.get_ref())?;
+                Some((v.span(), format!("{at}.require-tls")))
+            });
+    if let Some((span, key)) = require_tls
+        && server.tls_listen.is_empty()
+    {
+        return Err(src.error(
+            span,
+            key,
+            "transfers only over TLS need server.tls-listen: no transfer could ever be served",
+        ));
+    }
     if let Some(catalog) = &file.catalog {
         server.settings.catalog = Some(Arc::new(check_catalog(
             src,
@@ -831,6 +890,24 @@ fn check(file: FileConfig, src: &Source<'_>) -> Result<Config, ConfigError> {
         zones,
         aws,
         discover,
+        tls,
+    })
+}
+
+/// `[tls]`: both files read and paired now, so a bad pair fails the start (exit 64)
+/// naming the file. Paths are relative to the config file's directory.
+fn check_tls(src: &Source<'_>, t: &TlsFile) -> Result<crate::tls::TlsConfig, ConfigError> {
+    let path = |v: &Spanned<String>| match Path::new(src.path).parent() {
+        Some(dir) if src.path != DEMO_NAME => dir.join(v.get_ref()),
+        _ => PathBuf::from(v.get_ref()),
+    };
+    let (certificate, key) = (path(&t.certificate), path(&t.key));
+    crate::tls::TlsConfig::load(&certificate, &key).map_err(|e| {
+        let (span, which) = match e.file {
+            crate::tls::Which::Certificate => (t.certificate.span(), "tls.certificate"),
+            crate::tls::Which::Key => (t.key.span(), "tls.key"),
+        };
+        src.error(span, which, e.message)
     })
 }
 
@@ -923,6 +1000,27 @@ fn check_server(src: &Source<'_>, s: ServerFile) -> Result<ServerConfig, ConfigE
             .collect::<Result<Vec<_>, _>>()?,
     };
     check_listen(src, s.listen.as_ref(), &listen)?;
+    let tls_listen = match &s.tls_listen {
+        None => Vec::new(),
+        Some(list) => list
+            .get_ref()
+            .iter()
+            .map(|a| {
+                let parsed = a.get_ref().parse::<SocketAddr>().map_err(|_| {
+                    let message = format!(
+                        "{:?} is not an address:port such as \"0.0.0.0:853\"",
+                        a.get_ref()
+                    );
+                    src.error(a.span(), "server.tls-listen", message)
+                })?;
+                if let Some(b) = listen.iter().find(|b| overlaps(**b, parsed)) {
+                    let message = format!("{parsed} overlaps {b} in server.listen (TCP)");
+                    return Err(src.error(a.span(), "server.tls-listen", message));
+                }
+                Ok(parsed)
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+    };
     let udp_payload_size = in_range(
         src,
         s.udp_payload_size.as_ref(),
@@ -970,6 +1068,7 @@ fn check_server(src: &Source<'_>, s: ServerFile) -> Result<ServerConfig, ConfigE
     };
     Ok(ServerConfig {
         listen,
+        tls_listen,
         tcp_idle_timeout: duration_or(
             src,
             s.tcp_idle_timeout.as_ref(),
@@ -1165,7 +1264,12 @@ fn check_transfer(
             })
             .collect::<Result<Vec<_>, _>>()?,
     };
-    Ok(TransferPolicy { allow, key, notify })
+    Ok(TransferPolicy {
+        allow,
+        key,
+        notify,
+        require_tls: t.require_tls.as_ref().is_some_and(|v| *v.get_ref()),
+    })
 }
 
 fn check_http(
@@ -2460,6 +2564,39 @@ transfer = { notify = ["10.7.0.1"] }
         assert!(none.server.settings.allow_query.is_none());
     }
 
+    /// A certificate pair that does not load exits 64 naming the file and its key.
+    #[test]
+    fn a_bad_tls_pair_names_the_file_and_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = crate::tls::tests::pair(dir.path(), "dns.test", "a");
+        let (_, other) = crate::tls::tests::pair(dir.path(), "dns.test", "b");
+        let text = |c: &std::path::Path, k: &std::path::Path| {
+            format!(
+                "[server]\nlisten = [\"127.0.0.1:53\"]\ntls-listen = [\"127.0.0.1:853\"]\n[tls]\ncertificate = {:?}\nkey = {:?}\n",
+                c.display().to_string(),
+                k.display().to_string()
+            )
+        };
+        let config = Config::from_toml(&text(&cert, &key), "t.toml").unwrap();
+        assert_eq!(config.server.tls_listen.len(), 1);
+        assert!(config.tls.is_some());
+        let e = Config::from_toml(&text(&cert, &other), "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("t.toml:6:") && e.contains("`tls.key`") && e.contains("b.key"),
+            "{e}"
+        );
+        let missing = dir.path().join("missing.pem");
+        let e = Config::from_toml(&text(&missing, &key), "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("t.toml:5:") && e.contains("`tls.certificate`") && e.contains("missing.pem"),
+            "{e}"
+        );
+    }
+
     /// Which clusters each target describes, and that the EKS selection is part of
     /// the cache identity (and absent from it without EKS, as in older caches).
     #[test]
@@ -2547,6 +2684,24 @@ transfer = { notify = ["10.7.0.1"] }
                 "set [transfer] allow",
             ),
             ("[catalog]\n".into(), 1, "catalog", "missing field `zone`"),
+            (
+                "[server]\nlisten = [\"127.0.0.1:53\"]\ntls-listen = [\"127.0.0.1:853\"]\n".into(),
+                3,
+                "server.tls-listen",
+                "add [tls]",
+            ),
+            (
+                "[server]\nlisten = [\"0.0.0.0:53\"]\ntls-listen = [\"127.0.0.1:53\"]\n".into(),
+                3,
+                "server.tls-listen",
+                "overlaps 0.0.0.0:53",
+            ),
+            (
+                format!("{z}transfer = {{ allow = [\"10.0.0.0/8\"], require-tls = true }}\n"),
+                3,
+                "zone[0].transfer.require-tls",
+                "need server.tls-listen",
+            ),
             (
                 "[[discover]]\nvpc-ids = [\"vpc-1\"]\neks-clusters = [\"*\", \"prod\"]\n".into(),
                 3,

@@ -48,6 +48,7 @@
 //! - [`metrics`]: query and refresh metrics (OpenMetrics).
 //! - [`app`]: wiring, binding, reload, shutdown.
 //! - [`cli`]: the command line: `run`, `check-config`, `discover`, `probe`.
+//! - [`tls`]: the DNS-over-TLS certificate pair, loaded, checked and swapped on reload.
 //! - [`logging`]: stderr through a bounded queue; a lost line is counted, never a panic;
 //!   events a client can repeat at will are throttled, the DNS library's own are off.
 //! - [`zonefile`]: RFC 1035 master files: a built zone written out, a zone file read in
@@ -73,6 +74,7 @@ pub mod refresh;
 pub mod server;
 pub mod snapshot;
 pub mod state;
+pub mod tls;
 pub mod transfer;
 pub mod tsig;
 pub mod wire;

@@ -54,6 +54,11 @@ struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TransferLabels {
     r#type: &'static str,
     outcome: &'static str,
@@ -96,13 +101,15 @@ pub struct Metrics {
     /// the query path then costs one atomic increment, not a lock and a hash.
     query_counters: Box<[OnceLock<Counter>]>,
     /// Per transport (UDP, TCP), resolved at start.
-    truncated: [Counter; 2],
-    dropped: [Counter; 2],
-    malformed: [Counter; 2],
+    truncated: [Counter; TRANSPORTS],
+    dropped: [Counter; TRANSPORTS],
+    malformed: [Counter; TRANSPORTS],
     latency: Arc<Latency>,
     tcp_open: Gauge,
     tcp_rejected: Counter,
     tcp_rejected_source: Counter,
+    tls_handshake_failures: Counter,
+    tls_reloads: Family<OutcomeLabels, Counter>,
     refusals: Family<ReasonLabels, Counter>,
     transfers: Family<TransferLabels, Counter>,
     notify: Family<NotifyLabels, Counter>,
@@ -123,6 +130,7 @@ fn transport(t: Transport) -> &'static str {
     match t {
         Transport::Udp => "udp",
         Transport::Tcp => "tcp",
+        Transport::Tls => "tls",
     }
 }
 
@@ -216,10 +224,22 @@ impl Metrics {
             "TCP connections closed on accept because their source held max-tcp-connections-per-source",
             tcp_rejected_source.clone(),
         );
+        let tls_handshake_failures = Counter::default();
+        registry.register(
+            "tls_handshake_failures",
+            "DNS-over-TLS handshakes that failed or did not finish within tcp-idle-timeout",
+            tls_handshake_failures.clone(),
+        );
+        let tls_reloads = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "tls_certificate_reloads",
+            "Loads of the [tls] certificate pair after the start, by outcome: ok, failed (the previous pair stays)",
+            tls_reloads.clone(),
+        );
         let refusals = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "refusals",
-            "Requests refused or failing TSIG, by reason: query_acl, transfer_acl, transfer_tsig, tsig_badkey, tsig_badsig, tsig_badtime",
+            "Requests refused or failing TSIG, by reason: query_acl, transfer_acl, transfer_tsig, transfer_tls, tsig_badkey, tsig_badsig, tsig_badtime",
             refusals.clone(),
         );
         for reason in crate::answer::Refusal::LABELS {
@@ -245,7 +265,7 @@ impl Metrics {
         registry.register_collector(Box::new(RefreshCollector { stats, store }));
         Self {
             registry,
-            query_counters: (0..2 * QTYPES.len() * RCODES.len())
+            query_counters: (0..TRANSPORTS * QTYPES.len() * RCODES.len())
                 .map(|_| OnceLock::new())
                 .collect(),
             queries,
@@ -256,6 +276,8 @@ impl Metrics {
             tcp_open,
             tcp_rejected,
             tcp_rejected_source,
+            tls_handshake_failures,
+            tls_reloads,
             refusals,
             transfers,
             notify,
@@ -316,7 +338,7 @@ impl Metrics {
 
     /// [`Metrics::observe`] without a [`Response`] (the fast path has none).
     pub fn observe_outcome(&self, t: Transport, outcome: Option<Outcome>, elapsed: Duration) {
-        let ti = usize::from(t == Transport::Tcp);
+        let ti = transport_index(t);
         let Some(o) = outcome else {
             self.dropped[ti].inc();
             return;
@@ -354,6 +376,17 @@ impl Metrics {
         self.tcp_rejected.inc();
     }
 
+    pub fn tls_handshake_failed(&self) {
+        self.tls_handshake_failures.inc();
+    }
+
+    /// A reload of the certificate pair: "ok", or "failed" (the old pair stays).
+    pub fn tls_reload(&self, outcome: &'static str) {
+        self.tls_reloads
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
     pub fn tcp_rejected_source(&self) {
         self.tcp_rejected_source.inc();
     }
@@ -366,9 +399,20 @@ impl Metrics {
     }
 }
 
-/// The counters of a per-transport family, UDP then TCP.
-fn per_transport(family: &Family<TransportLabels, Counter>) -> [Counter; 2] {
-    [Transport::Udp, Transport::Tcp].map(|t| {
+/// Transports with counters of their own: UDP, TCP, TLS.
+const TRANSPORTS: usize = 3;
+
+fn transport_index(t: Transport) -> usize {
+    match t {
+        Transport::Udp => 0,
+        Transport::Tcp => 1,
+        Transport::Tls => 2,
+    }
+}
+
+/// The counters of a per-transport family, in [`transport_index`] order.
+fn per_transport(family: &Family<TransportLabels, Counter>) -> [Counter; TRANSPORTS] {
+    [Transport::Udp, Transport::Tcp, Transport::Tls].map(|t| {
         family
             .get_or_create(&TransportLabels {
                 transport: transport(t),

@@ -362,12 +362,24 @@ fn sockaddr_to_std(addr: &libc::sockaddr_storage) -> Option<SocketAddr> {
 }
 
 /// TCP settings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct TcpLimits {
     pub idle_timeout: Duration,
-    pub max_connections: usize,
-    /// Most connections one source holds at once (see [`Sources`]).
-    pub max_per_source: usize,
+    /// The connection slots, shared by every DNS-over-TCP and DNS-over-TLS listener:
+    /// one file-descriptor budget for both.
+    pub slots: Arc<Semaphore>,
+    /// What each source holds, over the same listeners (see [`Sources`]).
+    pub sources: Arc<Sources>,
+}
+
+impl TcpLimits {
+    pub fn new(idle_timeout: Duration, max_connections: usize, max_per_source: usize) -> Self {
+        Self {
+            idle_timeout,
+            slots: Arc::new(Semaphore::new(max_connections)),
+            sources: Sources::new(max_per_source),
+        }
+    }
 }
 
 /// Connections held by each source, so that one source (idle clients, a slow
@@ -446,16 +458,14 @@ pub async fn serve_tcp(
     limits: TcpLimits,
     shutdown: CancellationToken,
 ) {
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let sources = Sources::new(limits.max_per_source);
     let tracker = tokio_util::task::TaskTracker::new();
     while let Some((stream, peer)) = accept(&listener, &shutdown, "tcp").await {
-        let Some(mine) = sources.take(peer.ip()) else {
+        let Some(mine) = limits.sources.take(peer.ip()) else {
             cx.metrics.tcp_rejected_source();
             drop(stream);
             continue;
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
+        let Ok(permit) = limits.slots.clone().try_acquire_owned() else {
             debug!(%peer, "tcp connection cap reached; closing new connection");
             cx.metrics.tcp_rejected();
             drop(stream);
@@ -465,8 +475,16 @@ pub async fn serve_tcp(
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
             cx.metrics.tcp_opened();
-            if let Err(error) =
-                serve_connection(stream, peer, &cx, limits.idle_timeout, &shutdown).await
+            let _ = stream.set_nodelay(true);
+            if let Err(error) = serve_connection(
+                stream,
+                peer,
+                &cx,
+                Transport::Tcp,
+                limits.idle_timeout,
+                &shutdown,
+            )
+            .await
             {
                 debug!(%error, %peer, "tcp connection ended with an error");
             }
@@ -505,14 +523,97 @@ pub(crate) async fn accept(
     }
 }
 
-async fn serve_connection(
-    mut stream: TcpStream,
+/// Accepts DNS-over-TLS connections on `listener` (RFC 7858; zone transfers too, RFC
+/// 9103) until `shutdown`: the TCP listeners' slots and per-source shares, a
+/// handshake that must finish within the idle timeout (a client that stalls it is
+/// cut, and a flood of them holds only slots), then the same framing, pipelining,
+/// timeouts and answers as DNS over TCP. Each handshake takes the certificate
+/// current when it starts.
+pub async fn serve_tls(
+    listener: TcpListener,
+    cx: Arc<ServeContext>,
+    limits: TcpLimits,
+    certificates: Arc<crate::tls::Certificates>,
+    shutdown: CancellationToken,
+) {
+    let tracker = tokio_util::task::TaskTracker::new();
+    while let Some((stream, peer)) = accept(&listener, &shutdown, "tls").await {
+        let Some(mine) = limits.sources.take(peer.ip()) else {
+            cx.metrics.tcp_rejected_source();
+            drop(stream);
+            continue;
+        };
+        let Ok(permit) = limits.slots.clone().try_acquire_owned() else {
+            debug!(%peer, "tcp connection cap reached; closing new tls connection");
+            cx.metrics.tcp_rejected();
+            drop(stream);
+            continue;
+        };
+        let cx = cx.clone();
+        let shutdown = shutdown.clone();
+        let acceptor = certificates.acceptor();
+        let idle = limits.idle_timeout;
+        tracker.spawn(async move {
+            cx.metrics.tcp_opened();
+            let _ = stream.set_nodelay(true);
+            let handshake = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => None,
+                r = tokio::time::timeout(idle, acceptor.accept(stream)) => Some(r),
+            };
+            match handshake {
+                Some(Ok(Ok(tls))) => {
+                    if let Err(error) =
+                        serve_connection(tls, peer, &cx, Transport::Tls, idle, &shutdown).await
+                    {
+                        debug!(%error, %peer, "tls connection ended with an error");
+                    }
+                }
+                Some(Ok(Err(error))) => {
+                    cx.metrics.tls_handshake_failed();
+                    debug!(%error, %peer, "tls handshake failed");
+                }
+                Some(Err(_elapsed)) => {
+                    cx.metrics.tls_handshake_failed();
+                    debug!(%peer, "tls handshake not finished within the idle timeout");
+                }
+                None => {}
+            }
+            cx.metrics.tcp_closed();
+            drop((permit, mine));
+        });
+    }
+    drop(listener);
+    tracker.close();
+    tracker.wait().await;
+}
+
+/// A stream DNS messages go over: TCP, or TLS over TCP; and how much of what was
+/// written the peer has not yet acknowledged, for the transfer timeout (see [`send`]).
+pub(crate) trait Conn: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {
+    fn tcp(&self) -> &TcpStream;
+}
+
+impl Conn for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl Conn for tokio_rustls::server::TlsStream<TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref().0
+    }
+}
+
+async fn serve_connection<S: Conn>(
+    mut stream: S,
     peer: SocketAddr,
     cx: &ServeContext,
+    transport: Transport,
     idle: Duration,
     shutdown: &CancellationToken,
 ) -> std::io::Result<()> {
-    let _ = stream.set_nodelay(true);
     let mut query = Vec::with_capacity(512);
     loop {
         // Wait for the next length prefix: idle timeout or shutdown end the connection.
@@ -530,7 +631,7 @@ async fn serve_connection(
             Err(_elapsed) => return Ok(()),
             Ok(r) => r?,
         };
-        let Some(response) = cx.handle(&query, Transport::Tcp, peer) else {
+        let Some(response) = cx.handle(&query, transport, peer) else {
             continue;
         };
         if let Some(plan) = response.transfer {
@@ -547,8 +648,8 @@ async fn serve_connection(
 
 /// Writes one length-prefixed message. `Ok(false)`: the connection is to end (the
 /// peer does not read, or shutdown).
-async fn send(
-    stream: &mut TcpStream,
+async fn send<S: Conn>(
+    stream: &mut S,
     peer: SocketAddr,
     message: &[u8],
     idle: Duration,
@@ -566,7 +667,7 @@ async fn send(
     // (autotuned to megabytes), a writer is woken only once much of it has drained,
     // which takes longer than `idle` for a peer reading at 128 KiB/s.
     let mut rest = &framed[..];
-    let mut queued = unacknowledged(stream);
+    let mut queued = unacknowledged(stream.tcp());
     while !rest.is_empty() {
         let r = tokio::select! {
             biased;
@@ -575,7 +676,7 @@ async fn send(
         };
         match r {
             Err(_elapsed) => {
-                let now = unacknowledged(stream);
+                let now = unacknowledged(stream.tcp());
                 if let (Some(before), Some(after)) = (queued, now)
                     && after < before
                 {
@@ -588,12 +689,16 @@ async fn send(
             Ok(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
             Ok(Ok(n)) => {
                 rest = &rest[n..];
-                queued = unacknowledged(stream);
+                queued = unacknowledged(stream.tcp());
             }
             Ok(Err(e)) => return Err(e),
         }
     }
-    Ok(true)
+    // TLS holds records until flushed (a no-op on TCP).
+    match tokio::time::timeout(idle, stream.flush()).await {
+        Err(_elapsed) => Ok(false),
+        Ok(r) => r.map(|()| true),
+    }
 }
 
 /// Bytes in `stream`'s send queue that the peer has not acknowledged (TIOCOUTQ);
@@ -611,8 +716,8 @@ fn unacknowledged(stream: &TcpStream) -> Option<usize> {
 /// starts (a refresh during the transfer does not mix versions). At most
 /// `max-transfers` at once; a peer that stops reading is cut after the idle timeout.
 /// One log line per transfer.
-async fn serve_transfer(
-    stream: &mut TcpStream,
+async fn serve_transfer<S: Conn>(
+    stream: &mut S,
     peer: SocketAddr,
     cx: &ServeContext,
     plan: &Plan,

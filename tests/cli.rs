@@ -261,6 +261,7 @@ fn reference_config_and_docs_show_every_key() {
             "server",
             &[
                 "listen",
+                "tls-listen",
                 "udp-payload-size",
                 "tcp-idle-timeout",
                 "max-tcp-connections",
@@ -334,6 +335,8 @@ fn reference_config_and_docs_show_every_key() {
             ],
         ),
         ("catalog", &["zone"]),
+        ("tls", &["certificate", "key"]),
+        ("transfer", &["allow", "tsig-key", "notify", "require-tls"]),
     ];
     for (table, names) in keys {
         // Every occurrence of the table (arrays of tables) together.

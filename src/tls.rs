@@ -1,0 +1,222 @@
+//! DNS over TLS (RFC 7858) and zone transfers over TLS (RFC 9103): the certificate
+//! pair, read and checked into the rustls configuration every new handshake uses.
+//!
+//! TLS 1.3 and 1.2 through rustls with the aws-lc-rs provider (already in the tree
+//! for TSIG), ALPN `dot` (BIND's XoT requires it, RFC 9103 section 7.1), session
+//! resumption by ticket and by session id. [`Certificates`] holds the current
+//! configuration; a reload (SIGHUP, or a change of either file, polled) swaps it for
+//! new handshakes while open connections carry on with the one they started with. A
+//! pair that fails to load keeps the old one (logged and counted by the caller).
+//! Errors name the file and what is wrong, never its content.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+/// A certificate or key file larger than this is refused unread (a chain is a few KB).
+const MAX_FILE: u64 = 1 << 20;
+
+/// Which of the two files an error is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Which {
+    Certificate,
+    Key,
+}
+
+/// A pair that cannot be used: which file, and why (never its content).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsError {
+    pub file: Which,
+    pub message: String,
+}
+
+impl std::fmt::Display for TlsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// `[tls]`: the two files, and the rustls configuration made from them.
+#[derive(Clone)]
+pub struct TlsConfig {
+    pub certificate: PathBuf,
+    pub key: PathBuf,
+    pub server: Arc<rustls::ServerConfig>,
+}
+
+impl std::fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsConfig")
+            .field("certificate", &self.certificate)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsConfig {
+    /// Reads both files (PEM; the certificate chain leaf first; the key PKCS#8, SEC1
+    /// or RSA) and checks that the key is the certificate's.
+    pub fn load(certificate: &Path, key: &Path) -> Result<Self, TlsError> {
+        let cert_err = |message: String| TlsError {
+            file: Which::Certificate,
+            message: format!("{}: {message}", certificate.display()),
+        };
+        let key_err = |message: String| TlsError {
+            file: Which::Key,
+            message: format!("{}: {message}", key.display()),
+        };
+        let cert_pem = read_bounded(certificate).map_err(cert_err)?;
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+            .collect::<Result<_, _>>()
+            .map_err(|e| cert_err(format!("not a PEM certificate chain ({e})")))?;
+        if chain.is_empty() {
+            return Err(cert_err("no PEM certificate in it".into()));
+        }
+        let key_pem = read_bounded(key).map_err(key_err)?;
+        let private = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
+            key_err(format!(
+                "no PEM private key (PKCS#8, SEC1 or RSA) in it ({e})"
+            ))
+        })?;
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| cert_err(format!("TLS setup failed: {e}")))?
+            .with_no_client_auth()
+            .with_single_cert(chain, private)
+            .map_err(|e| key_err(format!("does not go with the certificate ({e})")))?;
+        server.alpn_protocols = vec![b"dot".to_vec()];
+        // Resumption: TLS 1.3 tickets, and the session cache rustls keeps for 1.2.
+        server.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()
+            .map_err(|e| cert_err(format!("TLS session tickets: {e}")))?;
+        Ok(Self {
+            certificate: certificate.to_path_buf(),
+            key: key.to_path_buf(),
+            server: Arc::new(server),
+        })
+    }
+}
+
+/// A regular file of at most [`MAX_FILE`] bytes.
+fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot be read ({e})"))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot be read ({e})"))?;
+    if !meta.is_file() || meta.len() > MAX_FILE {
+        return Err(format!("not a regular file of at most {MAX_FILE} bytes"));
+    }
+    let mut body = Vec::with_capacity(meta.len() as usize);
+    file.take(MAX_FILE)
+        .read_to_end(&mut body)
+        .map_err(|e| format!("cannot be read ({e})"))?;
+    Ok(body)
+}
+
+/// What a change of either file looks like from outside: (modified, length) of each.
+pub type Stamp = [(Option<SystemTime>, u64); 2];
+
+/// The stamp of the pair now (a file that cannot be read stamps as nothing).
+pub fn stamp(certificate: &Path, key: &Path) -> Stamp {
+    let one = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| (m.modified().ok(), m.len()))
+            .unwrap_or((None, 0))
+    };
+    [one(certificate), one(key)]
+}
+
+/// The configuration new handshakes use; swapped whole by a reload.
+#[derive(Debug)]
+pub struct Certificates {
+    current: ArcSwap<rustls::ServerConfig>,
+}
+
+impl Certificates {
+    pub fn new(config: &TlsConfig) -> Self {
+        Self {
+            current: ArcSwap::new(config.server.clone()),
+        }
+    }
+
+    /// The configuration for the next handshake.
+    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::from(self.current.load_full())
+    }
+
+    /// From now on, new handshakes use `config`.
+    pub fn replace(&self, config: &TlsConfig) {
+        self.current.store(config.server.clone());
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A self-signed pair for `name` (openssl), written into `dir`; (cert, key).
+    pub(crate) fn pair(dir: &Path, name: &str, tag: &str) -> (PathBuf, PathBuf) {
+        let cert = dir.join(format!("{tag}.crt"));
+        let key = dir.join(format!("{tag}.key"));
+        let ok = std::process::Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+            ])
+            .args(["-nodes", "-days", "2", "-subj"])
+            .arg(format!("/CN={name}"))
+            .arg("-addext")
+            .arg(format!("subjectAltName=DNS:{name}"))
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "openssl req");
+        (cert, key)
+    }
+
+    #[test]
+    fn a_pair_loads_and_every_bad_one_names_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = pair(dir.path(), "dns.test", "a");
+        let loaded = TlsConfig::load(&cert, &key).unwrap();
+        assert_eq!(loaded.server.alpn_protocols, [b"dot".to_vec()]);
+        let (_, other_key) = pair(dir.path(), "dns.test", "b");
+        let e = TlsConfig::load(&cert, &other_key).unwrap_err();
+        assert_eq!(e.file, Which::Key, "{e}");
+        assert!(
+            e.message.contains("b.key") && e.message.contains("does not go with"),
+            "{e}"
+        );
+        let e = TlsConfig::load(&dir.path().join("missing.crt"), &key).unwrap_err();
+        assert_eq!(e.file, Which::Certificate);
+        assert!(e.message.contains("missing.crt"), "{e}");
+        // A key where the certificate should be; a certificate where the key should be.
+        let e = TlsConfig::load(&key, &key).unwrap_err();
+        assert_eq!(e.file, Which::Certificate, "{e}");
+        let e = TlsConfig::load(&cert, &cert).unwrap_err();
+        assert_eq!(e.file, Which::Key, "{e}");
+        // Never the file's content in the message.
+        let secret = dir.path().join("secret.txt");
+        std::fs::write(&secret, "hunter2-very-secret\n").unwrap();
+        let e = TlsConfig::load(&secret, &key).unwrap_err();
+        assert!(!e.message.contains("hunter2"), "{e}");
+        assert!(
+            TlsConfig::load(Path::new("/dev/zero"), &key).is_err(),
+            "not a regular file"
+        );
+    }
+}

@@ -1,0 +1,438 @@
+//! DNS over TLS (RFC 7858) and zone transfers over TLS (RFC 9103) against the whole
+//! app on port 0, with real clients: kdig (`+tls-ca +tls-hostname`), `openssl
+//! s_client` for the certificate a handshake presents, and a tokio-rustls client for
+//! a connection held open across a renewal. The test makes its own CA with openssl.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use privatelink_dns::app::Server;
+use privatelink_dns::config::Config;
+use support::{eventually, sample};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const NAME: &str = "dns.test";
+
+fn have(tool: &str) -> bool {
+    Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+        || Command::new(tool).arg("version").output().is_ok()
+}
+
+fn openssl(args: &[&str]) {
+    let out = Command::new("openssl").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA in `dir` (ca.crt, ca.key).
+fn ca(dir: &Path) {
+    let d = |f: &str| dir.join(f).display().to_string();
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test CA",
+        "-keyout",
+        &d("ca.key"),
+        "-out",
+        &d("ca.crt"),
+    ]);
+}
+
+/// A leaf for NAME signed by the CA, with this serial, written to `tag`.crt/.key.
+fn leaf(dir: &Path, tag: &str, serial: &str) -> (PathBuf, PathBuf) {
+    let d = |f: &str| dir.join(f).display().to_string();
+    let (key, csr, crt, ext) = (
+        d(&format!("{tag}.key")),
+        d(&format!("{tag}.csr")),
+        d(&format!("{tag}.crt")),
+        d(&format!("{tag}.ext")),
+    );
+    openssl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-subj",
+        &format!("/CN={NAME}"),
+        "-keyout",
+        &key,
+        "-out",
+        &csr,
+    ]);
+    std::fs::write(&ext, format!("subjectAltName=DNS:{NAME}\n")).unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &d("ca.crt"),
+        "-CAkey",
+        &d("ca.key"),
+        "-set_serial",
+        serial,
+        "-days",
+        "2",
+        "-extfile",
+        &ext,
+        "-out",
+        &crt,
+    ]);
+    (PathBuf::from(crt), PathBuf::from(key))
+}
+
+/// Replaces the served pair's files with `tag`'s (each by rename: never half a file).
+fn install(dir: &Path, tag: &str) {
+    for ext in ["crt", "key"] {
+        std::fs::copy(
+            dir.join(format!("{tag}.{ext}")),
+            dir.join(format!("next.{ext}")),
+        )
+        .unwrap();
+        std::fs::rename(
+            dir.join(format!("next.{ext}")),
+            dir.join(format!("served.{ext}")),
+        )
+        .unwrap();
+    }
+}
+
+/// The test config; `idle`: `tcp-idle-timeout`.
+fn config_text(dir: &Path, idle: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = ["127.0.0.1:0"]
+tls-listen = ["127.0.0.1:0"]
+tcp-idle-timeout = "{idle}"
+
+[http]
+listen = "127.0.0.1:0"
+
+[tls]
+certificate = "{}"
+key = "{}"
+
+[transfer]
+allow = ["127.0.0.0/8"]
+
+[[zone]]
+origin = "x.test"
+
+[[zone.record]]
+name = "www"
+a = ["192.0.2.1"]
+
+[[zone]]
+origin = "xot.test"
+transfer = {{ allow = ["127.0.0.0/8"], require-tls = true }}
+
+[[zone.record]]
+name = "www"
+a = ["192.0.2.2"]
+"#,
+        dir.join("served.crt").display(),
+        dir.join("served.key").display()
+    )
+}
+
+fn kdig(dir: &Path, tls: SocketAddr, hostname: &str, args: &[&str]) -> String {
+    let out = Command::new("kdig")
+        .arg(format!("@{}", tls.ip()))
+        .args(["-p", &tls.port().to_string(), "+time=3", "+retry=0", "+tls"])
+        .arg(format!("+tls-ca={}", dir.join("ca.crt").display()))
+        .arg(format!("+tls-hostname={hostname}"))
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// The serial of the certificate a new handshake presents.
+fn presented_serial(tls: SocketAddr) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo | openssl s_client -connect {tls} -servername {NAME} -alpn dot 2>/dev/null | openssl x509 -noout -serial"
+        ))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A DNS query for `name` A, with a 2-byte length.
+fn framed_query(id: u16, name: &str) -> Vec<u8> {
+    let mut m = hickory_proto::op::Message::query();
+    m.metadata.id = id;
+    m.add_query(hickory_proto::op::Query::query(
+        hickory_proto::rr::Name::from_ascii(name).unwrap(),
+        hickory_proto::rr::RecordType::A,
+    ));
+    let bytes = m.to_vec().unwrap();
+    let mut out = (bytes.len() as u16).to_be_bytes().to_vec();
+    out.extend(bytes);
+    out
+}
+
+async fn read_answer<S: AsyncReadExt + Unpin>(s: &mut S) -> hickory_proto::op::Message {
+    let len = s.read_u16().await.unwrap();
+    let mut buf = vec![0; usize::from(len)];
+    s.read_exact(&mut buf).await.unwrap();
+    hickory_proto::op::Message::from_vec(&buf).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dot_and_xot_answer_verified_clients_and_renew_without_a_restart() {
+    if !have("kdig") || !have("openssl") {
+        assert!(
+            std::env::var_os("PRIVATELINK_DNS_E2E").is_none(),
+            "kdig and openssl are required"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ca(d);
+    leaf(d, "one", "0x1111");
+    leaf(d, "two", "0x2222");
+    install(d, "one");
+    // Long enough for the connection held across the renewals below.
+    let text = config_text(d, "60s");
+    let server =
+        Server::start(&Config::from_toml(&text, &d.join("c.toml").display().to_string()).unwrap())
+            .await
+            .unwrap();
+    let tls = server.tls_addrs()[0];
+    let tcp = server.tcp_addrs()[0];
+
+    // A verified answer; the wrong hostname fails verification.
+    let out = kdig(d, tls, NAME, &["www.x.test", "A"]);
+    assert!(
+        out.contains("192.0.2.1") && out.contains("NOERROR"),
+        "{out}"
+    );
+    let out = kdig(d, tls, "other.test", &["www.x.test", "A"]);
+    assert!(
+        !out.contains("192.0.2.1"),
+        "the wrong hostname must fail: {out}"
+    );
+    assert_eq!(presented_serial(tls), "serial=1111");
+
+    // XoT: the require-tls zone transfers over TLS, and is REFUSED (EDE 18) over TCP.
+    let out = kdig(d, tls, NAME, &["xot.test", "AXFR"]);
+    assert!(out.contains("192.0.2.2"), "AXFR over TLS: {out}");
+    let plain = Command::new("kdig")
+        .args([
+            &format!("@{}", tcp.ip()),
+            "-p",
+            &tcp.port().to_string(),
+            "+time=3",
+            "+retry=0",
+        ])
+        .args(["xot.test", "AXFR"])
+        .output()
+        .unwrap();
+    let plain = String::from_utf8_lossy(&plain.stdout).into_owned()
+        + &String::from_utf8_lossy(&plain.stderr);
+    assert!(
+        plain.contains("REFUSED") && !plain.contains("192.0.2.2"),
+        "{plain}"
+    );
+    let http = server.http_addr().unwrap();
+    let (_, metrics) = support::http_get(http, "/metrics").await;
+    assert_eq!(
+        sample(
+            &metrics,
+            "privatelink_dns_refusals_total{reason=\"transfer_tls\"}"
+        ),
+        1.0,
+        "{metrics}"
+    );
+    // A zone without require-tls still transfers over plain TCP.
+    let ok = Command::new("kdig")
+        .args([
+            &format!("@{}", tcp.ip()),
+            "-p",
+            &tcp.port().to_string(),
+            "+time=3",
+            "+retry=0",
+        ])
+        .args(["x.test", "AXFR"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("192.0.2.1"));
+
+    // A connection held open across the renewals (tokio-rustls client, pipelined).
+    let mut roots = rustls::RootCertStore::empty();
+    let ca_pem = std::fs::read(d.join("ca.crt")).unwrap();
+    use rustls::pki_types::pem::PemObject;
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(&ca_pem) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    client.alpn_protocols = vec![b"dot".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+    let stream = tokio::net::TcpStream::connect(tls).await.unwrap();
+    let mut held = connector
+        .connect(
+            rustls::pki_types::ServerName::try_from(NAME).unwrap(),
+            stream,
+        )
+        .await
+        .unwrap();
+    assert_eq!(held.get_ref().1.alpn_protocol(), Some(&b"dot"[..]));
+    let mut two = framed_query(1, "www.x.test.");
+    two.extend(framed_query(2, "www.xot.test."));
+    held.write_all(&two).await.unwrap();
+    let (a, b) = (read_answer(&mut held).await, read_answer(&mut held).await);
+    assert_eq!(
+        (a.metadata.id, b.metadata.id),
+        (1, 2),
+        "pipelined, in order"
+    );
+
+    // Renewal by SIGHUP (a reload): new handshakes present the new certificate.
+    install(d, "two");
+    let report = server
+        .reload(Config::from_toml(&text, &d.join("c.toml").display().to_string()).unwrap())
+        .await;
+    assert!(
+        report.restart_needed.is_empty(),
+        "{:?}",
+        report.restart_needed
+    );
+    assert_eq!(presented_serial(tls), "serial=2222");
+    held.write_all(&framed_query(3, "www.x.test."))
+        .await
+        .unwrap();
+    assert_eq!(
+        read_answer(&mut held).await.metadata.id,
+        3,
+        "the open connection carries on"
+    );
+
+    // Renewal without SIGHUP: the files are polled.
+    install(d, "one");
+    eventually(
+        Duration::from_secs(20),
+        "the watched files reloaded",
+        || async { presented_serial(tls) == "serial=1111" },
+    )
+    .await;
+    // A bad pair (the key of another certificate) keeps the old one, counted.
+    let (_, stray_key) = leaf(d, "stray", "0x3333");
+    std::fs::copy(d.join("two.crt"), d.join("next.crt")).unwrap();
+    std::fs::rename(d.join("next.crt"), d.join("served.crt")).unwrap();
+    std::fs::copy(&stray_key, d.join("next.key")).unwrap();
+    std::fs::rename(d.join("next.key"), d.join("served.key")).unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "a failed reload counted",
+        || async {
+            let (_, m) = support::http_get(http, "/metrics").await;
+            // (No sample until the first failure.)
+            m.lines().any(|l| {
+                l.starts_with("privatelink_dns_tls_certificate_reloads_total{outcome=\"failed\"} ")
+            })
+        },
+    )
+    .await;
+    assert_eq!(
+        presented_serial(tls),
+        "serial=1111",
+        "the previous pair stays"
+    );
+    let (status, _) = support::http_get(http, "/readyz").await;
+    assert_eq!(status, 200, "/readyz through renewals");
+    held.write_all(&framed_query(4, "www.x.test."))
+        .await
+        .unwrap();
+    assert_eq!(read_answer(&mut held).await.metadata.id, 4);
+    server.shutdown().await;
+}
+
+/// Handshakes that never finish hold slots only until the idle timeout, and only
+/// their source's share: a client from another address, and UDP, are answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_handshakes_do_not_stop_service() {
+    if !have("kdig") || !have("openssl") {
+        assert!(
+            std::env::var_os("PRIVATELINK_DNS_E2E").is_none(),
+            "kdig and openssl are required"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ca(d);
+    leaf(d, "one", "0x1111");
+    install(d, "one");
+    let server = Server::start(&Config::from_toml(&config_text(d, "2s"), "c.toml").unwrap())
+        .await
+        .unwrap();
+    let tls = server.tls_addrs()[0];
+    let udp = server.udp_addrs()[0];
+    // 1,000 connections that say nothing (or half a ClientHello), from 127.0.0.1.
+    let mut idle = Vec::new();
+    for i in 0..1000 {
+        if let Ok(mut s) = tokio::net::TcpStream::connect(tls).await {
+            if i % 2 == 0 {
+                let _ = s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).await;
+            }
+            idle.push(s);
+        }
+    }
+    // Another source (127.0.0.2, as on-prem resolvers each are) gets a verified answer.
+    let out = Command::new("kdig")
+        .args([
+            "-b",
+            "127.0.0.2",
+            &format!("@{}", tls.ip()),
+            "-p",
+            &tls.port().to_string(),
+        ])
+        .args(["+time=3", "+retry=0", "+tls"])
+        .arg(format!("+tls-ca={}", d.join("ca.crt").display()))
+        .arg(format!("+tls-hostname={NAME}"))
+        .args(["www.x.test", "A"])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&out.stdout);
+    assert!(out.contains("192.0.2.1"), "{out}");
+    assert_eq!(support::a(udp, "www.x.test.").await, ["192.0.2.1"], "UDP");
+    // After the idle timeout the stalled handshakes are gone: 127.0.0.1 is served again.
+    eventually(
+        Duration::from_secs(15),
+        "the stalled handshakes cut",
+        || async { kdig(d, tls, NAME, &["www.x.test", "A"]).contains("192.0.2.1") },
+    )
+    .await;
+    drop(idle);
+    server.shutdown().await;
+}
