@@ -146,6 +146,11 @@ pub fn respond(
             payload: our_size,
             dnssec_ok: edns.flags().dnssec_ok,
             ede: None,
+            // Padding hides lengths only where the bytes are encrypted.
+            pad: transport == Transport::Tls
+                && edns
+                    .option(hickory_proto::rr::rdata::opt::EdnsCode::Padding)
+                    .is_some(),
         });
     }
     let limit = match transport {
@@ -582,7 +587,15 @@ struct OptReply {
     dnssec_ok: bool,
     /// Extended DNS Error info-code (RFC 8914), if any.
     ede: Option<u16>,
+    /// Pad the response (RFC 7830) to a multiple of [`PADDING_BLOCK`]: a padded query
+    /// over TLS.
+    pad: bool,
 }
+
+/// RFC 8467 section 4.1: responses padded to a multiple of 468 bytes.
+const PADDING_BLOCK: usize = 468;
+/// The EDNS Padding option (RFC 7830).
+const PADDING_OPTION_CODE: u16 = 12;
 
 /// RFC 8914 info-code 20: the server is not authoritative for the name.
 const EDE_NOT_AUTHORITATIVE: u16 = 20;
@@ -762,9 +775,19 @@ impl<'s> Reply<'s> {
             edns.set_version(0);
             edns.set_dnssec_ok(opt.dnssec_ok);
             edns.set_rcode_high(rcode.high());
+            let mut options_len = 0;
             if let Some(code) = opt.ede {
                 let option = EdnsOption::Unknown(EDE_OPTION_CODE, code.to_be_bytes().to_vec());
                 edns.options_mut().insert(option);
+                options_len += 4 + 2;
+            }
+            if opt.pad {
+                // What the message will be with an empty padding option (OPT: root
+                // name, type, class, TTL, RDLENGTH; then the options), rounded up.
+                let unpadded = enc.offset() + 11 + options_len + 4;
+                let fill = (PADDING_BLOCK - unpadded % PADDING_BLOCK) % PADDING_BLOCK;
+                edns.options_mut()
+                    .insert(EdnsOption::Unknown(PADDING_OPTION_CODE, vec![0; fill]));
             }
             Record::from(&edns).emit(&mut enc).ok()?;
         }
@@ -1457,6 +1480,43 @@ version = "test-version"
         assert_eq!(r.rcode, ResponseCode::FormErr);
         assert_eq!(&r.bytes[..2], &bytes[..2], "ID copied");
         assert_eq!(r.bytes.len(), 12, "header only");
+    }
+
+    /// RFC 7830 / 8467: a padded query over TLS gets a response padded to a multiple
+    /// of 468 bytes; over TCP, or unpadded, none.
+    #[test]
+    fn padded_queries_over_tls_get_padded_responses() {
+        let query = |pad: bool| {
+            let mut m = q("www.example.com.", RecordType::A).message();
+            let mut edns = hickory_proto::op::Edns::new();
+            edns.set_max_payload(1232);
+            if pad {
+                edns.options_mut()
+                    .insert(EdnsOption::Unknown(12, vec![0; 16]));
+            }
+            m.set_edns(edns);
+            m.to_vec().unwrap()
+        };
+        let r = answer(&query(true), &snap(), Transport::Tls).unwrap();
+        assert_eq!(r.bytes.len() % PADDING_BLOCK, 0, "{}", r.bytes.len());
+        let m = Message::from_vec(&r.bytes).unwrap();
+        assert!(!m.answers.is_empty());
+        assert!(m.edns.as_ref().unwrap().option(EdnsCode::Padding).is_some());
+        for (pad, transport) in [(true, Transport::Tcp), (false, Transport::Tls)] {
+            let r = answer(&query(pad), &snap(), transport).unwrap();
+            let m = Message::from_vec(&r.bytes).unwrap();
+            assert!(
+                m.edns.as_ref().unwrap().option(EdnsCode::Padding).is_none(),
+                "{pad} {transport:?}"
+            );
+        }
+        // A refusal is padded too (its length says nothing either).
+        let mut refused = Message::from_vec(&query(true)).unwrap();
+        refused.queries[0] =
+            Query::query(Name::from_str("www.example.org.").unwrap(), RecordType::A);
+        let r = answer(&refused.to_vec().unwrap(), &snap(), Transport::Tls).unwrap();
+        assert_eq!(r.rcode, ResponseCode::Refused);
+        assert_eq!(r.bytes.len() % PADDING_BLOCK, 0);
     }
 
     #[test]

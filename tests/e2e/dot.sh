@@ -100,6 +100,8 @@ E2E_PIDS+=($PLDNS_PID)
 wait_dns 127.0.0.1 "$PORT" dot.example.net
 tls_query() { kdig +time=2 +retry=0 @127.0.0.1 -p 853 +tls +tls-ca="$DIR/ca.crt" "$@" 2>&1 || true; }
 expect_contains "kdig over TLS, verified as dns.test" "192.0.2.1" "$(tls_query +tls-hostname=dns.test +short www.dot.example.net A)"
+expect_contains "kdig over TLS (which pads its queries): the answer is padded (RFC 7830)" "PADDING" \
+    "$(tls_query +tls-hostname=dns.test www.dot.example.net A)"
 expect_eq "kdig over TLS, the wrong hostname: no answer" "" \
     "$(tls_query +tls-hostname=other.test +short www.dot.example.net A | grep -E '^192\.' || true)"
 
