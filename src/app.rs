@@ -180,6 +180,7 @@ impl Server {
         {
             let certificates = Arc::new(crate::tls::Certificates::new(tls));
             server.certificates = Some(certificates.clone());
+            server.metrics.tls_not_after(tls.not_after);
             for (asked, listener) in tls_listeners {
                 server.serve_tls(asked, listener, limits.clone(), certificates.clone())?;
             }
@@ -327,6 +328,7 @@ impl Server {
                 match loaded {
                     Ok(Ok(pair)) => {
                         certificates.replace(&pair);
+                        metrics.tls_not_after(pair.not_after);
                         metrics.tls_reload("ok");
                         info!(certificate = %tls.certificate.display(), "tls certificate reloaded (the files changed)");
                     }
@@ -508,6 +510,7 @@ impl Server {
         // The pair was loaded (and checked) with the config: new handshakes use it.
         if let (Some(certificates), Some(tls)) = (&self.certificates, &new.tls) {
             certificates.replace(tls);
+            self.metrics.tls_not_after(tls.not_after);
             self.metrics.tls_reload("ok");
         }
         self.serve

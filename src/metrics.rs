@@ -109,6 +109,7 @@ pub struct Metrics {
     tcp_rejected: Counter,
     tcp_rejected_source: Counter,
     tls_handshake_failures: Counter,
+    tls_not_after: prometheus_client::metrics::gauge::Gauge<i64, std::sync::atomic::AtomicI64>,
     tls_reloads: Family<OutcomeLabels, Counter>,
     refusals: Family<ReasonLabels, Counter>,
     transfers: Family<TransferLabels, Counter>,
@@ -230,6 +231,14 @@ impl Metrics {
             "DNS-over-TLS handshakes that failed or did not finish within tcp-idle-timeout",
             tls_handshake_failures.clone(),
         );
+        let tls_not_after =
+            prometheus_client::metrics::gauge::Gauge::<i64, std::sync::atomic::AtomicI64>::default(
+            );
+        registry.register(
+            "tls_certificate_not_after_timestamp_seconds",
+            "When the served [tls] certificate expires (Unix time; 0 without one, or if unreadable)",
+            tls_not_after.clone(),
+        );
         let tls_reloads = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "tls_certificate_reloads",
@@ -277,6 +286,7 @@ impl Metrics {
             tcp_rejected,
             tcp_rejected_source,
             tls_handshake_failures,
+            tls_not_after,
             tls_reloads,
             refusals,
             transfers,
@@ -378,6 +388,11 @@ impl Metrics {
 
     pub fn tls_handshake_failed(&self) {
         self.tls_handshake_failures.inc();
+    }
+
+    /// The served certificate's notAfter (Unix seconds).
+    pub fn tls_not_after(&self, at: Option<i64>) {
+        self.tls_not_after.set(at.unwrap_or(0));
     }
 
     /// A reload of the certificate pair: "ok", or "failed" (the old pair stays).

@@ -47,6 +47,8 @@ pub struct TlsConfig {
     pub certificate: PathBuf,
     pub key: PathBuf,
     pub server: Arc<rustls::ServerConfig>,
+    /// The leaf certificate's notAfter, in Unix seconds (None if it cannot be read).
+    pub not_after: Option<i64>,
 }
 
 impl std::fmt::Debug for TlsConfig {
@@ -77,6 +79,7 @@ impl TlsConfig {
         if chain.is_empty() {
             return Err(cert_err("no PEM certificate in it".into()));
         }
+        let not_after = not_after(&chain[0]);
         let key_pem = read_bounded(key).map_err(key_err)?;
         let private = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
             key_err(format!(
@@ -98,8 +101,69 @@ impl TlsConfig {
             certificate: certificate.to_path_buf(),
             key: key.to_path_buf(),
             server: Arc::new(server),
+            not_after,
         })
     }
+}
+
+/// One DER element at the start of `der`: (tag, contents, the rest).
+fn der(der: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = der.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        (len, &rest[n..])
+    };
+    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+}
+
+/// The notAfter of an X.509 certificate (RFC 5280 4.1.2.5), in Unix seconds: a walk
+/// to TBSCertificate's validity, for the expiry gauge. `None` if it does not parse.
+pub fn not_after(cert: &[u8]) -> Option<i64> {
+    let (_, certificate, _) = der(cert)?;
+    let (_, tbs, _) = der(certificate)?;
+    let mut rest = tbs;
+    if rest.first() == Some(&0xa0) {
+        rest = der(rest)?.2; // [0] version
+    }
+    for _ in 0..3 {
+        rest = der(rest)?.2; // serialNumber, signature, issuer
+    }
+    let (_, validity, _) = der(rest)?;
+    let (_, _, after) = der(validity)?; // notBefore
+    let (tag, time, _) = der(after)?;
+    let text = std::str::from_utf8(time).ok()?;
+    let (year, rest) = match tag {
+        0x17 => {
+            // UTCTime YYMMDDHHMMSSZ: 50..99 are 19xx (RFC 5280 4.1.2.5.1).
+            let yy: i64 = text.get(..2)?.parse().ok()?;
+            (if yy >= 50 { 1900 + yy } else { 2000 + yy }, text.get(2..)?)
+        }
+        0x18 => (text.get(..4)?.parse().ok()?, text.get(4..)?), // GeneralizedTime
+        _ => return None,
+    };
+    if rest.len() != 11 || !rest.ends_with('Z') {
+        return None;
+    }
+    let field = |i: usize| -> Option<i64> { rest.get(i..i + 2)?.parse().ok() };
+    let (month, day, hour, minute, second) =
+        (field(0)?, field(2)?, field(4)?, field(6)?, field(8)?);
+    // Days from 1970-01-01 to the date (Howard Hinnant's days_from_civil).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (month + if month > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hour * 3_600 + minute * 60 + second)
 }
 
 /// A regular file of at most [`MAX_FILE`] bytes.
@@ -188,12 +252,68 @@ pub(crate) mod tests {
         (cert, key)
     }
 
+    /// notAfter in either time format (UTCTime until 2049, GeneralizedTime after).
+    #[test]
+    fn not_after_reads_both_time_formats() {
+        fn tlv(tag: u8, body: &[u8]) -> Vec<u8> {
+            let mut out = vec![tag, body.len() as u8];
+            out.extend_from_slice(body);
+            out
+        }
+        let cert = |after: Vec<u8>| {
+            let validity = tlv(0x30, &[tlv(0x17, b"250101000000Z"), after].concat());
+            let tbs = [
+                tlv(0xa0, &tlv(0x02, &[2])),
+                tlv(0x02, &[1]),
+                tlv(0x30, &[]),
+                tlv(0x30, &[]),
+                validity,
+            ]
+            .concat();
+            tlv(0x30, &tlv(0x30, &tbs))
+        };
+        assert_eq!(
+            not_after(&cert(tlv(0x18, b"20600101000000Z"))),
+            Some(2_840_140_800)
+        );
+        assert_eq!(
+            not_after(&cert(tlv(0x17, b"491231235959Z"))),
+            Some(2_524_607_999)
+        );
+        assert_eq!(not_after(&cert(tlv(0x17, b"700101000000Z"))), Some(0));
+        assert_eq!(
+            not_after(&cert(tlv(0x17, b"7001010000Z"))),
+            None,
+            "too short"
+        );
+        assert_eq!(not_after(b"\x30\x80"), None);
+        assert_eq!(not_after(&[]), None);
+    }
+
     #[test]
     fn a_pair_loads_and_every_bad_one_names_its_file() {
         let dir = tempfile::tempdir().unwrap();
         let (cert, key) = pair(dir.path(), "dns.test", "a");
         let loaded = TlsConfig::load(&cert, &key).unwrap();
         assert_eq!(loaded.server.alpn_protocols, [b"dot".to_vec()]);
+        // openssl says when it ends; so must we.
+        let out = std::process::Command::new("openssl")
+            .args(["x509", "-noout", "-enddate", "-dateopt", "iso_8601", "-in"])
+            .arg(&cert)
+            .output()
+            .unwrap();
+        let end = String::from_utf8(out.stdout).unwrap(); // notAfter=2026-12-09 05:20:00Z
+        let end = end.trim().trim_start_matches("notAfter=");
+        let date = std::process::Command::new("date")
+            .args(["-u", "-d", end, "+%s"])
+            .output()
+            .unwrap();
+        let want: i64 = String::from_utf8(date.stdout)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(loaded.not_after, Some(want), "{end}");
         let (_, other_key) = pair(dir.path(), "dns.test", "b");
         let e = TlsConfig::load(&cert, &other_key).unwrap_err();
         assert_eq!(e.file, Which::Key, "{e}");

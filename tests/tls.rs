@@ -269,6 +269,19 @@ async fn dot_and_xot_answer_verified_clients_and_renew_without_a_restart() {
         1.0,
         "{metrics}"
     );
+    // The expiry gauge: the leaf's notAfter, two days from now.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as f64;
+    let not_after = sample(
+        &metrics,
+        "privatelink_dns_tls_certificate_not_after_timestamp_seconds",
+    );
+    assert!(
+        not_after > now + 86_400.0 && not_after < now + 3.0 * 86_400.0,
+        "{not_after} vs {now}"
+    );
     // A zone without require-tls still transfers over plain TCP.
     let ok = Command::new("kdig")
         .args([
