@@ -1115,6 +1115,61 @@ ttl = 30
         assert!(a.warnings[0].contains("configured zone wins"));
     }
 
+    /// An EKS cluster's zone takes its `[[discover]]` block's TTL and transfer policy
+    /// (so it is a catalog member when the block's zones are), and a cluster that
+    /// cannot be served says why.
+    #[test]
+    fn eks_zones_take_their_blocks_ttl_and_transfer() {
+        let extra = "[[discover]]\nvpc-ids = [\"vpc-1\"]\nttl = 7\neks-clusters = [\"*\"]\n\
+                     transfer = { allow = [\"10.0.0.0/8\"] }\n";
+        let cluster = |name: &str, vpc: &str, private: bool, status: &str| Cluster {
+            name: name.into(),
+            endpoint_host: format!("{name}0123.gr7.ap-northeast-1.eks.amazonaws.com"),
+            vpc_id: vpc.into(),
+            status: status.into(),
+            private_access: private,
+            enis: vec![Eni {
+                id: format!("eni-{name}"),
+                availability_zone: "ap-northeast-1a".into(),
+                subnet_id: "subnet-1".into(),
+                ipv4: vec!["10.0.1.9".parse().unwrap()],
+                ipv6: vec!["fd00::9".parse().unwrap()],
+            }],
+        };
+        let mut inv = inventory(vec![]);
+        inv.targets[0].clusters = vec![
+            cluster("prod", "vpc-1", true, "ACTIVE"),
+            cluster("public", "vpc-1", false, "ACTIVE"),
+            cluster("new", "vpc-1", true, "CREATING"),
+            cluster("away", "vpc-2", true, "ACTIVE"),
+        ];
+        let a = assemble(&config(extra), Some(&inv));
+        let z = zone(&a, "prod0123.gr7.ap-northeast-1.eks.amazonaws.com.");
+        assert!(!z.transfer.allow.is_empty(), "the block's transfer policy");
+        let r = record(z, "prod0123.gr7.ap-northeast-1.eks.amazonaws.com.");
+        assert_eq!((r.ttl, r.a.len(), r.aaaa.len()), (7, 1, 1));
+        let skipped: Vec<String> = a
+            .skipped
+            .iter()
+            .map(|s| format!("{} {}", s.endpoint, s.reason))
+            .collect();
+        assert_eq!(
+            skipped,
+            [
+                "eks:away in another VPC: vpc-2",
+                "eks:new status CREATING",
+                "eks:public no private endpoint access"
+            ]
+        );
+        assert_eq!(
+            a.zones
+                .iter()
+                .filter(|z| z.origin.to_string().contains("eks"))
+                .count(),
+            1
+        );
+    }
+
     #[test]
     fn zero_config_skips_endpoints_without_private_dns_unless_any() {
         let on = endpoint(

@@ -118,14 +118,15 @@ fn install(dir: &Path, tag: &str) {
     }
 }
 
-/// The test config; `idle`: `tcp-idle-timeout`.
-fn config_text(dir: &Path, idle: &str) -> String {
+/// The test config; `idle`: `tcp-idle-timeout`; `allow`: `allow-query` networks.
+fn config_text(dir: &Path, idle: &str, allow: &str) -> String {
     format!(
         r#"
 [server]
 listen = ["127.0.0.1:0"]
 tls-listen = ["127.0.0.1:0"]
 tcp-idle-timeout = "{idle}"
+allow-query = [{allow}]
 
 [http]
 listen = "127.0.0.1:0"
@@ -218,7 +219,7 @@ async fn dot_and_xot_answer_verified_clients_and_renew_without_a_restart() {
     leaf(d, "two", "0x2222");
     install(d, "one");
     // Long enough for the connection held across the renewals below.
-    let text = config_text(d, "60s");
+    let text = config_text(d, "60s", "\"127.0.0.1/32\"");
     let server =
         Server::start(&Config::from_toml(&text, &d.join("c.toml").display().to_string()).unwrap())
             .await
@@ -238,6 +239,26 @@ async fn dot_and_xot_answer_verified_clients_and_renew_without_a_restart() {
         "the wrong hostname must fail: {out}"
     );
     assert_eq!(presented_serial(tls), "serial=1111");
+    // allow-query applies over TLS as over every transport.
+    let out = Command::new("kdig")
+        .args([
+            "-b",
+            "127.0.0.2",
+            &format!("@{}", tls.ip()),
+            "-p",
+            &tls.port().to_string(),
+        ])
+        .args(["+time=3", "+retry=0", "+tls"])
+        .arg(format!("+tls-ca={}", d.join("ca.crt").display()))
+        .arg(format!("+tls-hostname={NAME}"))
+        .args(["www.x.test", "A"])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.contains("REFUSED") && !out.contains("192.0.2.1"),
+        "{out}"
+    );
 
     // XoT: the require-tls zone transfers over TLS, and is REFUSED (EDE 18) over TCP.
     let out = kdig(d, tls, NAME, &["xot.test", "AXFR"]);
@@ -406,9 +427,11 @@ async fn stalled_handshakes_do_not_stop_service() {
     ca(d);
     leaf(d, "one", "0x1111");
     install(d, "one");
-    let server = Server::start(&Config::from_toml(&config_text(d, "2s"), "c.toml").unwrap())
-        .await
-        .unwrap();
+    let server = Server::start(
+        &Config::from_toml(&config_text(d, "2s", "\"127.0.0.0/8\""), "c.toml").unwrap(),
+    )
+    .await
+    .unwrap();
     let tls = server.tls_addrs()[0];
     let udp = server.udp_addrs()[0];
     // 1,000 connections that say nothing (or half a ClientHello), from 127.0.0.1.
