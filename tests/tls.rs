@@ -470,5 +470,72 @@ async fn stalled_handshakes_do_not_stop_service() {
     )
     .await;
     drop(idle);
+    // A TLS client that asks for a transfer and never reads is cut (counted failed).
+    // More than the kernel buffers hold (about 5 MB), so the server must wait on it.
+    let big = (0..200_000)
+        .map(|i| {
+            format!(
+                "h{i} 60 IN A 10.{}.{}.{}\n",
+                i >> 16,
+                (i >> 8) % 256,
+                i % 256
+            )
+        })
+        .collect::<String>();
+    std::fs::write(d.join("big.zone"), big).unwrap();
+    let text = config_text(d, "2s", "\"127.0.0.0/8\"")
+        + "[[zone]]\norigin = \"big.test\"\nfile = \"big.zone\"\n";
+    let report = server
+        .reload(Config::from_toml(&text, &d.join("c.toml").display().to_string()).unwrap())
+        .await;
+    assert!(
+        report.restart_needed.is_empty(),
+        "{:?}",
+        report.restart_needed
+    );
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls::pki_types::pem::PemObject;
+    let ca_pem = std::fs::read(d.join("ca.crt")).unwrap();
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(&ca_pem) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(tls).await.unwrap();
+    let mut reader = tokio_rustls::TlsConnector::from(Arc::new(client))
+        .connect(
+            rustls::pki_types::ServerName::try_from(NAME).unwrap(),
+            stream,
+        )
+        .await
+        .unwrap();
+    let mut axfr = hickory_proto::op::Message::query();
+    axfr.add_query(hickory_proto::op::Query::query(
+        hickory_proto::rr::Name::from_ascii("big.test.").unwrap(),
+        hickory_proto::rr::RecordType::AXFR,
+    ));
+    let bytes = axfr.to_vec().unwrap();
+    let mut framed = (bytes.len() as u16).to_be_bytes().to_vec();
+    framed.extend(bytes);
+    reader.write_all(&framed).await.unwrap();
+    let http = server.http_addr().unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "the non-reading TLS client cut",
+        || async {
+            let (_, m) = support::http_get(http, "/metrics").await;
+            m.lines().any(|l| {
+                l.starts_with("privatelink_dns_transfers_total{type=\"AXFR\",outcome=\"failed\"} ")
+            })
+        },
+    )
+    .await;
+    drop(reader);
     server.shutdown().await;
 }
