@@ -1,11 +1,12 @@
-//! UDP and TCP transports: thin shells that move bytes between sockets and the
+//! UDP, TCP and TLS transports: thin shells that move bytes between sockets and the
 //! answering code ([`crate::fast`] first for UDP, else [`crate::answer::answer`]).
 //!
 //! Sockets arrive already bound (see [`crate::app`]); a cancellation token stops
 //! them. The shells own only transport concerns: UDP worker threads on SO_REUSEPORT
 //! sockets with recvmmsg/sendmmsg batches; TCP framing (RFC 1035 4.2.2), pipelining
 //! (queries on one connection are answered in order), the idle timeout and the
-//! connection cap.
+//! connection cap; DNS over TLS (tokio-rustls) is the same connection code over a
+//! TLS stream, after a handshake bounded by the idle timeout, in the same slots.
 //!
 //! Why not hickory-server's `Server`: in 0.26 its `ResponseHandler` only accepts a
 //! `MessageResponse` that it encodes and truncates itself (by the response's EDNS
