@@ -88,6 +88,9 @@ pub struct Server {
     tls_addrs: Vec<SocketAddr>,
     /// The certificate pair new DNS-over-TLS handshakes use, when `tls-listen` is set.
     certificates: Option<Arc<crate::tls::Certificates>>,
+    /// The `[tls]` files the poll watches: the current config's (a reload may name
+    /// others).
+    tls_files: Arc<std::sync::Mutex<Option<(PathBuf, PathBuf)>>>,
     http_addr: Option<SocketAddr>,
     store: Arc<SnapshotStore>,
     stats: Arc<RefreshStats>,
@@ -223,6 +226,7 @@ impl Server {
             tcp_addrs: Vec::new(),
             tls_addrs: Vec::new(),
             certificates: None,
+            tls_files: Arc::default(),
             http_addr: None,
             store,
             stats,
@@ -307,21 +311,35 @@ impl Server {
         let Some(certificates) = self.certificates.clone() else {
             return;
         };
+        *self.tls_files.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((tls.certificate.clone(), tls.key.clone()));
+        let files = self.tls_files.clone();
         let metrics = self.metrics.clone();
         let shutdown = self.shutdown.clone();
         let fut = async move {
-            let mut seen = crate::tls::stamp(&tls.certificate, &tls.key);
+            let current = || files.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let mut seen =
+                current().map(|(c, k)| (c.clone(), k.clone(), crate::tls::stamp(&c, &k)));
             loop {
                 tokio::select! {
                     () = shutdown.cancelled() => return,
                     () = tokio::time::sleep(CERTIFICATE_POLL) => {}
                 }
-                let now = crate::tls::stamp(&tls.certificate, &tls.key);
-                if now == seen {
+                let Some((cert, key)) = current() else {
+                    continue;
+                };
+                let now = (cert.clone(), key.clone(), crate::tls::stamp(&cert, &key));
+                if seen.as_ref() == Some(&now) {
                     continue;
                 }
-                seen = now;
-                let (cert, key) = (tls.certificate.clone(), tls.key.clone());
+                // New files (a reload named others, and loaded them): only remember them.
+                let renamed = seen
+                    .as_ref()
+                    .is_some_and(|(c, k, _)| (c, k) != (&cert, &key));
+                seen = Some(now);
+                if renamed {
+                    continue;
+                }
                 let loaded =
                     tokio::task::spawn_blocking(move || crate::tls::TlsConfig::load(&cert, &key))
                         .await;
@@ -330,7 +348,7 @@ impl Server {
                         certificates.replace(&pair);
                         metrics.tls_not_after(pair.not_after);
                         metrics.tls_reload("ok");
-                        info!(certificate = %tls.certificate.display(), "tls certificate reloaded (the files changed)");
+                        info!(certificate = %pair.certificate.display(), "tls certificate reloaded (the files changed)");
                     }
                     Ok(Err(error)) => {
                         metrics.tls_reload("failed");
@@ -510,6 +528,8 @@ impl Server {
         // The pair was loaded (and checked) with the config: new handshakes use it.
         if let (Some(certificates), Some(tls)) = (&self.certificates, &new.tls) {
             certificates.replace(tls);
+            *self.tls_files.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some((tls.certificate.clone(), tls.key.clone()));
             self.metrics.tls_not_after(tls.not_after);
             self.metrics.tls_reload("ok");
         }

@@ -408,6 +408,22 @@ async fn dot_and_xot_answer_verified_clients_and_renew_without_a_restart() {
         .await
         .unwrap();
     assert_eq!(read_answer(&mut held).await.metadata.id, 4);
+    // A reload that names other files: those are served and watched, the old ones
+    // no longer (a change to them must not bring their pair back).
+    let renamed = text
+        .replace("served.crt", "two.crt")
+        .replace("served.key", "two.key");
+    server
+        .reload(Config::from_toml(&renamed, &d.join("c.toml").display().to_string()).unwrap())
+        .await;
+    assert_eq!(presented_serial(tls), "serial=2222");
+    install(d, "one");
+    tokio::time::sleep(Duration::from_secs(7)).await; // longer than the 5 s poll
+    assert_eq!(
+        presented_serial(tls),
+        "serial=2222",
+        "the old files are not watched"
+    );
     server.shutdown().await;
 }
 
