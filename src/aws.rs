@@ -861,6 +861,67 @@ mod tests {
         assert!(!is_whole_response(b"<AResponse>\xff</AResponse>"));
     }
 
+    /// DescribeCluster into a [`Cluster`]: the endpoint's host lower-cased (IPv6
+    /// clusters' `…api.aws` too), and what an answer must have.
+    #[test]
+    fn clusters_are_read_and_checked() {
+        use aws_sdk_eks::types::{Cluster as EksCluster, ClusterStatus, VpcConfigResponse};
+        let vpc = |private| {
+            VpcConfigResponse::builder()
+                .vpc_id("vpc-1")
+                .endpoint_private_access(private)
+                .build()
+        };
+        let c = EksCluster::builder()
+            .name("v6")
+            .status(ClusterStatus::Active)
+            .endpoint("https://0123ABCD.gr7.ap-northeast-1.eks.api.aws")
+            .resources_vpc_config(vpc(true))
+            .build();
+        let got = cluster(&c, "v6").unwrap();
+        assert_eq!(got.endpoint_host, "0123abcd.gr7.ap-northeast-1.eks.api.aws");
+        assert!(got.private_access);
+        assert_eq!(
+            (got.vpc_id.as_str(), got.status.as_str()),
+            ("vpc-1", "ACTIVE")
+        );
+        // Creating: no endpoint yet, fine; active without one, or without a VPC, is not.
+        let creating = EksCluster::builder()
+            .name("new")
+            .status(ClusterStatus::Creating)
+            .resources_vpc_config(vpc(true))
+            .build();
+        assert_eq!(cluster(&creating, "new").unwrap().endpoint_host, "");
+        let broken = EksCluster::builder()
+            .name("x")
+            .status(ClusterStatus::Active)
+            .resources_vpc_config(vpc(true))
+            .build();
+        assert!(
+            cluster(&broken, "x")
+                .unwrap_err()
+                .contains("without an endpoint")
+        );
+        let no_vpc = EksCluster::builder()
+            .name("x")
+            .status(ClusterStatus::Active)
+            .endpoint("https://a.b")
+            .build();
+        assert!(cluster(&no_vpc, "x").unwrap_err().contains("vpcId"));
+        let http = EksCluster::builder()
+            .name("x")
+            .status(ClusterStatus::Active)
+            .endpoint("http://a.b")
+            .resources_vpc_config(vpc(false))
+            .build();
+        assert!(cluster(&http, "x").is_err(), "not https");
+        assert!(
+            cluster(&c, "other")
+                .unwrap_err()
+                .contains("asked for other")
+        );
+    }
+
     #[test]
     fn error_codes_map_to_reasons() {
         let rows = [
