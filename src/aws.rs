@@ -606,7 +606,9 @@ async fn sdk_config_for(aws: &AwsConfig, target: &Target) -> aws_config::SdkConf
 }
 
 fn ec2_client(aws: &AwsConfig, sdk: &aws_config::SdkConfig) -> Client {
-    let mut conf = aws_sdk_ec2::config::Builder::from(sdk).interceptor(CompleteBody);
+    let mut conf = aws_sdk_ec2::config::Builder::from(sdk).interceptor(CompleteBody {
+        whole: is_whole_response,
+    });
     if let Some(url) = &aws.endpoint_url {
         // Only EC2 goes to the override: STS (AssumeRole) keeps its own endpoint,
         // which the SDK takes from $AWS_ENDPOINT_URL_STS when that is set.
@@ -616,45 +618,13 @@ fn ec2_client(aws: &AwsConfig, sdk: &aws_config::SdkConfig) -> Client {
 }
 
 fn eks_client(aws: &AwsConfig, sdk: &aws_config::SdkConfig) -> aws_sdk_eks::Client {
-    let mut conf = aws_sdk_eks::config::Builder::from(sdk).interceptor(CompleteJson);
+    let mut conf = aws_sdk_eks::config::Builder::from(sdk).interceptor(CompleteBody {
+        whole: is_whole_json,
+    });
     if let Some(url) = &aws.eks_endpoint_url {
         conf = conf.endpoint_url(url.clone());
     }
     aws_sdk_eks::Client::from_conf(conf.build())
-}
-
-/// Checks every successful EKS answer (JSON) for [`IncompleteBody`]: one object,
-/// opened and closed.
-#[derive(Debug)]
-struct CompleteJson;
-
-impl Intercept for CompleteJson {
-    fn name(&self) -> &'static str {
-        "CompleteJson"
-    }
-
-    fn read_after_deserialization(
-        &self,
-        context: &AfterDeserializationInterceptorContextRef<'_>,
-        _: &RuntimeComponents,
-        _: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        let response = context.response();
-        let status = response.status().as_u16();
-        if !(200..300).contains(&status) {
-            return Ok(());
-        }
-        let body = response.body().bytes().unwrap_or_default();
-        if is_whole_json(body) {
-            return Ok(());
-        }
-        let start = String::from_utf8_lossy(&body[..body.len().min(60)]).into_owned();
-        Err(Box::new(IncompleteBody {
-            status,
-            len: body.len(),
-            start,
-        }))
-    }
 }
 
 /// Whether `body` is one JSON object from `{` to `}` (the parser would take an empty
@@ -675,9 +645,12 @@ struct IncompleteBody {
     start: String,
 }
 
-/// Checks every successful answer for [`IncompleteBody`].
+/// Checks every successful answer for [`IncompleteBody`] with `whole`: EC2's XML
+/// ([`is_whole_response`]) or EKS's JSON ([`is_whole_json`]).
 #[derive(Debug)]
-struct CompleteBody;
+struct CompleteBody {
+    whole: fn(&[u8]) -> bool,
+}
 
 impl Intercept for CompleteBody {
     fn name(&self) -> &'static str {
@@ -696,7 +669,7 @@ impl Intercept for CompleteBody {
             return Ok(());
         }
         let body = response.body().bytes().unwrap_or_default();
-        if is_whole_response(body) {
+        if (self.whole)(body) {
             return Ok(());
         }
         let start = String::from_utf8_lossy(&body[..body.len().min(60)]).into_owned();
