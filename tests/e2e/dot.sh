@@ -9,14 +9,18 @@
 #   127.0.0.2:5461  Unbound, forward-tls-upstream with tls-cert-bundle
 #   127.0.0.3:5462  Knot Resolver, policy.TLS_FORWARD with ca_file and hostname
 #   127.0.0.5:5464  PowerDNS Recursor, forward-zones to :853 with dot-to-port-853
-#   127.0.0.4:5463  BIND, secondary of xot.test over TLS (ca-file, remote-hostname)
+#   127.0.0.6:5465  BIND 9.20 ($NAMED_920), forwarders port 853 tls (ca-file,
+#                   remote-hostname); 9.18 has no TLS forwarders
+#   127.0.0.4:5463  BIND 9.18, secondary of xot.test over TLS (ca-file, remote-hostname)
 #
 # Checked: each resolver answers through us over TLS (our log shows transport tls),
 # BIND transfers the zone over TLS and a change reaches it by NOTIFY, and a plain-TCP
 # AXFR of that zone (require-tls) is REFUSED. Needs unbound, kresd, pdns_recursor,
-# named, kdig, dig, openssl (scripts/test installs them). Tears everything down on exit.
+# named, kdig, dig, openssl, and BIND 9.20's named in $NAMED_920 (scripts/test installs
+# them all; it unpacks 9.20 from bookworm-backports under .cache/). Tears everything
+# down on exit.
 #
-# Usage: tests/e2e/dot.sh [path/to/privatelink-dns]
+# Usage: NAMED_920=.cache/bind9.20/usr/sbin/named tests/e2e/dot.sh [path/to/privatelink-dns]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 if [[ -z ${PLDNS_E2E_NETNS:-} ]]; then
@@ -24,7 +28,7 @@ if [[ -z ${PLDNS_E2E_NETNS:-} ]]; then
     ip netns add "$ns"
     trap 'ip netns del "$ns" 2>/dev/null || true' EXIT
     ip -n "$ns" link set lo up
-    for i in 2 3 4 5; do ip -n "$ns" addr add "127.0.0.$i/8" dev lo; done
+    for i in 2 3 4 5 6; do ip -n "$ns" addr add "127.0.0.$i/8" dev lo; done
     rc=0
     ip netns exec "$ns" env PLDNS_E2E_NETNS=1 "$0" "$@" || rc=$?
     for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
@@ -32,6 +36,7 @@ if [[ -z ${PLDNS_E2E_NETNS:-} ]]; then
 fi
 source tests/e2e/lib.sh
 BIN=$(realpath "${1:-target/debug/privatelink-dns}")
+NAMED_920=$(realpath "${NAMED_920:-.cache/bind9.20/usr/sbin/named}")
 PORT=5460
 DIR=$(mktemp -d)
 chmod 755 "$DIR"
@@ -159,6 +164,29 @@ CONF
 echo 'addNTA("dot.example.net", "served by privatelink-dns")' >"$DIR/pdns/recursor.lua"
 pdns_recursor --config-dir="$DIR/pdns" >"$DIR/pdns.err" 2>&1 &
 E2E_PIDS+=($!)
+mkdir -p "$DIR/bind920"
+cat >"$DIR/bind920/named.conf" <<CONF
+tls dot { ca-file "$DIR/ca.crt"; remote-hostname "dns.test"; };
+tls wrong-name { ca-file "$DIR/ca.crt"; remote-hostname "other.test"; };
+options {
+    directory "$DIR/bind920";
+    pid-file "$DIR/bind920/named.pid";
+    listen-on port 5465 { 127.0.0.6; };
+    listen-on-v6 { none; };
+    query-source address 127.0.0.6;
+    recursion yes;
+    allow-query { 127.0.0.0/8; };
+    dnssec-validation no;
+};
+controls { };
+zone "dot.example.net" { type forward; forward only; forwarders port 853 tls dot { 127.0.0.1; }; };
+# The same server under a name its certificate does not carry: BIND must refuse it.
+zone "xot.test" { type forward; forward only; forwarders port 853 tls wrong-name { 127.0.0.1; }; };
+CONF
+# Unpacked, not installed: its libraries sit beside it.
+LD_LIBRARY_PATH=$(echo "${NAMED_920%/sbin/named}"/lib/*-linux-gnu) "$NAMED_920" -g -n 1 -c "$DIR/bind920/named.conf" \
+    >"$DIR/bind920.err" 2>&1 &
+E2E_PIDS+=($!)
 
 answers_at() { dig +time=2 +tries=1 +short @"$1" -p "$2" www.dot.example.net A 2>/dev/null; }
 has_answer() { [[ $(answers_at "$1" "$2") == 192.0.2.1 ]]; }
@@ -174,8 +202,11 @@ until_ok() { # WHAT SECONDS COMMAND...
 until_ok "Unbound (forward-tls-upstream) answers through us" 20 has_answer 127.0.0.2 5461
 until_ok "Knot Resolver (TLS_FORWARD) answers through us" 20 has_answer 127.0.0.3 5462
 until_ok "PowerDNS Recursor (dot-to-port-853) answers through us" 20 has_answer 127.0.0.5 5464
+until_ok "BIND 9.20 (forwarders port 853 tls) answers through us" 20 has_answer 127.0.0.6 5465
+expect_eq "BIND 9.20 checks the name: forwarding under a name not in our certificate gets nothing" "" \
+    "$(dig +time=5 +tries=1 +short @127.0.0.6 -p 5465 www.xot.test A 2>/dev/null | grep -E '^192\.' || true)"
 tls_queries=$(grep '"transport":"Tls"' "$DIR/privatelink-dns.log" | grep -ci 'www.dot.example.net' || true)
-want=$((BEFORE + 3))
+want=$((BEFORE + 4))
 if ((tls_queries >= want)); then pass "our query log: the resolvers asked over TLS ($tls_queries queries, kdig's $BEFORE before them)"; else fail "TLS queries in our log: $tls_queries, want at least $want"; fi
 
 echo "== BIND 9.18 as an XoT secondary of xot.test"
