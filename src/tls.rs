@@ -182,15 +182,34 @@ fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
     Ok(body)
 }
 
-/// What a change of either file looks like from outside: (modified, length) of each.
-pub type Stamp = [(Option<SystemTime>, u64); 2];
+/// What a change of one file looks like from outside. The inode as well as the time
+/// and length: a renewed certificate is often exactly as long as the old one, and a
+/// copy that keeps times (`cp -p`, `install -p`, `rsync -t`) or a Kubernetes Secret
+/// volume's symlink swap can bring a file with an old modification time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FileStamp {
+    modified: Option<SystemTime>,
+    len: u64,
+    dev: u64,
+    ino: u64,
+}
 
-/// The stamp of the pair now (a file that cannot be read stamps as nothing).
+/// The stamps of the pair: (certificate, key).
+pub type Stamp = [FileStamp; 2];
+
+/// The stamp of the pair now, following symlinks (a file that cannot be read stamps
+/// as nothing).
 pub fn stamp(certificate: &Path, key: &Path) -> Stamp {
+    use std::os::unix::fs::MetadataExt;
     let one = |p: &Path| {
         std::fs::metadata(p)
-            .map(|m| (m.modified().ok(), m.len()))
-            .unwrap_or((None, 0))
+            .map(|m| FileStamp {
+                modified: m.modified().ok(),
+                len: m.len(),
+                dev: m.dev(),
+                ino: m.ino(),
+            })
+            .unwrap_or_default()
     };
     [one(certificate), one(key)]
 }
@@ -250,6 +269,50 @@ pub(crate) mod tests {
             .success();
         assert!(ok, "openssl req");
         (cert, key)
+    }
+
+    /// A same-length replacement with the old modification time (`cp -p`), or a
+    /// Kubernetes Secret volume's swap of its `..data` symlink, still changes the stamp.
+    #[test]
+    fn a_replaced_file_changes_the_stamp_even_with_the_same_time_and_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir(d.join("..2026_a")).unwrap();
+        std::fs::create_dir(d.join("..2026_b")).unwrap();
+        for (sub, body) in [("..2026_a", "certificate A"), ("..2026_b", "certificate B")] {
+            std::fs::write(d.join(sub).join("tls.crt"), body).unwrap();
+            std::fs::write(d.join(sub).join("tls.key"), "key").unwrap();
+        }
+        let old = std::fs::metadata(d.join("..2026_a/tls.crt"))
+            .unwrap()
+            .modified()
+            .unwrap();
+        for f in ["tls.crt", "tls.key"] {
+            std::fs::File::options()
+                .write(true)
+                .open(d.join("..2026_b").join(f))
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        }
+        std::os::unix::fs::symlink("..2026_a", d.join("..data")).unwrap();
+        std::os::unix::fs::symlink("..data/tls.crt", d.join("tls.crt")).unwrap();
+        std::os::unix::fs::symlink("..data/tls.key", d.join("tls.key")).unwrap();
+        let (cert, key) = (d.join("tls.crt"), d.join("tls.key"));
+        let before = stamp(&cert, &key);
+        assert_eq!(before, stamp(&cert, &key), "nothing changed");
+        // What the kubelet does: a new ..data symlink renamed over the old one.
+        std::os::unix::fs::symlink("..2026_b", d.join("..data_tmp")).unwrap();
+        std::fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
+        assert_eq!(std::fs::read_to_string(&cert).unwrap(), "certificate B");
+        let after = stamp(&cert, &key);
+        assert_ne!(before[0], after[0], "same length, same time, other file");
+        assert_ne!(before[1], after[1]);
+        assert_eq!(
+            stamp(&d.join("missing"), &key)[0],
+            FileStamp::default(),
+            "a missing file stamps as nothing"
+        );
     }
 
     /// notAfter in either time format (UTCTime until 2049, GeneralizedTime after).

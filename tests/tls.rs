@@ -196,6 +196,42 @@ fn framed_query(id: u16, name: &str) -> Vec<u8> {
     out
 }
 
+/// A rustls client (ALPN `dot`, the test CA, `versions`) with rustls' default
+/// in-memory session store, so a second connection through it can resume.
+fn connector(
+    dir: &Path,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> tokio_rustls::TlsConnector {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    let ca_pem = std::fs::read(dir.join("ca.crt")).unwrap();
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(&ca_pem) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    client.alpn_protocols = vec![b"dot".to_vec()];
+    tokio_rustls::TlsConnector::from(Arc::new(client))
+}
+
+/// A verified handshake with `NAME` over `stream`.
+async fn connect(
+    connector: &tokio_rustls::TlsConnector,
+    stream: tokio::net::TcpStream,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    connector
+        .connect(
+            rustls::pki_types::ServerName::try_from(NAME).unwrap(),
+            stream,
+        )
+        .await
+        .unwrap()
+}
+
 async fn read_answer<S: AsyncReadExt + Unpin>(s: &mut S) -> hickory_proto::op::Message {
     let len = s.read_u16().await.unwrap();
     let mut buf = vec![0; usize::from(len)];
@@ -318,28 +354,12 @@ async fn dot_and_xot_answer_verified_clients_and_renew_without_a_restart() {
     assert!(String::from_utf8_lossy(&ok.stdout).contains("192.0.2.1"));
 
     // A connection held open across the renewals (tokio-rustls client, pipelined).
-    let mut roots = rustls::RootCertStore::empty();
-    let ca_pem = std::fs::read(d.join("ca.crt")).unwrap();
-    use rustls::pki_types::pem::PemObject;
-    for c in rustls::pki_types::CertificateDer::pem_slice_iter(&ca_pem) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut client = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    client.alpn_protocols = vec![b"dot".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
-    let stream = tokio::net::TcpStream::connect(tls).await.unwrap();
-    let mut held = connector
-        .connect(
-            rustls::pki_types::ServerName::try_from(NAME).unwrap(),
-            stream,
-        )
-        .await
-        .unwrap();
+    let connector = connector(d, rustls::DEFAULT_VERSIONS);
+    let mut held = connect(
+        &connector,
+        tokio::net::TcpStream::connect(tls).await.unwrap(),
+    )
+    .await;
     assert_eq!(held.get_ref().1.alpn_protocol(), Some(&b"dot"[..]));
     let mut two = framed_query(1, "www.x.test.");
     two.extend(framed_query(2, "www.xot.test."));
@@ -509,28 +529,10 @@ async fn stalled_handshakes_do_not_stop_service() {
         "{:?}",
         report.restart_needed
     );
-    let mut roots = rustls::RootCertStore::empty();
-    use rustls::pki_types::pem::PemObject;
-    let ca_pem = std::fs::read(d.join("ca.crt")).unwrap();
-    for c in rustls::pki_types::CertificateDer::pem_slice_iter(&ca_pem) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let client = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let stream = socket.connect(tls).await.unwrap();
-    let mut reader = tokio_rustls::TlsConnector::from(Arc::new(client))
-        .connect(
-            rustls::pki_types::ServerName::try_from(NAME).unwrap(),
-            stream,
-        )
-        .await
-        .unwrap();
+    let mut reader = connect(&connector(d, rustls::DEFAULT_VERSIONS), stream).await;
     let mut axfr = hickory_proto::op::Message::query();
     axfr.add_query(hickory_proto::op::Query::query(
         hickory_proto::rr::Name::from_ascii("big.test.").unwrap(),
@@ -554,4 +556,62 @@ async fn stalled_handshakes_do_not_stop_service() {
     .await;
     drop(reader);
     server.shutdown().await;
+}
+
+/// Session resumption (RFC 7858 section 3.4 recommends it): a client that kept its
+/// session from a first connection resumes it on the next, over TLS 1.3 (tickets) and
+/// TLS 1.2 (tickets or session id), and is answered on the resumed connection. A client
+/// with no session does a full handshake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_resume_over_tls13_and_tls12() {
+    if !have("openssl") {
+        assert!(
+            std::env::var_os("PRIVATELINK_DNS_E2E").is_none(),
+            "openssl is required"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ca(d);
+    leaf(d, "one", "0x1111");
+    install(d, "one");
+    let text = config_text(d, "10s", "\"127.0.0.0/8\"");
+    let server =
+        Server::start(&Config::from_toml(&text, &d.join("c.toml").display().to_string()).unwrap())
+            .await
+            .unwrap();
+    let tls = server.tls_addrs()[0];
+    for (label, version) in [
+        ("TLS 1.3", &rustls::version::TLS13),
+        ("TLS 1.2", &rustls::version::TLS12),
+    ] {
+        let connector = connector(d, &[version]);
+        let mut kinds = Vec::new();
+        for id in 1..=2u16 {
+            let stream = tokio::net::TcpStream::connect(tls).await.unwrap();
+            let mut s = tokio::time::timeout(Duration::from_secs(10), connect(&connector, stream))
+                .await
+                .unwrap();
+            s.write_all(&framed_query(id, "www.x.test.")).await.unwrap();
+            // Reading the answer also reads the TLS 1.3 tickets sent after the handshake.
+            let answer = tokio::time::timeout(Duration::from_secs(10), read_answer(&mut s))
+                .await
+                .unwrap();
+            assert_eq!(answer.metadata.id, id);
+            assert_eq!(answer.answers.len(), 1, "{label}: {answer:?}");
+            let (_, conn) = s.get_ref();
+            assert_eq!(conn.protocol_version(), Some(version.version), "{label}");
+            kinds.push(conn.handshake_kind());
+            s.shutdown().await.unwrap();
+        }
+        assert_eq!(
+            kinds,
+            [
+                Some(rustls::HandshakeKind::Full),
+                Some(rustls::HandshakeKind::Resumed)
+            ],
+            "{label}: the second connection resumes the first one's session"
+        );
+    }
 }
