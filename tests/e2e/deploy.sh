@@ -28,12 +28,15 @@ expect_contains "Dockerfile exposes DNS and HTTP" "EXPOSE 53/udp 53/tcp 5353/udp
 
 echo "== Kubernetes"
 K8S=deploy/kubernetes/privatelink-dns.yaml
-for version in 1.29.0 1.33.0; do
-    if .venv/bin/kubernetes-validate --strict --quiet -k "$version" "$K8S"; then
-        pass "kubernetes-validate $K8S (Kubernetes $version)"
-    else
-        fail "kubernetes-validate $K8S (Kubernetes $version)"
-    fi
+K8S_DOT=deploy/kubernetes/privatelink-dns-dot.yaml
+for manifest in "$K8S" "$K8S_DOT"; do
+    for version in 1.29.0 1.33.0; do
+        if .venv/bin/kubernetes-validate --strict --quiet -k "$version" "$manifest"; then
+            pass "kubernetes-validate $manifest (Kubernetes $version)"
+        else
+            fail "kubernetes-validate $manifest (Kubernetes $version)"
+        fi
+    done
 done
 sed 's/readOnlyRootFilesystem: true/readOnlyRootFilesystm: true/' "$K8S" >"$TMP/bad.yaml"
 if ! .venv/bin/kubernetes-validate --strict --quiet "$TMP/bad.yaml" >/dev/null 2>&1; then
@@ -41,14 +44,56 @@ if ! .venv/bin/kubernetes-validate --strict --quiet "$TMP/bad.yaml" >/dev/null 2
 else
     fail "kubernetes-validate accepted a misspelt field"
 fi
-# The config inside the ConfigMap is a valid privatelink-dns config.
-$PY - "$K8S" >"$TMP/k8s-config.toml" <<'PY'
+# The config inside each ConfigMap is a valid privatelink-dns config.
+configmap() {
+    $PY - "$1" <<'PY'
 import sys, yaml
 for doc in yaml.safe_load_all(open(sys.argv[1])):
     if doc and doc.get("kind") == "ConfigMap":
         sys.stdout.write(doc["data"]["config.toml"])
 PY
+}
+configmap "$K8S" >"$TMP/k8s-config.toml"
 if "$BIN" check-config --config "$TMP/k8s-config.toml" >/dev/null; then pass "ConfigMap config.toml passes check-config"; else fail "ConfigMap config.toml"; fi
+# The DoT config names the Secret's files: check it with a real pair in their place.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=dns.test \
+    -keyout "$TMP/tls.key" -out "$TMP/tls.crt" 2>/dev/null
+configmap "$K8S_DOT" | sed "s#/etc/privatelink-dns-tls/#$TMP/#" >"$TMP/k8s-dot-config.toml"
+expect_contains "the DoT ConfigMap names the mounted Secret's files" "$TMP/tls.crt" "$(cat "$TMP/k8s-dot-config.toml")"
+if "$BIN" check-config --config "$TMP/k8s-dot-config.toml" >/dev/null; then pass "DoT ConfigMap config.toml passes check-config"; else fail "DoT ConfigMap config.toml"; fi
+# The DoT manifest is the plain one plus its TLS parts and nothing else: take them
+# out and the two are equal, so a change to one that misses the other fails here.
+dot=$($PY - "$K8S" "$K8S_DOT" <<'PY'
+import sys, yaml
+plain = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+dot = [d for d in yaml.safe_load_all(open(sys.argv[2])) if d]
+kinds = {d["kind"]: d for d in dot}
+pod = kinds["Deployment"]["spec"]["template"]["spec"]
+c = pod["containers"][0]
+port = [p for p in c["ports"] if p["name"] == "dns-tls"]
+mount = [m for m in c["volumeMounts"] if m["name"] == "tls"]
+volume = [v for v in pod["volumes"] if v["name"] == "tls"]
+svc = [p for p in kinds["Service"]["spec"]["ports"] if p["name"] == "dns-tls"]
+print("port", port[0]["containerPort"], port[0]["protocol"])
+print("mount", mount[0]["mountPath"], mount[0].get("readOnly"), "subPath" in mount[0])
+print("secret", volume[0]["secret"]["secretName"])
+print("service", svc[0]["port"], svc[0]["targetPort"], svc[0]["protocol"])
+c["ports"].remove(port[0]); c["volumeMounts"].remove(mount[0]); pod["volumes"].remove(volume[0])
+kinds["Service"]["spec"]["ports"].remove(svc[0])
+config = kinds["ConfigMap"]["data"]["config.toml"]
+for line in ['    # The Service maps port 853 to 8853.\n', '    tls-listen = ["0.0.0.0:8853", "[::]:8853"]\n']:
+    assert line.strip() in config, line
+    config = config.replace(line.strip() + "\n", "", 1)
+config = config.split("\n# The Secret privatelink-dns-tls")[0].rstrip("\n") + "\n"
+kinds["ConfigMap"]["data"]["config.toml"] = config
+print("rest", "equal" if dot == plain else "DIFFERENT")
+PY
+) || true
+expect_contains "DoT: container port 8853/TCP" "port 8853 TCP" "$dot"
+expect_contains "DoT: the Secret mounted read-only as a directory (not subPath: renewals reach it)" "mount /etc/privatelink-dns-tls True False" "$dot"
+expect_contains "DoT: the Secret is privatelink-dns-tls" "secret privatelink-dns-tls" "$dot"
+expect_contains "DoT: the load balancer's TCP 853 goes to it" "service 853 dns-tls TCP" "$dot"
+expect_contains "DoT manifest = the plain one + its TLS parts, nothing else" "rest equal" "$dot"
 facts=$($PY - "$K8S" <<'PY'
 import sys, yaml
 docs = {d["kind"]: d for d in yaml.safe_load_all(open(sys.argv[1])) if d}
