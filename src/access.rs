@@ -98,6 +98,65 @@ pub struct TransferPolicy {
     pub require_tls: bool,
 }
 
+/// Whose NOTIFY a follower takes (RFC 1996 section 3.10): the primary's addresses,
+/// signed with its key when `[follow] tsig-key` is set, for the catalog or a
+/// followed zone. The addresses change when the primary's name resolves to others.
+#[derive(Debug)]
+pub struct FollowPeers {
+    /// The primary's catalog zone, lower-cased.
+    pub catalog: Name,
+    /// When set, a NOTIFY must be signed with this key.
+    pub key: Option<Name>,
+    /// Who may transfer the followed zones from here, and whom to NOTIFY
+    /// (`[transfer]`): followers can chain.
+    pub transfer: std::sync::Arc<TransferPolicy>,
+    primaries: arc_swap::ArcSwap<Vec<IpAddr>>,
+}
+
+impl FollowPeers {
+    pub fn new(catalog: Name, key: Option<Name>, transfer: std::sync::Arc<TransferPolicy>) -> Self {
+        Self {
+            catalog,
+            key,
+            transfer,
+            primaries: Default::default(),
+        }
+    }
+
+    /// The primary's addresses, as last resolved.
+    pub fn primaries(&self) -> Vec<IpAddr> {
+        self.primaries.load().to_vec()
+    }
+
+    /// The primary's addresses, as last resolved.
+    pub fn set_primaries(&self, ips: Vec<IpAddr>) {
+        if **self.primaries.load() != ips {
+            self.primaries.store(std::sync::Arc::new(ips));
+        }
+    }
+
+    /// Whether `ip` is one of the primary's addresses (an IPv4-mapped IPv6 source
+    /// as its IPv4 address).
+    pub fn is_primary(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        self.primaries.load().contains(&ip)
+    }
+}
+
+impl PartialEq for FollowPeers {
+    fn eq(&self, other: &Self) -> bool {
+        self.catalog == other.catalog
+            && self.key == other.key
+            && self.transfer == other.transfer
+            && **self.primaries.load() == **other.primaries.load()
+    }
+}
+
+impl Eq for FollowPeers {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -43,6 +43,9 @@ pub struct Response {
     pub transfer: Option<Plan>,
     /// Why the request was refused, for metrics: see [`Refusal`].
     pub refusal: Option<Refusal>,
+    /// A NOTIFY from the primary taken for this zone (`[follow]`): the transport
+    /// tells the follower to check it.
+    pub notified: Option<Name>,
 }
 
 /// Why a request was refused or failed authentication.
@@ -171,15 +174,46 @@ pub fn respond(
         Err(response) => return response,
     };
     if msg.metadata.op_code == OpCode::Notify {
-        // What Knot DNS answers as a primary: we take NOTIFY from no one.
         let mut reply = reply;
         reply.flags_copied = 0;
+        if let Some(zone) = notify_from_primary(&msg, snapshot, client, &signed) {
+            // RFC 1996 section 4.7: NOERROR, AA, the question echoed; the follower
+            // then checks the zone's serial with the primary.
+            reply.authoritative = true;
+            let mut response = reply.finish(ResponseCode::NoError, transport, limit);
+            response.notified = Some(zone);
+            return signed_or_dropped(response, signed.as_ref(), client, None);
+        }
+        // What Knot DNS answers as a primary: we take NOTIFY from no one else.
         let response = reply.finish(ResponseCode::NotAuth, transport, limit);
         return signed_or_dropped(response, signed.as_ref(), client, None);
     }
     dispatch(
         reply, query, &msg, snapshot, transport, client, signed, limit,
     )
+}
+
+/// The zone a NOTIFY is for, when a follower takes it: SOA, for the primary's
+/// catalog or a followed zone, from one of the primary's addresses, signed with
+/// `[follow] tsig-key` when one is set.
+fn notify_from_primary(
+    msg: &Message,
+    snapshot: &Snapshot,
+    client: &Client,
+    signed: &Option<Signed>,
+) -> Option<Name> {
+    let peers = snapshot.settings.follow.as_ref()?;
+    let q = msg.queries.first()?;
+    if q.query_type() != RecordType::SOA || q.query_class() != DNSClass::IN {
+        return None;
+    }
+    let zone = q.name().to_lowercase();
+    let ours = zone == peers.catalog || snapshot.zone(&zone).is_some_and(|z| z.is_followed());
+    let key_ok = match &peers.key {
+        Some(key) => signed.as_ref().is_some_and(|s| &s.key == key),
+        None => true,
+    };
+    (ours && key_ok && peers.is_primary(client.source)).then_some(zone)
 }
 
 /// `response`, signed when `signed` is given; `None` (nothing is sent, and it is
@@ -389,6 +423,9 @@ fn transfer_request(
     let Some(zone) = snapshot.zone(q.name()) else {
         return Err(ResponseCode::NotAuth); // not a zone of ours, as Knot
     };
+    if zone.is_expired() {
+        return Err(ResponseCode::ServFail); // nothing current to give
+    }
     let policy = zone.transfer();
     if !policy.allow.allows(client.source) {
         reply.refusal = Some(Refusal::TransferAcl);
@@ -475,6 +512,7 @@ fn answer_in<'s>(
             }
             return ResponseCode::Refused;
         }
+        Lookup::NxDomain { zone, .. } if zone.is_expired() => return ResponseCode::ServFail,
         Lookup::NxDomain { zone, apex } => {
             reply.authoritative = true;
             reply.negative = Some(zone.negative(&qname, apex));
@@ -482,6 +520,9 @@ fn answer_in<'s>(
         }
         Lookup::Found { zone, node, apex } => (zone, node, apex),
     };
+    if zone.is_expired() {
+        return ResponseCode::ServFail; // past SOA expire without the primary, as BIND and Knot
+    }
     reply.authoritative = true;
     let owner = q.name();
     let is_apex = apex == 0;
@@ -664,6 +705,7 @@ impl<'s> Reply<'s> {
             question: self.question,
             transfer: None,
             refusal: None,
+            notified: None,
         }
     }
 
@@ -676,6 +718,7 @@ impl<'s> Reply<'s> {
             question: self.question,
             transfer: Some(plan),
             refusal: None,
+            notified: None,
         }
     }
 
@@ -690,6 +733,7 @@ impl<'s> Reply<'s> {
                 question: self.question,
                 transfer: None,
                 refusal: self.refusal,
+                notified: None,
             };
         }
         self.answers.clear();
@@ -717,6 +761,7 @@ impl<'s> Reply<'s> {
             question,
             transfer: None,
             refusal: self.refusal,
+            notified: None,
         }
     }
 

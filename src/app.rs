@@ -100,6 +100,14 @@ pub struct Server {
     sources: SourceFactory,
     last_inventory: Arc<std::sync::Mutex<Option<LastGood>>>,
     refresh: Mutex<Option<(CancellationToken, JoinHandle<()>)>>,
+    /// The follower (`[follow]`), with the config it follows.
+    follower: Mutex<
+        Option<(
+            CancellationToken,
+            JoinHandle<()>,
+            crate::config::FollowConfig,
+        )>,
+    >,
     shutdown: CancellationToken,
     crashed: CancellationToken,
     tasks: TaskTracker,
@@ -156,6 +164,7 @@ impl Server {
             server.store.persist_serials(serials);
         }
         server.load(config.clone(), false).await;
+        server.follow(config.follow.as_ref()).await;
         if config.server.state_dir.is_none() {
             let snap = server.store.load();
             if snap
@@ -236,6 +245,7 @@ impl Server {
             sources,
             last_inventory: Arc::default(),
             refresh: Mutex::new(None),
+            follower: Mutex::new(None),
             shutdown: CancellationToken::new(),
             crashed: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -541,8 +551,49 @@ impl Server {
         // The old config is freed before the new snapshot is published, so the memory
         // it held goes back to the OS with the old snapshot's (see SnapshotStore::update).
         drop(old);
-        self.load(new, true).await;
+        self.load(new.clone(), true).await;
+        self.follow(new.follow.as_ref()).await;
         report
+    }
+
+    /// Starts, keeps or stops the follower for `follow`. One that follows the same
+    /// primary the same way keeps running (and its zones keep serving); otherwise
+    /// the old one stops and a new one starts from `cache-dir`.
+    async fn follow(&self, follow: Option<&crate::config::FollowConfig>) {
+        let mut current = self.follower.lock().await;
+        if let (Some((_, _, running)), Some(new)) = (current.as_ref(), follow)
+            && running.same_source(new)
+        {
+            // The new config's peers learn the addresses the follower resolved.
+            new.peers.set_primaries(running.peers.primaries());
+            if let Some(c) = current.as_mut() {
+                c.2 = new.clone();
+            }
+            return;
+        }
+        if let Some((token, handle, _)) = current.take() {
+            token.cancel();
+            let _ = handle.await;
+            self.serve.set_follower(None);
+        }
+        let Some(follow) = follow else {
+            return;
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(crate::follow::NOTIFY_QUEUE);
+        self.serve.set_follower(Some(tx));
+        let follower = crate::follow::Follower::new(
+            follow.clone(),
+            self.store.clone(),
+            self.metrics.follow_status().clone(),
+            rx,
+        );
+        let token = self.shutdown.child_token();
+        let handle = self.supervise(
+            "follow",
+            follower.run(token.clone()).instrument(info_span!("follow")),
+            token.clone(),
+        );
+        *current = Some((token, handle, follow.clone()));
     }
 
     pub fn udp_addrs(&self) -> &[SocketAddr] {

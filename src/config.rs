@@ -70,6 +70,38 @@ pub struct Config {
     pub discover: Vec<DiscoverConfig>,
     /// `[tls]`: the certificate pair of the DNS-over-TLS listener, loaded.
     pub tls: Option<crate::tls::TlsConfig>,
+    /// `[follow]`: zones transferred from a primary (fleet mode), see [`crate::follow`].
+    pub follow: Option<FollowConfig>,
+}
+
+/// `[follow]`: this process is a follower: it transfers the primary's catalog and
+/// every member zone, and serves them with the primary's serials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FollowConfig {
+    /// `host:port` as written (port 53 when left out): an IP address, or a DNS name
+    /// resolved at start and on every retry.
+    pub primary: String,
+    /// The primary's catalog zone (RFC 9432), lower-cased.
+    pub catalog: Name,
+    /// Every request signed, every answer verified with it.
+    pub key: Option<TsigKey>,
+    /// Where transferred zones are kept across restarts.
+    pub cache_dir: Option<PathBuf>,
+    /// What the answering core needs to take the primary's NOTIFY, and the transfer
+    /// policy of the followed zones (`[transfer]`); carried by the snapshot's
+    /// settings. The follower fills in the primary's addresses as it resolves them.
+    pub peers: Arc<crate::access::FollowPeers>,
+}
+
+impl FollowConfig {
+    /// Whether `other` follows the same primary in the same way (a reload that
+    /// changes only `[transfer]` keeps the follower running).
+    pub fn same_source(&self, other: &FollowConfig) -> bool {
+        self.primary == other.primary
+            && self.catalog == other.catalog
+            && self.key == other.key
+            && self.cache_dir == other.cache_dir
+    }
 }
 
 impl Config {
@@ -471,6 +503,23 @@ struct FileConfig {
     catalog: Option<CatalogFile>,
     /// The certificate and key of the DNS-over-TLS listener.
     tls: Option<TlsFile>,
+    /// Fleet mode: follow a primary's catalog.
+    follow: Option<FollowFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct FollowFile {
+    /// host:port of the primary. Required in this table.
+    primary: Spanned<String>,
+    /// The primary's catalog zone. Required in this table.
+    catalog: Spanned<String>,
+    /// A `[[tsig-key]]` name: requests signed, answers verified.
+    tsig_key: Option<Spanned<String>>,
+    /// XoT to the primary. Not supported yet: only `false`.
+    tls: Option<Spanned<bool>>,
+    /// Transferred zones persisted here.
+    cache_dir: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -878,6 +927,17 @@ fn check(file: FileConfig, src: &Source<'_>) -> Result<Config, ConfigError> {
             &server.nameserver,
         )?));
     }
+    let follow = match &file.follow {
+        Some(f) => Some(check_follow(
+            src,
+            f,
+            &zones,
+            &server.settings.keys,
+            &default_transfer,
+        )?),
+        None => None,
+    };
+    server.settings.follow = follow.as_ref().map(|f| f.peers.clone());
     Ok(Config {
         source: src.path.to_string(),
         server,
@@ -891,6 +951,86 @@ fn check(file: FileConfig, src: &Source<'_>) -> Result<Config, ConfigError> {
         aws,
         discover,
         tls,
+        follow,
+    })
+}
+
+/// `[follow]`: the primary's address, its catalog (a name no configured zone has or
+/// lies under), the key, and where transferred zones are kept.
+fn check_follow(
+    src: &Source<'_>,
+    f: &FollowFile,
+    zones: &[ZoneConfig],
+    keys: &[TsigKey],
+    transfer: &Arc<TransferPolicy>,
+) -> Result<FollowConfig, ConfigError> {
+    let text = f.primary.get_ref().trim();
+    let Some(host) = crate::follow::primary_host(text) else {
+        return Err(src.error(
+            f.primary.span(),
+            "follow.primary",
+            format!(
+                "{text:?} is not host:port, such as \"10.0.0.5:53\" or \"primary.example.com:53\""
+            ),
+        ));
+    };
+    let catalog = parse_fqdn(src, &f.catalog, "follow.catalog")?;
+    if catalog.is_root() {
+        return Err(src.error(
+            f.catalog.span(),
+            "follow.catalog",
+            "the catalog cannot be the root zone",
+        ));
+    }
+    if let Some((zi, zone)) = zones
+        .iter()
+        .enumerate()
+        .find(|(_, z)| catalog.zone_of(&z.origin) || z.origin.zone_of(&catalog))
+    {
+        return Err(src.error(
+            f.catalog.span(),
+            "follow.catalog",
+            format!(
+                "{catalog} is also a configured zone, or holds or lies in one (zone[{zi}] {}): a name is served from one source",
+                zone.origin
+            ),
+        ));
+    }
+    let key = match &f.tsig_key {
+        None => None,
+        Some(k) => {
+            let name = parse_fqdn(src, k, "follow.tsig-key")?;
+            let Some(key) = keys.iter().find(|key| key.name == name) else {
+                return Err(src.error(
+                    k.span(),
+                    "follow.tsig-key",
+                    format!("no [[tsig-key]] is named {name}"),
+                ));
+            };
+            Some(key.clone())
+        }
+    };
+    if let Some(tls) = f.tls.as_ref().filter(|v| *v.get_ref()) {
+        return Err(src.error(
+            tls.span(),
+            "follow.tls",
+            "transfers from the primary over TLS are not supported yet: use TSIG (tsig-key) over TCP",
+        ));
+    }
+    let peers = crate::access::FollowPeers::new(
+        catalog.clone(),
+        key.as_ref().map(|k| k.name.clone()),
+        transfer.clone(),
+    );
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        peers.set_primaries(vec![ip]);
+    }
+    Ok(FollowConfig {
+        primary: text.to_string(),
+        catalog,
+        key,
+        cache_dir: f.cache_dir.as_ref().map(|d| PathBuf::from(d.get_ref())),
+        peers: Arc::new(peers),
     })
 }
 
@@ -1119,6 +1259,7 @@ fn check_server(src: &Source<'_>, s: ServerFile) -> Result<ServerConfig, ConfigE
                 .transpose()?,
             keys: Vec::new(),
             catalog: None,
+            follow: None,
             journal_max_bytes: in_range(
                 src,
                 s.journal_max_bytes.as_ref(),

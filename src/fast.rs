@@ -58,8 +58,10 @@ fn try_answer(query: &[u8], snap: &Snapshot, out: &mut [u8]) -> Option<Fast> {
             (ResponseCode::NoError, zone, apex, node.rrset(q.qtype))
         }
     };
-    if zone.is_catalog() {
-        return None; // answered only to those who may transfer it: the general core
+    if zone.is_catalog() || zone.is_expired() {
+        // The catalog is answered only to those who may transfer it, an expired
+        // followed zone SERVFAIL: the general core.
+        return None;
     }
     // Only a negative answer needs the SOA (compressed against this question).
     let negative = (count == 0).then(|| zone.negative(&name, apex));

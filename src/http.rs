@@ -119,6 +119,25 @@ async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
             rfc3339(until)
         )
     });
+    let follow = s.metrics.follow_status();
+    let following = follow.enabled.load(std::sync::atomic::Ordering::Relaxed);
+    let expired = snap.expired_zones();
+    if following && !follow.loaded.load(std::sync::atomic::Ordering::Relaxed) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the zones of the primary's catalog are not all transferred yet (and cache-dir has none of them)\n".to_string(),
+        );
+    }
+    if !expired.is_empty() {
+        let names: Vec<String> = expired.iter().map(|z| z.to_string()).collect();
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "not ready: zones past their SOA expire without contact with the primary (answered SERVFAIL): {}\n",
+                names.join(" ")
+            ),
+        );
+    }
     if served.ready() {
         let source = if served.targets.is_empty() {
             "static config"

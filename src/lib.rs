@@ -9,7 +9,8 @@
 //! sources: config (zones: static names indexed once, from TOML or a zone file, into
 //!          names::Names; AWS-backed records that say where their addresses come from),
 //!          aws::Ec2Discovery (→ plain discovery::Inventory: endpoints, EKS clusters),
-//!          cache (the last one, on disk)
+//!          cache (the last one, on disk),
+//!          follow::Follower (zones transferred from a primary, published whole)
 //!   → discovery::assemble  (pure: config + inventory → zones with addresses)
 //!   → snapshot::build      (pure: one index of lower-cased wire names, pre-encoded RRsets;
 //!                          a zone with only static names shares the config's index)
@@ -42,6 +43,8 @@
 //! - [`journal`]: each transferable zone's recent changes as deltas, for IXFR (plain
 //!   data: no snapshot types).
 //! - [`notify`]: NOTIFY to secondaries on every serial change.
+//! - [`follow`]: fleet mode (`[follow]`): the primary's catalog and zones, transferred
+//!   (IXFR/AXFR, TSIG), checked whole, published through the one writer, kept on disk.
 //! - [`fast`]: the allocation-free UDP encoder for plain A/AAAA queries.
 //! - [`server`]: sockets, TCP framing, limits (the global caps, and what one source may hold).
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics` on its own accept loop.
@@ -64,6 +67,7 @@ pub mod cli;
 pub mod config;
 pub mod discovery;
 pub mod fast;
+pub mod follow;
 pub mod http;
 pub mod journal;
 pub mod logging;

@@ -111,6 +111,8 @@ pub struct Metrics {
     tls_handshake_failures: Counter,
     tls_not_after: prometheus_client::metrics::gauge::Gauge<i64, std::sync::atomic::AtomicI64>,
     tls_reloads: Family<OutcomeLabels, Counter>,
+    /// What the follower (`[follow]`) shows; empty when not following.
+    follow: Arc<crate::follow::FollowStatus>,
     refusals: Family<ReasonLabels, Counter>,
     transfers: Family<TransferLabels, Counter>,
     notify: Family<NotifyLabels, Counter>,
@@ -271,8 +273,17 @@ impl Metrics {
             "Build information",
             Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
         );
-        registry.register_collector(Box::new(RefreshCollector { stats, store }));
+        registry.register_collector(Box::new(RefreshCollector {
+            stats,
+            store: store.clone(),
+        }));
+        let follow = Arc::new(crate::follow::FollowStatus::default());
+        registry.register_collector(Box::new(FollowCollector {
+            status: follow.clone(),
+            store,
+        }));
         Self {
+            follow,
             registry,
             query_counters: (0..TRANSPORTS * QTYPES.len() * RCODES.len())
                 .map(|_| OnceLock::new())
@@ -407,6 +418,11 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition.
+    /// The follower's status, which it updates and `/metrics` and `/readyz` read.
+    pub fn follow_status(&self) -> &Arc<crate::follow::FollowStatus> {
+        &self.follow
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
@@ -595,6 +611,96 @@ impl Collector for RefreshCollector {
         }
         encode_refreshes(&mut e, s)?;
         encode_served(&mut e, s, served)
+    }
+}
+
+/// Fleet mode: each followed zone's serial, the primary's, the time since the last
+/// successful check, transfers by type and outcome, expirations. Nothing when not
+/// following.
+#[derive(Debug)]
+struct FollowCollector {
+    status: Arc<crate::follow::FollowStatus>,
+    store: Arc<SnapshotStore>,
+}
+
+impl Collector for FollowCollector {
+    fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = &self.status;
+        if !s.enabled.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let zones = s.zones();
+        let now = crate::snapshot::unix_now();
+        let per_zone = |e: &mut DescriptorEncoder,
+                        name: &str,
+                        help: &str,
+                        value: &dyn Fn(&crate::follow::ZoneStatus) -> Option<f64>|
+         -> Result<(), std::fmt::Error> {
+            let g = ConstGauge::new(0.0);
+            let mut family = e.encode_descriptor(name, help, None, g.metric_type())?;
+            for (zone, z) in &zones {
+                if let Some(v) = value(z) {
+                    let labels = [("zone", zone.to_string())];
+                    ConstGauge::new(v).encode(family.encode_family(&labels)?)?;
+                }
+            }
+            Ok(())
+        };
+        per_zone(
+            &mut e,
+            "follow_zone_serial",
+            "SOA serial served of each followed zone (and held of the primary's catalog)",
+            &|z| z.serial.map(f64::from),
+        )?;
+        per_zone(
+            &mut e,
+            "follow_primary_serial",
+            "The primary's SOA serial of each followed zone, as last seen",
+            &|z| z.primary_serial.map(f64::from),
+        )?;
+        per_zone(
+            &mut e,
+            "follow_seconds_since_success",
+            "Seconds since the primary last answered a check of the zone",
+            &|z| z.last_success.map(|t| now.saturating_sub(t) as f64),
+        )?;
+        per_zone(
+            &mut e,
+            "follow_zone_expired",
+            "1 while a followed zone is past its SOA expire without contact (answered SERVFAIL)",
+            &|z| Some(f64::from(u8::from(z.expired))),
+        )?;
+        {
+            let c = ConstCounter::new(0u64);
+            let mut family = e.encode_descriptor(
+                "follow_transfers",
+                "Checks and transfers from the primary, by type (axfr, ixfr) and outcome (ok, uptodate, failed)",
+                None,
+                c.metric_type(),
+            )?;
+            for ((kind, outcome), n) in s.transfers() {
+                let labels = [("type", kind), ("outcome", outcome)];
+                ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        counter(
+            &mut e,
+            "follow_expirations",
+            "Followed zones that reached their SOA expire without contact",
+            s.expirations(),
+        )?;
+        gauge(
+            &mut e,
+            "follow_zones_expired",
+            "Followed zones answered SERVFAIL now (past SOA expire)",
+            self.store.load().expired_zones().len() as f64,
+        )?;
+        gauge(
+            &mut e,
+            "follow_loaded",
+            "1 once the catalog and every member zone have had data (from the primary or cache-dir)",
+            f64::from(u8::from(s.loaded.load(Ordering::Relaxed))),
+        )
     }
 }
 

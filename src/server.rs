@@ -52,6 +52,8 @@ pub struct ServeContext {
     seen: AtomicU64,
     /// One permit per zone transfer in progress (`max-transfers`).
     transfers: Arc<Semaphore>,
+    /// Where a NOTIFY taken from the primary goes (`[follow]`).
+    follower: arc_swap::ArcSwapOption<tokio::sync::mpsc::Sender<hickory_proto::rr::Name>>,
 }
 
 impl ServeContext {
@@ -62,7 +64,13 @@ impl ServeContext {
             query_log_every: AtomicU64::new(query_log_every),
             seen: AtomicU64::new(0),
             transfers: Arc::new(Semaphore::new(16)),
+            follower: Default::default(),
         }
+    }
+
+    /// Where NOTIFYs from the primary go from now on (`None`: not following).
+    pub fn set_follower(&self, to: Option<tokio::sync::mpsc::Sender<hickory_proto::rr::Name>>) {
+        self.follower.store(to.map(Arc::new));
     }
 
     /// At most `n` zone transfers at once.
@@ -80,6 +88,12 @@ impl ServeContext {
         };
         let response = respond(query, &self.store.load(), transport, &client);
         let elapsed = started.elapsed();
+        if let Some(zone) = response.as_ref().and_then(|r| r.notified.clone())
+            && let Some(follower) = self.follower.load().as_ref()
+        {
+            // Full: a check of every zone is pending already.
+            let _ = follower.try_send(zone);
+        }
         self.metrics.observe(transport, response.as_ref(), elapsed);
         if let Some(why) = response.as_ref().and_then(|r| r.refusal) {
             self.metrics.refused(why);

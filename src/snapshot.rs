@@ -103,6 +103,8 @@ pub struct Settings {
     pub journal_max_bytes: usize,
     /// `[catalog]`: a catalog zone of the transferable zones, if configured.
     pub catalog: Option<Arc<CatalogSettings>>,
+    /// `[follow]`: whose NOTIFY to take for the followed zones.
+    pub follow: Option<Arc<crate::access::FollowPeers>>,
 }
 
 /// `[catalog]`: an RFC 9432 catalog of every zone that can be transferred.
@@ -125,6 +127,7 @@ impl Default for Settings {
             keys: Vec::new(),
             journal_max_bytes: journal::DEFAULT_MAX_BYTES,
             catalog: None,
+            follow: None,
         }
     }
 }
@@ -304,6 +307,11 @@ pub struct Zone {
     other: Arc<[Record]>,
     /// The catalog zone: answered only to clients that may transfer it.
     catalog: bool,
+    /// Transferred from a primary (`[follow]`): its serial is the primary's, and it
+    /// is carried over by every build until the follower drops it.
+    followed: bool,
+    /// A followed zone past its SOA expire without contact: SERVFAIL.
+    expired: bool,
 }
 
 impl Zone {
@@ -348,6 +356,16 @@ impl Zone {
     /// Whether this is the catalog zone (RFC 9432).
     pub fn is_catalog(&self) -> bool {
         self.catalog
+    }
+
+    /// Whether this zone was transferred from the primary (`[follow]`).
+    pub fn is_followed(&self) -> bool {
+        self.followed
+    }
+
+    /// Whether this followed zone is past its SOA expire: answered SERVFAIL.
+    pub fn is_expired(&self) -> bool {
+        self.expired
     }
 
     /// The node at exactly `name` (no wildcard), if it exists.
@@ -581,6 +599,46 @@ impl Snapshot {
         zone.set_serial(serial);
     }
 
+    /// Adds or replaces the followed zone `zone`. False (and nothing changed) when
+    /// a configured or discovered zone has its name: that one is served.
+    pub fn put_followed(&mut self, zone: Zone) -> bool {
+        let Some(key) = QName::from_name(&zone.origin) else {
+            return false;
+        };
+        if self.zones.get(key.as_bytes()).is_some_and(|z| !z.followed) {
+            return false;
+        }
+        self.zones.insert(key.as_bytes().into(), zone);
+        true
+    }
+
+    /// Drops the followed zones `keep` says no to (a configured zone stays).
+    pub fn retain_followed(&mut self, mut keep: impl FnMut(&Name) -> bool) {
+        self.zones.retain(|_, z| !z.followed || keep(&z.origin));
+    }
+
+    /// Marks the followed zone `origin` expired (answered SERVFAIL) or not.
+    pub fn set_expired(&mut self, origin: &Name, expired: bool) {
+        if let Some(key) = QName::from_name(origin)
+            && let Some(zone) = self.zones.get_mut(key.as_bytes())
+            && zone.followed
+        {
+            zone.expired = expired;
+        }
+    }
+
+    /// The followed zones past their SOA expire.
+    pub fn expired_zones(&self) -> Vec<&Name> {
+        let mut out: Vec<&Name> = self
+            .zones
+            .values()
+            .filter(|z| z.expired)
+            .map(|z| &z.origin)
+            .collect();
+        out.sort();
+        out
+    }
+
     /// The snapshot with `served` as its description.
     pub fn with_served(mut self, served: Served) -> Self {
         self.served = served;
@@ -685,6 +743,20 @@ pub fn build(
         zone.set_serial(serial);
         built.insert(key.as_bytes().into(), zone);
     }
+    // Followed zones are the follower's to add and drop: every other build keeps
+    // them (none when `[follow]` is gone), under the transfer policy the settings
+    // carry (`[transfer]`).
+    if let (Some(previous), Some(follow)) = (previous, &settings.follow) {
+        for (key, zone) in previous.zones.iter().filter(|(_, z)| z.followed) {
+            if built.contains_key(key) {
+                tracing::error!(zone = %zone.origin, "a followed zone has the name of a configured or discovered zone; that one is served");
+                continue;
+            }
+            let mut zone = zone.clone();
+            zone.transfer = follow.transfer.clone();
+            built.insert(key.clone(), zone);
+        }
+    }
     if let Some(catalog) = &settings.catalog
         && let Some(key) = QName::from_name(&catalog.origin)
     {
@@ -766,7 +838,72 @@ fn build_zone(data: &ZoneData) -> Zone {
         transfer: data.transfer.clone(),
         other: Arc::new([]),
         catalog: false,
+        followed: false,
+        expired: false,
     }
+}
+
+/// A zone transferred from a primary, served as it came: its SOA (serial included),
+/// apex NS and the A and AAAA records of every name. `records` are the zone's RRs
+/// but the SOA, owners inside `origin`. Other types (or NS below the apex) are an
+/// error naming the first: a follower serves what privatelink-dns serves.
+pub fn build_followed(
+    origin: &Name,
+    soa: &Record,
+    records: &[Record],
+    transfer: Arc<TransferPolicy>,
+) -> Result<Zone, String> {
+    let origin = origin.to_lowercase();
+    let RData::SOA(soa_data) = &soa.data else {
+        return Err("no SOA at the apex".into());
+    };
+    let key = QName::from_name(&origin).ok_or("the zone name cannot be indexed")?;
+    let mut builder = NamesBuilder::new(key.as_bytes());
+    builder.add_name(key.as_bytes());
+    let mut ns = Vec::new();
+    for r in records {
+        let owner = r.name.to_lowercase();
+        if !origin.zone_of(&owner) {
+            return Err(format!("{owner} is outside the zone"));
+        }
+        let owner_key =
+            QName::from_name(&owner).ok_or_else(|| format!("{owner} cannot be indexed"))?;
+        match &r.data {
+            RData::A(a) => builder.add(owner_key.as_bytes(), r.ttl, 0, IpAddr::V4(a.0)),
+            RData::AAAA(a) => builder.add(owner_key.as_bytes(), r.ttl, 0, IpAddr::V6(a.0)),
+            RData::NS(_) if owner == origin => {
+                let mut r = r.clone();
+                r.name = origin.clone();
+                ns.push(r);
+            }
+            other => {
+                return Err(format!(
+                    "{owner} {} is not a type a follower serves (SOA, apex NS, A, AAAA)",
+                    other.record_type()
+                ));
+            }
+        }
+    }
+    if ns.is_empty() {
+        return Err("no NS at the apex".into());
+    }
+    let (names, _) = builder.finish();
+    let negative_ttl = soa.ttl.min(soa_data.minimum);
+    let mut soa = soa.clone();
+    soa.name = origin.clone();
+    Ok(Zone {
+        negative: encode_negative(soa_data, negative_ttl),
+        soa,
+        negative_ttl,
+        nodes: Arc::new(names),
+        origin,
+        ns,
+        transfer,
+        other: Arc::new([]),
+        catalog: false,
+        followed: true,
+        expired: false,
+    })
 }
 
 /// The catalog zone of `settings` listing `members` (RFC 9432 version 2): SOA, NS
@@ -922,9 +1059,11 @@ impl SnapshotStore {
                 .catalog_key()
                 .and_then(|key| snapshot.zones.get(key.as_bytes()))
                 .map(|zone| crate::catalog::ids(&zone.other));
+            // A followed zone serves the primary's serial exactly.
             let mut zones: Vec<(Name, u32, bool)> = snapshot
                 .zones
                 .iter()
+                .filter(|(_, zone)| !zone.followed)
                 .map(|(key, zone)| {
                     let served = previous
                         .zones
@@ -935,7 +1074,8 @@ impl SnapshotStore {
                 .collect();
             serials.raise(&mut zones, catalog.as_ref());
             // The map is not changed in between: the same order.
-            for (zone, (_, serial, _)) in snapshot.zones.values_mut().zip(zones) {
+            let own = snapshot.zones.values_mut().filter(|z| !z.followed);
+            for (zone, (_, serial, _)) in own.zip(zones) {
                 if zone.serial() != serial {
                     zone.set_serial(serial);
                 }

@@ -1,0 +1,309 @@
+//! Fleet mode: a follower (`[follow]`) in process, transferring from a real
+//! privatelink-dns primary on loopback: the catalog and its members, TSIG on every
+//! message, IXFR on NOTIFY, members added and dropped, a wrong key, SOA expire,
+//! and a restart from `cache-dir` while the primary is down.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::{RData, RecordType};
+use privatelink_dns::app::Server;
+use privatelink_dns::config::Config;
+use support::{ask, eventually, http_get, sample};
+
+const SECRET: &str = "c2VjcmV0LWZvci10aGUtZm9sbG93LXRlc3Qtb25seQ==";
+const OTHER: &str = "b3RoZXItc2VjcmV0LWZvci10aGUtZm9sbG93LXRlc3Q=";
+
+fn config(text: &str, dir: &Path) -> Config {
+    Config::from_toml(text, &dir.join("c.toml").display().to_string()).unwrap()
+}
+
+/// The primary: zones a.test (www = `www`), b.test unless `without_b`, c.test when
+/// `with_c`; a catalog; transfers to 127.0.0.0/8 with the key; NOTIFY to `notify`.
+fn primary_text(
+    www: &str,
+    without_b: bool,
+    with_c: bool,
+    notify: &[SocketAddr],
+    expire: u32,
+) -> String {
+    let notify: Vec<String> = notify.iter().map(|a| format!("\"{a}\"")).collect();
+    let mut out = format!(
+        r#"
+[server]
+listen = ["127.0.0.1:0"]
+
+[[tsig-key]]
+name = "xfr-key"
+secret = "{SECRET}"
+
+[transfer]
+allow = ["127.0.0.0/8"]
+tsig-key = "xfr-key"
+notify = [{}]
+
+[catalog]
+zone = "catalog.invalid"
+
+[[zone]]
+origin = "a.test"
+soa = {{ refresh = 3600, retry = 1, expire = {expire} }}
+
+[[zone.record]]
+name = "www"
+a = ["{www}"]
+aaaa = ["2001:db8::1"]
+"#,
+        notify.join(", ")
+    );
+    if !without_b {
+        out += "\n[[zone]]\norigin = \"b.test\"\n\n[[zone.record]]\nname = \"*\"\na = [\"192.0.2.20\"]\n";
+    }
+    if with_c {
+        out += "\n[[zone]]\norigin = \"c.test\"\n\n[[zone.record]]\nname = \"api\"\na = [\"192.0.2.30\"]\n";
+    }
+    out
+}
+
+fn follower_text(primary: SocketAddr, secret: &str, cache: &Path) -> String {
+    format!(
+        r#"
+[server]
+listen = ["127.0.0.1:0"]
+
+[http]
+listen = "127.0.0.1:0"
+
+[[tsig-key]]
+name = "xfr-key"
+secret = "{secret}"
+
+[follow]
+primary = "{primary}"
+catalog = "catalog.invalid"
+tsig-key = "xfr-key"
+cache-dir = "{}"
+"#,
+        cache.display()
+    )
+}
+
+async fn serial(addr: SocketAddr, zone: &str) -> Option<u32> {
+    let m = ask(addr, zone, RecordType::SOA).await;
+    m.answers.iter().find_map(|r| match &r.data {
+        RData::SOA(s) => Some(s.serial),
+        _ => None,
+    })
+}
+
+async fn a(addr: SocketAddr, name: &str) -> (ResponseCode, Vec<String>) {
+    let m = ask(addr, name, RecordType::A).await;
+    (m.metadata.response_code, support::addresses(&m))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_serves_the_primarys_zones_and_serials_and_follows_every_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cache = d.join("follow");
+    let primary = Server::start(&config(
+        &primary_text("192.0.2.1", false, false, &[], 600),
+        d,
+    ))
+    .await
+    .unwrap();
+    let p = primary.udp_addrs()[0];
+    let follower = Server::start(&config(&follower_text(p, SECRET, &cache), d))
+        .await
+        .unwrap();
+    let f = follower.udp_addrs()[0];
+    let http = follower.http_addr().unwrap();
+
+    // Before the first transfer: not ready; then every member, with the primary's serials.
+    eventually(
+        Duration::from_secs(20),
+        "the follower serves a.test and b.test",
+        || async {
+            a(f, "www.a.test.").await.1 == ["192.0.2.1"]
+                && a(f, "x.b.test.").await.1 == ["192.0.2.20"]
+        },
+    )
+    .await;
+    for zone in ["a.test.", "b.test."] {
+        assert_eq!(serial(f, zone).await, serial(p, zone).await, "{zone}");
+    }
+    let aaaa = ask(f, "www.a.test.", RecordType::AAAA).await;
+    assert_eq!(support::addresses(&aaaa), ["2001:db8::1"]);
+    let (status, body) = http_get(http, "/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    // The primary's catalog is not served by the follower itself.
+    assert_eq!(
+        ask(f, "catalog.invalid.", RecordType::SOA)
+            .await
+            .metadata
+            .response_code,
+        ResponseCode::Refused
+    );
+    // Cached on disk, one file per zone and the catalog.
+    for file in ["a.test.zone", "b.test.zone", "catalog.invalid.zone"] {
+        assert!(cache.join(file).is_file(), "{file}");
+    }
+
+    // NOTIFY from the primary: a change arrives by IXFR.
+    primary
+        .reload(config(
+            &primary_text("192.0.2.2", false, false, &[f], 600),
+            d,
+        ))
+        .await;
+    eventually(
+        Duration::from_secs(10),
+        "the change reaches the follower",
+        || async { a(f, "www.a.test.").await.1 == ["192.0.2.2"] },
+    )
+    .await;
+    assert_eq!(serial(f, "a.test.").await, serial(p, "a.test.").await);
+    // The metrics follow the publication (within the same step of the follower).
+    let want = f64::from(serial(p, "a.test.").await.unwrap());
+    eventually(
+        Duration::from_secs(5),
+        "metrics: an IXFR, the new serial",
+        || async {
+            let metrics = http_get(http, "/metrics").await.1;
+            sample(
+                &metrics,
+                "privatelink_dns_follow_transfers_total{type=\"ixfr\",outcome=\"ok\"}",
+            ) >= 1.0
+                && sample(
+                    &metrics,
+                    "privatelink_dns_follow_zone_serial{zone=\"a.test.\"}",
+                ) == want
+                && sample(
+                    &metrics,
+                    "privatelink_dns_follow_primary_serial{zone=\"a.test.\"}",
+                ) == want
+        },
+    )
+    .await;
+
+    // A member added and one removed, through the catalog.
+    primary
+        .reload(config(&primary_text("192.0.2.2", true, true, &[f], 600), d))
+        .await;
+    eventually(
+        Duration::from_secs(10),
+        "c.test added, b.test dropped",
+        || async {
+            a(f, "api.c.test.").await.1 == ["192.0.2.30"]
+                && a(f, "x.b.test.").await.0 == ResponseCode::Refused
+        },
+    )
+    .await;
+    assert!(
+        !cache.join("b.test.zone").exists(),
+        "a dropped member's file is removed"
+    );
+    primary.shutdown().await;
+    follower.shutdown().await;
+}
+
+/// A follower whose key is not the primary's gets nothing, serves nothing and says
+/// why; the primary counts the refusals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_key_gets_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let primary = Server::start(&config(
+        &primary_text("192.0.2.1", false, false, &[], 600),
+        d,
+    ))
+    .await
+    .unwrap();
+    let follower = Server::start(&config(
+        &follower_text(primary.udp_addrs()[0], OTHER, &d.join("f")),
+        d,
+    ))
+    .await
+    .unwrap();
+    let http = follower.http_addr().unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "a failed transfer is counted",
+        || async {
+            let m = http_get(http, "/metrics").await.1;
+            m.lines().any(|l| {
+                l.starts_with("privatelink_dns_follow_transfers_total{")
+                    && l.contains("outcome=\"failed\"")
+            })
+        },
+    )
+    .await;
+    assert_eq!(
+        a(follower.udp_addrs()[0], "www.a.test.").await.0,
+        ResponseCode::Refused
+    );
+    let (status, body) = http_get(http, "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("not all transferred"), "{body}");
+    primary.shutdown().await;
+    follower.shutdown().await;
+}
+
+/// The primary goes away: the follower keeps serving until the zone's SOA expire,
+/// then answers SERVFAIL and `/readyz` names the zone. Restarted while the primary
+/// is still away, it serves from cache-dir at once (the expire counts from the
+/// file's time, the last contact).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_primary_a_zone_serves_until_expire_and_a_restart_serves_from_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cache = d.join("follow");
+    let primary = Server::start(&config(&primary_text("192.0.2.1", false, false, &[], 6), d))
+        .await
+        .unwrap();
+    let p = primary.udp_addrs()[0];
+    let text = follower_text(p, SECRET, &cache);
+    let follower = Server::start(&config(&text, d)).await.unwrap();
+    let f = follower.udp_addrs()[0];
+    eventually(
+        Duration::from_secs(20),
+        "the follower serves a.test",
+        || async { a(f, "www.a.test.").await.1 == ["192.0.2.1"] },
+    )
+    .await;
+    primary.shutdown().await;
+
+    // A restart while the primary is down: served from disk, before any transfer.
+    follower.shutdown().await;
+    let follower = Server::start(&config(&text, d)).await.unwrap();
+    let f = follower.udp_addrs()[0];
+    let http = follower.http_addr().unwrap();
+    assert_eq!(
+        a(f, "www.a.test.").await.1,
+        ["192.0.2.1"],
+        "served from cache-dir"
+    );
+    assert_eq!(http_get(http, "/readyz").await.0, 200);
+
+    // a.test has expire = 6 s: then SERVFAIL, and /readyz says which zone.
+    eventually(Duration::from_secs(20), "a.test expires", || async {
+        a(f, "www.a.test.").await.0 == ResponseCode::ServFail
+    })
+    .await;
+    let (status, body) = http_get(http, "/readyz").await;
+    assert_eq!(status, 503);
+    assert!(body.contains("a.test."), "{body}");
+    let metrics = http_get(http, "/metrics").await.1;
+    assert_eq!(
+        sample(&metrics, "privatelink_dns_follow_zones_expired "),
+        1.0,
+        "{metrics}"
+    );
+    // b.test keeps the default expire (two weeks): still served.
+    assert_eq!(a(f, "x.b.test.").await.1, ["192.0.2.20"]);
+    follower.shutdown().await;
+}
