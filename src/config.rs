@@ -87,10 +87,38 @@ pub struct FollowConfig {
     pub key: Option<TsigKey>,
     /// Where transferred zones are kept across restarts.
     pub cache_dir: Option<PathBuf>,
+    /// `tls = true`: transfers over TLS (XoT), the primary's certificate checked.
+    pub tls: Option<FollowTls>,
     /// What the answering core needs to take the primary's NOTIFY, and the transfer
     /// policy of the followed zones (`[transfer]`); carried by the snapshot's
     /// settings. The follower fills in the primary's addresses as it resolves them.
     pub peers: Arc<crate::access::FollowPeers>,
+}
+
+/// How a follower checks the primary over TLS: `[tls] ca-file` and `server-name`.
+#[derive(Clone)]
+pub struct FollowTls {
+    pub ca_file: PathBuf,
+    /// The name the primary's certificate must carry.
+    pub server_name: String,
+    pub client: Arc<rustls::ClientConfig>,
+}
+
+impl PartialEq for FollowTls {
+    fn eq(&self, other: &Self) -> bool {
+        self.ca_file == other.ca_file && self.server_name == other.server_name
+    }
+}
+
+impl Eq for FollowTls {}
+
+impl std::fmt::Debug for FollowTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FollowTls")
+            .field("ca_file", &self.ca_file)
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
 }
 
 impl FollowConfig {
@@ -101,6 +129,7 @@ impl FollowConfig {
             && self.catalog == other.catalog
             && self.key == other.key
             && self.cache_dir == other.cache_dir
+            && self.tls == other.tls
     }
 }
 
@@ -525,10 +554,14 @@ struct FollowFile {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 struct TlsFile {
-    /// PEM, leaf first. Required in this table.
-    certificate: Spanned<String>,
-    /// PEM (PKCS#8, SEC1 or RSA). Required in this table.
-    key: Spanned<String>,
+    /// PEM, leaf first. With `key`; required for `tls-listen`.
+    certificate: Option<Spanned<String>>,
+    /// PEM (PKCS#8, SEC1 or RSA). With `certificate`.
+    key: Option<Spanned<String>>,
+    /// PEM CA certificates that verify the primary (`[follow] tls`).
+    ca_file: Option<Spanned<String>>,
+    /// The name the primary's certificate must carry (`[follow] tls`).
+    server_name: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -880,7 +913,7 @@ fn check(file: FileConfig, src: &Source<'_>) -> Result<Config, ConfigError> {
     let aws =
         (file.aws.is_some() || endpoint_records || !discover.is_empty()).then_some(aws_config);
     let tls = match &file.tls {
-        Some(t) => Some(check_tls(src, t)?),
+        Some(t) => check_tls(src, t)?,
         None => None,
     };
     if tls.is_none()
@@ -889,7 +922,7 @@ fn check(file: FileConfig, src: &Source<'_>) -> Result<Config, ConfigError> {
         return Err(src.error(
             span,
             "server.tls-listen",
-            "DNS over TLS needs a certificate: add [tls] with certificate and key",
+            "DNS over TLS needs a certificate: set [tls] certificate and key",
         ));
     }
     // The first `require-tls = true`, with its key, for the error below.
@@ -934,6 +967,7 @@ fn check(file: FileConfig, src: &Source<'_>) -> Result<Config, ConfigError> {
             &zones,
             &server.settings.keys,
             &default_transfer,
+            file.tls.as_ref(),
         )?),
         None => None,
     };
@@ -963,6 +997,7 @@ fn check_follow(
     zones: &[ZoneConfig],
     keys: &[TsigKey],
     transfer: &Arc<TransferPolicy>,
+    tls_file: Option<&TlsFile>,
 ) -> Result<FollowConfig, ConfigError> {
     let text = f.primary.get_ref().trim();
     let Some(host) = crate::follow::primary_host(text) else {
@@ -1010,13 +1045,10 @@ fn check_follow(
             Some(key.clone())
         }
     };
-    if let Some(tls) = f.tls.as_ref().filter(|v| *v.get_ref()) {
-        return Err(src.error(
-            tls.span(),
-            "follow.tls",
-            "transfers from the primary over TLS are not supported yet: use TSIG (tsig-key) over TCP",
-        ));
-    }
+    let tls = match f.tls.as_ref().filter(|v| *v.get_ref()) {
+        None => None,
+        Some(on) => Some(check_follow_tls(src, on, tls_file, host)?),
+    };
     let peers = crate::access::FollowPeers::new(
         catalog.clone(),
         key.as_ref().map(|k| k.name.clone()),
@@ -1030,25 +1062,97 @@ fn check_follow(
         catalog,
         key,
         cache_dir: f.cache_dir.as_ref().map(|d| PathBuf::from(d.get_ref())),
+        tls,
         peers: Arc::new(peers),
     })
 }
 
-/// `[tls]`: both files read and paired now, so a bad pair fails the start (exit 64)
-/// naming the file. Paths are relative to the config file's directory.
-fn check_tls(src: &Source<'_>, t: &TlsFile) -> Result<crate::tls::TlsConfig, ConfigError> {
-    let path = |v: &Spanned<String>| match Path::new(src.path).parent() {
+/// `[follow] tls = true`: `[tls] ca-file` read now; the name to check is `[tls]
+/// server-name`, else the primary's host name (an address needs server-name).
+fn check_follow_tls(
+    src: &Source<'_>,
+    on: &Spanned<bool>,
+    tls_file: Option<&TlsFile>,
+    host: &str,
+) -> Result<FollowTls, ConfigError> {
+    let Some(ca) = tls_file.and_then(|t| t.ca_file.as_ref()) else {
+        return Err(src.error(
+            on.span(),
+            "follow.tls",
+            "transfers over TLS check the primary's certificate: set [tls] ca-file",
+        ));
+    };
+    let ca_file = config_relative(src, ca);
+    let client =
+        crate::tls::client_config(&ca_file).map_err(|m| src.error(ca.span(), "tls.ca-file", m))?;
+    let server_name = match tls_file.and_then(|t| t.server_name.as_ref()) {
+        Some(n) => {
+            let text = n.get_ref().trim();
+            rustls::pki_types::ServerName::try_from(text.to_string()).map_err(|_| {
+                src.error(
+                    n.span(),
+                    "tls.server-name",
+                    format!("{text:?} is not a host name"),
+                )
+            })?;
+            text.to_string()
+        }
+        None if host.parse::<std::net::IpAddr>().is_err() => host.to_string(),
+        None => {
+            return Err(src.error(
+                on.span(),
+                "follow.tls",
+                "the primary is an address: set [tls] server-name, the name its certificate carries",
+            ));
+        }
+    };
+    Ok(FollowTls {
+        ca_file,
+        server_name,
+        client,
+    })
+}
+
+/// `[tls]` certificate and key (either both or neither): both files read and paired
+/// now, so a bad pair fails the start (exit 64) naming the file. Paths are relative
+/// to the config file's directory.
+fn check_tls(src: &Source<'_>, t: &TlsFile) -> Result<Option<crate::tls::TlsConfig>, ConfigError> {
+    let (certificate, key) = match (&t.certificate, &t.key) {
+        (None, None) => return Ok(None),
+        (Some(c), Some(k)) => (c, k),
+        (Some(c), None) => {
+            return Err(src.error(
+                c.span(),
+                "tls.key",
+                "certificate needs its key: set key too",
+            ));
+        }
+        (None, Some(k)) => {
+            return Err(src.error(
+                k.span(),
+                "tls.certificate",
+                "key needs its certificate: set certificate too",
+            ));
+        }
+    };
+    let (cert_path, key_path) = (config_relative(src, certificate), config_relative(src, key));
+    crate::tls::TlsConfig::load(&cert_path, &key_path)
+        .map(Some)
+        .map_err(|e| {
+            let (span, which) = match e.file {
+                crate::tls::Which::Certificate => (certificate.span(), "tls.certificate"),
+                crate::tls::Which::Key => (key.span(), "tls.key"),
+            };
+            src.error(span, which, e.message)
+        })
+}
+
+/// A path as written in the config, relative to the config file's directory.
+fn config_relative(src: &Source<'_>, v: &Spanned<String>) -> PathBuf {
+    match Path::new(src.path).parent() {
         Some(dir) if src.path != DEMO_NAME => dir.join(v.get_ref()),
         _ => PathBuf::from(v.get_ref()),
-    };
-    let (certificate, key) = (path(&t.certificate), path(&t.key));
-    crate::tls::TlsConfig::load(&certificate, &key).map_err(|e| {
-        let (span, which) = match e.file {
-            crate::tls::Which::Certificate => (t.certificate.span(), "tls.certificate"),
-            crate::tls::Which::Key => (t.key.span(), "tls.key"),
-        };
-        src.error(span, which, e.message)
-    })
+    }
 }
 
 /// `[catalog]`: a name no served zone has or lies under, transferred under
@@ -2829,7 +2933,55 @@ transfer = { notify = ["10.7.0.1"] }
                 "[server]\nlisten = [\"127.0.0.1:53\"]\ntls-listen = [\"127.0.0.1:853\"]\n".into(),
                 3,
                 "server.tls-listen",
-                "add [tls]",
+                "set [tls] certificate and key",
+            ),
+            (
+                "[tls]\ncertificate = \"x.crt\"\n".into(),
+                2,
+                "tls.key",
+                "set key too",
+            ),
+            (
+                "[follow]\nprimary = \"10.0.0.5:x\"\ncatalog = \"c.invalid\"\n".into(),
+                2,
+                "follow.primary",
+                "is not host:port",
+            ),
+            (
+                "[follow]\nprimary = \"10.0.0.5\"\n".into(),
+                1,
+                "follow",
+                "missing field `catalog`",
+            ),
+            (
+                format!("{z}[follow]\nprimary = \"10.0.0.5\"\ncatalog = \"example.com\"\n"),
+                5,
+                "follow.catalog",
+                "a name is served from one source",
+            ),
+            (
+                "[follow]\nprimary = \"10.0.0.5\"\ncatalog = \"c.invalid\"\ntsig-key = \"k\"\n".into(),
+                4,
+                "follow.tsig-key",
+                "no [[tsig-key]] is named k.",
+            ),
+            (
+                "[follow]\nprimary = \"10.0.0.5\"\ncatalog = \"c.invalid\"\ntls = true\n".into(),
+                4,
+                "follow.tls",
+                "set [tls] ca-file",
+            ),
+            (
+                "[tls]\nca-file = \"/nonexistent/ca.pem\"\n[follow]\nprimary = \"10.0.0.5\"\ncatalog = \"c.invalid\"\ntls = true\n".into(),
+                2,
+                "tls.ca-file",
+                "cannot be read",
+            ),
+            (
+                "[follow]\nprimary = \"10.0.0.5\"\ncatalog = \"c.invalid\"\nmembers = 1\n".into(),
+                4,
+                "follow.members",
+                "unknown field",
             ),
             (
                 "[server]\nlisten = [\"0.0.0.0:53\"]\ntls-listen = [\"127.0.0.1:53\"]\n".into(),

@@ -26,14 +26,14 @@ use std::time::{Duration, Instant, SystemTime};
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType, TSigner};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::access::TsigKey;
-use crate::config::FollowConfig;
+use crate::config::{FollowConfig, FollowTls};
 use crate::snapshot::SnapshotStore;
 use crate::wire::QName;
 
@@ -371,20 +371,44 @@ impl<'h> Stream<'h> {
 }
 
 /// One request to the primary at `addr`: an IXFR from `have`'s serial, or an AXFR
-/// when `have` is `None`; signed with `key` when given, every answer verified.
+/// when `have` is `None`; signed with `key` when given, every answer verified; over
+/// TLS when `tls` is given (XoT, RFC 9103).
 pub async fn transfer(
     addr: SocketAddr,
     origin: &Name,
     have: Option<&Content>,
     key: Option<&TsigKey>,
+    tls: Option<&FollowTls>,
 ) -> Result<Got, TransferError> {
-    tokio::time::timeout(TRANSFER_DEADLINE, transfer_inner(addr, origin, have, key))
+    let run = async {
+        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| TransferError::Connect(format!("{addr} (timed out)")))?
+            .map_err(|e| TransferError::Connect(format!("{addr} ({e})")))?;
+        match tls {
+            None => exchange(tcp, origin, have, key).await,
+            Some(tls) => {
+                let name = rustls::pki_types::ServerName::try_from(tls.server_name.clone())
+                    .map_err(|e| TransferError::Connect(format!("{addr}: {e}")))?;
+                let connector = tokio_rustls::TlsConnector::from(tls.client.clone());
+                let stream = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp))
+                    .await
+                    .map_err(|_| {
+                        TransferError::Connect(format!("{addr}: TLS handshake timed out"))
+                    })?
+                    .map_err(|e| TransferError::Connect(format!("{addr}: TLS ({e})")))?;
+                exchange(stream, origin, have, key).await
+            }
+        }
+    };
+    tokio::time::timeout(TRANSFER_DEADLINE, run)
         .await
         .unwrap_or(Err(TransferError::Deadline))
 }
 
-async fn transfer_inner(
-    addr: SocketAddr,
+/// The request and its answers on an open connection.
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
     origin: &Name,
     have: Option<&Content>,
     key: Option<&TsigKey>,
@@ -418,25 +442,27 @@ async fn transfer_inner(
     let bytes = query
         .to_vec()
         .map_err(|e| TransferError::Malformed(e.to_string()))?;
-    let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
-        .await
-        .map_err(|_| TransferError::Connect(format!("{addr} (timed out)")))?
-        .map_err(|e| TransferError::Connect(format!("{addr} ({e})")))?;
     let mut framed = u16::try_from(bytes.len())
         .map_err(|_| TransferError::Malformed("request too long".into()))?
         .to_be_bytes()
         .to_vec();
     framed.extend_from_slice(&bytes);
-    tokio::time::timeout(READ_TIMEOUT, stream.write_all(&framed))
-        .await
-        .map_err(|_| TransferError::Stalled)?
-        .map_err(|e| TransferError::Io(e.to_string()))?;
+    tokio::time::timeout(READ_TIMEOUT, async {
+        stream.write_all(&framed).await?;
+        stream.flush().await
+    })
+    .await
+    .map_err(|_| TransferError::Stalled)?
+    .map_err(|e| TransferError::Io(e.to_string()))?;
 
     let mut parser = Stream::new(origin, have);
     let mut total = 0usize;
     let mut first = true;
     loop {
-        let len = read_u16(&mut stream).await?;
+        let len = tokio::time::timeout(READ_TIMEOUT, stream.read_u16())
+            .await
+            .map_err(|_| TransferError::Stalled)?
+            .map_err(|e| TransferError::Io(e.to_string()))?;
         total += usize::from(len) + 2;
         if total > MAX_TRANSFER_BYTES {
             return Err(TransferError::TooLarge);
@@ -490,13 +516,6 @@ async fn transfer_inner(
         State::Done(content) => Ok(Got::Zone(Box::new(content), kind)),
         _ => Err(TransferError::Malformed("incomplete".into())),
     }
-}
-
-async fn read_u16(stream: &mut TcpStream) -> Result<u16, TransferError> {
-    tokio::time::timeout(READ_TIMEOUT, stream.read_u16())
-        .await
-        .map_err(|_| TransferError::Stalled)?
-        .map_err(|e| TransferError::Io(e.to_string()))
 }
 
 fn random_id() -> u16 {
@@ -715,9 +734,18 @@ impl Follower {
             let have = held.content.clone();
             let primary = self.config.primary.clone();
             let key = self.config.key.clone();
+            let tls = self.config.tls.clone();
             let store = self.store.clone();
             tasks.spawn(async move {
-                let result = check(&primary, &zone, have.as_deref(), key.as_ref(), &store).await;
+                let result = check(
+                    &primary,
+                    &zone,
+                    have.as_deref(),
+                    key.as_ref(),
+                    tls.as_ref(),
+                    &store,
+                )
+                .await;
                 (zone, result)
             });
         }
@@ -1053,6 +1081,7 @@ async fn check(
     zone: &Name,
     have: Option<&Content>,
     key: Option<&TsigKey>,
+    tls: Option<&FollowTls>,
     store: &SnapshotStore,
 ) -> Result<Got, TransferError> {
     let addrs = resolve(primary).await?;
@@ -1061,13 +1090,13 @@ async fn check(
     }
     let mut last = None;
     for addr in addrs {
-        let got = match transfer(addr, zone, have, key).await {
+        let got = match transfer(addr, zone, have, key, tls).await {
             Ok(Got::UpToDate(serial)) if have.is_some_and(|h| h.serial() != serial) => {
-                transfer(addr, zone, None, key).await
+                transfer(addr, zone, None, key, tls).await
             }
             Err(TransferError::Inconsistent(why)) => {
                 debug!(%zone, why, "IXFR does not apply: AXFR");
-                transfer(addr, zone, None, key).await
+                transfer(addr, zone, None, key, tls).await
             }
             other => other,
         };

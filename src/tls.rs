@@ -106,6 +106,35 @@ impl TlsConfig {
     }
 }
 
+/// A TLS client for zone transfers from a primary (XoT, RFC 9103): TLS 1.3 and 1.2,
+/// ALPN `dot`, the primary's certificate checked against the CA certificates in
+/// `ca_file` (PEM) and, per connection, the name it must carry.
+pub fn client_config(ca_file: &Path) -> Result<Arc<rustls::ClientConfig>, String> {
+    let pem = read_bounded(ca_file).map_err(|m| format!("{}: {m}", ca_file.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert =
+            cert.map_err(|e| format!("{}: not a PEM certificate ({e})", ca_file.display()))?;
+        roots.add(cert).map_err(|e| {
+            format!(
+                "{}: a certificate that cannot be a CA ({e})",
+                ca_file.display()
+            )
+        })?;
+    }
+    if roots.is_empty() {
+        return Err(format!("{}: no PEM certificate in it", ca_file.display()));
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| format!("TLS setup failed: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    client.alpn_protocols = vec![b"dot".to_vec()];
+    Ok(Arc::new(client))
+}
+
 /// One DER element at the start of `der`: (tag, contents, the rest).
 fn der(der: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     let (&tag, rest) = der.split_first()?;

@@ -307,3 +307,73 @@ async fn without_the_primary_a_zone_serves_until_expire_and_a_restart_serves_fro
     assert_eq!(a(f, "x.b.test.").await.1, ["192.0.2.20"]);
     follower.shutdown().await;
 }
+
+/// `[follow] tls = true`: transfers over TLS (XoT) from a primary that allows them
+/// only over TLS (`require-tls`), its certificate checked against `[tls] ca-file`
+/// for `server-name`. The wrong name gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_with_the_certificate_checked() {
+    use support::pki::{NAME, ca, have, leaf};
+    if !have("openssl") {
+        assert!(
+            std::env::var_os("PRIVATELINK_DNS_E2E").is_none(),
+            "openssl is required"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ca(d);
+    let (crt, key) = leaf(d, "primary", "0x77");
+    let text = primary_text("192.0.2.1", false, false, &[], 600)
+        .replace(
+            "listen = [\"127.0.0.1:0\"]\n",
+            &format!(
+                "listen = [\"127.0.0.1:0\"]\ntls-listen = [\"127.0.0.1:0\"]\n\n[tls]\ncertificate = \"{}\"\nkey = \"{}\"\n",
+                crt.display(),
+                key.display()
+            ),
+        )
+        .replace("tsig-key = \"xfr-key\"\nnotify", "tsig-key = \"xfr-key\"\nrequire-tls = true\nnotify");
+    let primary = Server::start(&config(&text, d)).await.unwrap();
+    let tls = primary.tls_addrs()[0];
+    let follower_with = |name: &str, cache: &str| {
+        follower_text(tls, SECRET, &d.join(cache)).replace("cache-dir", "tls = true\ncache-dir")
+            + &format!(
+                "\n[tls]\nca-file = \"{}\"\nserver-name = \"{name}\"\n",
+                d.join("ca.crt").display()
+            )
+    };
+    let follower = Server::start(&config(&follower_with(NAME, "ok"), d))
+        .await
+        .unwrap();
+    let f = follower.udp_addrs()[0];
+    eventually(Duration::from_secs(20), "a.test over TLS", || async {
+        a(f, "www.a.test.").await.1 == ["192.0.2.1"]
+    })
+    .await;
+    assert_eq!(
+        serial(f, "a.test.").await,
+        serial(primary.udp_addrs()[0], "a.test.").await
+    );
+
+    let wrong = Server::start(&config(&follower_with("other.test", "wrong"), d))
+        .await
+        .unwrap();
+    let http = wrong.http_addr().unwrap();
+    eventually(Duration::from_secs(10), "the wrong name fails", || async {
+        let m = http_get(http, "/metrics").await.1;
+        m.lines().any(|l| {
+            l.starts_with("privatelink_dns_follow_transfers_total{")
+                && l.contains("outcome=\"failed\"")
+        })
+    })
+    .await;
+    assert_eq!(
+        a(wrong.udp_addrs()[0], "www.a.test.").await.0,
+        ResponseCode::Refused
+    );
+    follower.shutdown().await;
+    wrong.shutdown().await;
+    primary.shutdown().await;
+}

@@ -6,7 +6,7 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,91 +16,7 @@ use privatelink_dns::config::Config;
 use support::{eventually, sample};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const NAME: &str = "dns.test";
-
-fn have(tool: &str) -> bool {
-    Command::new(tool)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-        || Command::new(tool).arg("version").output().is_ok()
-}
-
-fn openssl(args: &[&str]) {
-    let out = Command::new("openssl").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A CA in `dir` (ca.crt, ca.key).
-fn ca(dir: &Path) {
-    let d = |f: &str| dir.join(f).display().to_string();
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=test CA",
-        "-keyout",
-        &d("ca.key"),
-        "-out",
-        &d("ca.crt"),
-    ]);
-}
-
-/// A leaf for NAME signed by the CA, with this serial, written to `tag`.crt/.key.
-fn leaf(dir: &Path, tag: &str, serial: &str) -> (PathBuf, PathBuf) {
-    let d = |f: &str| dir.join(f).display().to_string();
-    let (key, csr, crt, ext) = (
-        d(&format!("{tag}.key")),
-        d(&format!("{tag}.csr")),
-        d(&format!("{tag}.crt")),
-        d(&format!("{tag}.ext")),
-    );
-    openssl(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-subj",
-        &format!("/CN={NAME}"),
-        "-keyout",
-        &key,
-        "-out",
-        &csr,
-    ]);
-    std::fs::write(&ext, format!("subjectAltName=DNS:{NAME}\n")).unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        &csr,
-        "-CA",
-        &d("ca.crt"),
-        "-CAkey",
-        &d("ca.key"),
-        "-set_serial",
-        serial,
-        "-days",
-        "2",
-        "-extfile",
-        &ext,
-        "-out",
-        &crt,
-    ]);
-    (PathBuf::from(crt), PathBuf::from(key))
-}
+use support::pki::{NAME, ca, have, leaf};
 
 /// Replaces the served pair's files with `tag`'s (each by rename: never half a file).
 fn install(dir: &Path, tag: &str) {
