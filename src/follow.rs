@@ -51,6 +51,8 @@ pub const MAX_TRANSFER_BYTES: usize = 256 << 20;
 pub const MAX_CONCURRENT: usize = 4;
 /// Retry interval before a zone has an SOA of its own to say.
 const FIRST_RETRY: Duration = Duration::from_secs(5);
+/// The least time between two checks of one zone that NOTIFYs start.
+const MIN_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// TSIG fudge of our requests (RFC 8945 recommends 300 s).
 const FUDGE: u16 = 300;
 /// NOTIFYs waiting for the follower; more are dropped (a check is pending anyway).
@@ -612,6 +614,12 @@ impl FollowStatus {
         self.lock().expirations
     }
 
+    /// A new follower starts from nothing (a reload may follow another primary).
+    fn reset(&self) {
+        self.loaded.store(false, Ordering::Relaxed);
+        self.lock().zones.clear();
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, StatusInner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -632,6 +640,12 @@ struct Held {
     expired: bool,
     /// Refused for a name a configured or discovered zone has (logged once).
     conflict: bool,
+    /// Its last transfer cannot be served (a conflict, a record type we do not
+    /// serve): readiness does not wait for it.
+    unservable: bool,
+    /// When its last check ended: NOTIFYs do not start checks closer than
+    /// [`MIN_CHECK_INTERVAL`] (a flood of them is one check a second).
+    last_check: Option<Instant>,
 }
 
 impl Held {
@@ -643,6 +657,8 @@ impl Held {
             running: false,
             expired: false,
             conflict: false,
+            unservable: false,
+            last_check: None,
         }
     }
 }
@@ -677,6 +693,7 @@ impl Follower {
 
     /// Serves what `cache-dir` holds, then follows until `shutdown`.
     pub async fn run(mut self, shutdown: CancellationToken) {
+        self.status.reset();
         self.status.enabled.store(true, Ordering::Relaxed);
         let now = Instant::now();
         self.zones
@@ -709,7 +726,9 @@ impl Follower {
     fn on_notify(&mut self, zone: &Name) {
         if let Some(held) = self.zones.get_mut(zone) {
             debug!(%zone, "NOTIFY from the primary: checking now");
-            held.due = Instant::now();
+            let now = Instant::now();
+            let earliest = held.last_check.map_or(now, |t| t + MIN_CHECK_INTERVAL);
+            held.due = held.due.min(earliest.max(now));
         }
     }
 
@@ -791,6 +810,7 @@ impl Follower {
         };
         held.running = false;
         let now = Instant::now();
+        held.last_check = Some(now);
         match result {
             Ok(Got::UpToDate(serial)) => {
                 held.last_ok = Some(SystemTime::now());
@@ -815,6 +835,7 @@ impl Follower {
                 let Some(held) = self.zones.get_mut(&zone) else {
                     return;
                 };
+                held.unservable = matches!(published, Err(TransferError::Unservable(_)));
                 match published {
                     Ok(()) => {
                         held.content = Some(content.clone());
@@ -826,7 +847,14 @@ impl Follower {
                         self.contact(&zone, serial);
                     }
                     Err(error) => {
-                        held.due = now + retry_of(held);
+                        // What cannot be served will not be at the next retry either:
+                        // asked again at the zone's refresh (or a NOTIFY).
+                        held.due = now
+                            + if held.unservable {
+                                content.timers().0
+                            } else {
+                                retry_of(held)
+                            };
                         warn!(%zone, serial, kind = kind.label(), %error, "transfer from the primary not served; the zone served before stays");
                         self.status.count(kind.label(), "failed");
                     }
@@ -963,7 +991,10 @@ impl Follower {
     }
 
     fn update_loaded(&self) {
-        let loaded = self.zones.values().all(|h| h.content.is_some());
+        let loaded = self
+            .zones
+            .values()
+            .all(|h| h.content.is_some() || h.unservable);
         if loaded && !self.status.loaded.swap(true, Ordering::Relaxed) {
             info!(
                 zones = self.zones.len() - 1,

@@ -214,6 +214,10 @@ pub struct Refresher<D> {
     apply_removals: bool,
     /// The assembly warnings of the last publish, logged when they first appear.
     warned: Mutex<BTreeSet<String>>,
+    /// The wait before the first EC2 call, when a cold start already serves every
+    /// target from the cache file: a random part of `refresh-interval`, so replicas
+    /// started together do not call the API together.
+    first_delay: Option<Duration>,
 }
 
 impl<D: Discover> Refresher<D> {
@@ -235,6 +239,7 @@ impl<D: Discover> Refresher<D> {
             held: None,
             apply_removals: false,
             warned: Mutex::default(),
+            first_delay: None,
         }
     }
 
@@ -497,10 +502,32 @@ impl<D: Discover> Refresher<D> {
     /// held) the last good data: that of the previous config after a reload, else the
     /// cache file's targets saved for this config. Targets without data answer NODATA
     /// for their AWS-backed names until discovery works, and /readyz names them.
+    ///
+    /// A cold start whose cache file has data for every target serves it and makes
+    /// the first EC2 call after a random 0 to `refresh-interval` (see `run`): replicas
+    /// of a deployment start together, and their calls should not come together out
+    /// of one account's EC2 API budget (coredns#2353, coredns#4899).
     pub async fn initial_load(&mut self) {
         if self.last().is_none() {
             // The cache is the baseline a mass removal is measured against.
             self.load_cache().await;
+            if self.last().is_some() {
+                self.publish_last();
+                if self.store.load().served.ready() {
+                    let interval = self
+                        .config
+                        .aws
+                        .as_ref()
+                        .map_or(Duration::from_secs(30), |a| a.refresh_interval);
+                    let delay = interval.mul_f64((jitter() + 1.0) / 2.0);
+                    info!(
+                        first_call_in_ms = delay.as_millis() as u64,
+                        "serving the cache file; the first EC2 call waits a random part of refresh-interval"
+                    );
+                    self.first_delay = Some(delay);
+                    return;
+                }
+            }
         }
         if let Ok(Outcome::Applied) = self.refresh_once().await {
             return;
@@ -530,7 +557,10 @@ impl<D: Discover> Refresher<D> {
             });
         loop {
             let streak = self.stats.consecutive_failures.load(Ordering::Relaxed) as u32;
-            let delay = next_delay(streak, interval, max_backoff, jitter());
+            let delay = self
+                .first_delay
+                .take()
+                .unwrap_or_else(|| next_delay(streak, interval, max_backoff, jitter()));
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(delay) => {}
@@ -909,6 +939,16 @@ mod removal_guard {
         cache::save(&path, &config, &inventory(&["10.9.1.4", "10.9.2.4"]), 1).unwrap();
         let (mut r, store, stats) = refresher(config, &[inventory(TWO)]);
         r.initial_load().await;
+        assert_eq!(
+            served(&store),
+            ["10.9.1.4", "10.9.2.4"],
+            "the cache serves; the first call waits its jitter"
+        );
+        assert!(
+            r.first_delay
+                .is_some_and(|d| d <= Duration::from_secs(3600))
+        );
+        r.refresh_once().await.unwrap();
         assert_eq!(served(&store), TWO, "applied at once, not held for an hour");
         assert_eq!(stats.held(), None);
     }
@@ -983,6 +1023,7 @@ mod removal_guard {
 
         let (mut r, store, _stats) = refresher(cfg.clone(), &[inventory(&[])]);
         r.initial_load().await;
+        r.refresh_once().await.unwrap();
         assert_eq!(
             served(&store),
             TWO,
@@ -996,6 +1037,7 @@ mod removal_guard {
         // never written over the cache.
         let (mut r, store, _) = refresher(config("0s", Some(&path)), &[inventory(&[])]);
         r.initial_load().await;
+        r.refresh_once().await.unwrap();
         assert!(served(&store).is_empty());
         assert_eq!(
             std::fs::read(&path).unwrap(),

@@ -335,7 +335,11 @@ fn reference_config_and_docs_show_every_key() {
             ],
         ),
         ("catalog", &["zone"]),
-        ("tls", &["certificate", "key"]),
+        ("tls", &["certificate", "key", "ca-file", "server-name"]),
+        (
+            "follow",
+            &["primary", "catalog", "tsig-key", "tls", "cache-dir"],
+        ),
         ("transfer", &["allow", "tsig-key", "notify", "require-tls"]),
     ];
     for (table, names) in keys {

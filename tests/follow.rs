@@ -377,3 +377,113 @@ async fn over_tls_with_the_certificate_checked() {
     wrong.shutdown().await;
     primary.shutdown().await;
 }
+
+/// A NOTIFY is taken (NOERROR, AA) only from the primary's address, signed with the
+/// `[follow]` key, for a followed zone or the catalog; anything else gets NOTAUTH.
+/// A catalog member that has the name of a configured zone is not followed (the
+/// configured one answers), and readiness does not wait for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_only_from_the_primary_signed_and_configured_zones_win() {
+    use hickory_proto::op::{Message, MessageType, OpCode, Query};
+    use hickory_proto::rr::{Name, TSigner, rdata::tsig::TsigAlgorithm};
+    use std::str::FromStr;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let primary = Server::start(&config(
+        &primary_text("192.0.2.1", false, false, &[], 600),
+        d,
+    ))
+    .await
+    .unwrap();
+    let text = follower_text(primary.udp_addrs()[0], SECRET, &d.join("f"))
+        + "\n[[zone]]\norigin = \"b.test\"\n\n[[zone.record]]\nname = \"own\"\na = [\"198.51.100.1\"]\n";
+    let follower = Server::start(&config(&text, d)).await.unwrap();
+    let f = follower.udp_addrs()[0];
+    let http = follower.http_addr().unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "ready with a.test followed",
+        || async {
+            http_get(http, "/readyz").await.0 == 200 && a(f, "www.a.test.").await.1 == ["192.0.2.1"]
+        },
+    )
+    .await;
+    assert_eq!(
+        a(f, "own.b.test.").await.1,
+        ["198.51.100.1"],
+        "the configured b.test answers"
+    );
+    assert_eq!(
+        a(f, "x.b.test.").await.0,
+        ResponseCode::NXDomain,
+        "not the primary's b.test"
+    );
+
+    let notify = |zone: &str, signed: bool| {
+        let mut m = Message::new(7, MessageType::Query, OpCode::Notify);
+        m.add_query(Query::query(Name::from_str(zone).unwrap(), RecordType::SOA));
+        if signed {
+            use base64::Engine;
+            let secret = base64::engine::general_purpose::STANDARD
+                .decode(SECRET)
+                .unwrap();
+            let signer = TSigner::new(
+                secret,
+                TsigAlgorithm::HmacSha256,
+                Name::from_str("xfr-key.").unwrap(),
+                300,
+            )
+            .unwrap();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            let (tsig, _) = signer.sign_message(&m, now).unwrap();
+            m.signature = Some(tsig);
+        }
+        m.to_vec().unwrap()
+    };
+    let send = |from: &'static str, bytes: Vec<u8>| async move {
+        let s = tokio::net::UdpSocket::bind(format!("{from}:0"))
+            .await
+            .unwrap();
+        s.send_to(&bytes, f).await.unwrap();
+        let mut buf = vec![0; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.recv(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        let m = Message::from_vec(&buf[..n]).unwrap();
+        (m.metadata.response_code, m.metadata.authoritative)
+    };
+    assert_eq!(
+        send("127.0.0.1", notify("a.test.", true)).await,
+        (ResponseCode::NoError, true)
+    );
+    assert_eq!(
+        send("127.0.0.1", notify("catalog.invalid.", true)).await,
+        (ResponseCode::NoError, true)
+    );
+    assert_eq!(
+        send("127.0.0.1", notify("a.test.", false)).await.0,
+        ResponseCode::NotAuth,
+        "unsigned"
+    );
+    assert_eq!(
+        send("127.0.0.2", notify("a.test.", true)).await.0,
+        ResponseCode::NotAuth,
+        "not the primary"
+    );
+    assert_eq!(
+        send("127.0.0.1", notify("b.test.", true)).await.0,
+        ResponseCode::NotAuth,
+        "a configured zone"
+    );
+    assert_eq!(
+        send("127.0.0.1", notify("z.test.", true)).await.0,
+        ResponseCode::NotAuth,
+        "no such zone"
+    );
+    follower.shutdown().await;
+    primary.shutdown().await;
+}

@@ -23,18 +23,8 @@
 # Usage: NAMED_920=.cache/bind9.20/usr/sbin/named tests/e2e/dot.sh [path/to/privatelink-dns]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-if [[ -z ${PLDNS_E2E_NETNS:-} ]]; then
-    ns=pldns-dot-$$
-    ip netns add "$ns"
-    trap 'ip netns del "$ns" 2>/dev/null || true' EXIT
-    ip -n "$ns" link set lo up
-    for i in 2 3 4 5 6; do ip -n "$ns" addr add "127.0.0.$i/8" dev lo; done
-    rc=0
-    ip netns exec "$ns" env PLDNS_E2E_NETNS=1 "$0" "$@" || rc=$?
-    for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
-    exit $rc
-fi
 source tests/e2e/lib.sh
+e2e_netns dot "2 3 4 5 6" "$0" "$@"
 BIN=$(realpath "${1:-target/debug/privatelink-dns}")
 NAMED_920=$(realpath "${NAMED_920:-.cache/bind9.20/usr/sbin/named}")
 PORT=5460
@@ -190,15 +180,6 @@ E2E_PIDS+=($!)
 
 answers_at() { dig +time=2 +tries=1 +short @"$1" -p "$2" www.dot.example.net A 2>/dev/null; }
 has_answer() { [[ $(answers_at "$1" "$2") == 192.0.2.1 ]]; }
-until_ok() { # WHAT SECONDS COMMAND...
-    local what=$1 limit=$2 i
-    shift 2
-    for i in $(seq 1 $((limit * 5))); do
-        if "$@" >/dev/null 2>&1; then pass "$what"; return 0; fi
-        sleep 0.2
-    done
-    fail "$what: not within ${limit}s"
-}
 until_ok "Unbound (forward-tls-upstream) answers through us" 20 has_answer 127.0.0.2 5461
 until_ok "Knot Resolver (TLS_FORWARD) answers through us" 20 has_answer 127.0.0.3 5462
 until_ok "PowerDNS Recursor (dot-to-port-853) answers through us" 20 has_answer 127.0.0.5 5464

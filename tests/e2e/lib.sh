@@ -47,3 +47,35 @@ e2e_summary() {
     echo "$1: $E2E_PASSES passed, $E2E_FAILS failed"
     [[ $E2E_FAILS -eq 0 ]]
 }
+
+# e2e_netns TAG "N M ..." COMMAND...: unless already inside one, runs COMMAND (the
+# script itself: "$0" "$@") in a new network namespace with lo up and 127.0.0.N/8
+# added, then kills whatever is left in it, deletes it and exits with COMMAND's code.
+e2e_netns() {
+    [[ -n ${PLDNS_E2E_NETNS:-} ]] && return 0
+    local tag=$1 addrs=$2 i pid rc=0
+    shift 2
+    E2E_NS=pldns-$tag-$$
+    ip netns add "$E2E_NS"
+    trap 'ip netns del "$E2E_NS" 2>/dev/null || true' EXIT
+    ip -n "$E2E_NS" link set lo up
+    for i in $addrs; do ip -n "$E2E_NS" addr add "127.0.0.$i/8" dev lo; done
+    ip netns exec "$E2E_NS" env PLDNS_E2E_NETNS=1 "$@" || rc=$?
+    for pid in $(ip netns pids "$E2E_NS" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
+    exit $rc
+}
+
+# until_ok WHAT SECONDS COMMAND...: passes once COMMAND succeeds (tried every 0.2 s,
+# its output discarded), fails if it has not within SECONDS.
+until_ok() {
+    local what=$1 limit=$2 i
+    shift 2
+    for i in $(seq 1 $((limit * 5))); do
+        if "$@" >/dev/null 2>&1; then
+            pass "$what"
+            return 0
+        fi
+        sleep 0.2
+    done
+    fail "$what: not within ${limit}s"
+}
