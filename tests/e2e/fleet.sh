@@ -13,7 +13,8 @@
 # serves from disk; a zone with a short SOA expire (8 s) goes SERVFAIL on both and
 # /readyz names it; the primary restarted with other content (the followers holding
 # an older serial) brings both to its data and serial, and the expired zone back.
-# Needs dig (scripts/test installs it). Tears everything down on exit.
+# A chained AXFR from a follower ([transfer] on it) gives the primary's zone. Needs
+# dig, kdig and curl (scripts/test installs them). Tears everything down on exit.
 #
 # Usage: tests/e2e/fleet.sh [path/to/privatelink-dns]
 set -euo pipefail
@@ -99,6 +100,11 @@ format = "json"
 name = "xfr-key"
 secret = "$SECRET"
 
+# Others may chain from a follower: its followed zones are transferred under this.
+[transfer]
+allow = ["127.0.0.0/8"]
+tsig-key = "xfr-key"
+
 [follow]
 primary = "127.0.0.1:5470"
 catalog = "catalog.invalid"
@@ -155,6 +161,9 @@ start_follower 3
 until_ok "both followers serve a.fleet.test" 20 both_answer www.a.fleet.test 192.0.2.1
 until_ok "... with the primary's serial" 10 same_serials a.fleet.test
 expect_eq "the primary's catalog is not served by a follower" "REFUSED" "$(rcode 2 catalog.invalid)"
+axfr=$(kdig +time=3 +retry=0 @127.0.0.3 -p 5472 -y "hmac-sha256:xfr-key:$SECRET" a.fleet.test AXFR 2>&1 || true)
+expect_contains "a chained AXFR from follower 3 ([transfer] on a follower)" "www.a.fleet.test." "$axfr"
+expect_contains "... with the primary's serial" " $(serial_of 0 a.fleet.test) " "$(echo "$axfr" | grep -m1 SOA)"
 for n in 2 3; do
     expect_contains "follower $n /readyz" "200" "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.$n:947$((n - 1))/readyz")"
 done
