@@ -774,6 +774,28 @@ fn encode_served(
             now.saturating_sub(data) as f64,
         )?;
     }
+    {
+        let g = ConstGauge::new(0.0);
+        let mut family = e.encode_descriptor(
+            "target_data_age_seconds",
+            "Age of each discovery target's data being served, by target and source (aws, cache); none for a target without data",
+            None,
+            g.metric_type(),
+        )?;
+        let now = crate::snapshot::unix_now();
+        for (target, source) in &served.targets {
+            let Some(source) = source else {
+                continue;
+            };
+            let label = match source {
+                crate::snapshot::DataSource::Aws { .. } => "aws",
+                crate::snapshot::DataSource::Cache { .. } => "cache",
+            };
+            let labels = [("target", target.as_str()), ("source", label)];
+            ConstGauge::new(now.saturating_sub(source.unix()) as f64)
+                .encode(family.encode_family(&labels)?)?;
+        }
+    }
     gauge(
         e,
         "endpoints_discovered",
@@ -903,7 +925,13 @@ mod tests {
         let config = Config::demo();
         let served = crate::snapshot::Served {
             published: true,
-            targets: vec![("region=ap-northeast-1".into(), None)],
+            targets: vec![
+                ("region=ap-northeast-1".into(), None),
+                (
+                    "vpc=vpc-1".into(),
+                    Some(crate::snapshot::DataSource::Cache { saved_at: 0 }),
+                ),
+            ],
             endpoints: 0,
         };
         let store = Arc::new(SnapshotStore::new(
@@ -943,6 +971,7 @@ mod tests {
             "privatelink_dns_discovery_names_rejected 2",
             "privatelink_dns_cache_write_failures_total 0",
             "privatelink_dns_log_lines_dropped_total ",
+            "privatelink_dns_target_data_age_seconds{target=\"vpc=vpc-1\",source=\"cache\"} ",
         ] {
             assert!(text.contains(want), "{want} in\n{text}");
         }
