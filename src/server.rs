@@ -899,6 +899,49 @@ mod tests {
         assert_eq!(serve.handle_udp(&bytes, peer, &mut small), None);
     }
 
+    /// The drain, without a race: N queries queued on the socket, the worker's token
+    /// cancelled before it starts, then the worker runs: every query is answered (a
+    /// worker that returned on cancellation would answer one batch at most).
+    #[test]
+    fn a_cancelled_worker_answers_every_query_already_queued() {
+        let config = Config::demo();
+        let store = Arc::new(SnapshotStore::new(crate::app::build_snapshot(
+            &config, None,
+        )));
+        let metrics = Arc::new(Metrics::new(
+            Arc::new(RefreshStats::default()),
+            store.clone(),
+        ));
+        let cx = Arc::new(ServeContext::new(store, metrics, 0));
+        let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        const N: u16 = 3 * BATCH as u16 + 5;
+        for id in 1..=N {
+            let mut q = hickory_proto::op::Message::query();
+            q.metadata.id = id;
+            q.add_query(hickory_proto::op::Query::query(
+                hickory_proto::rr::Name::from_ascii("internal.example.com.").unwrap(),
+                RecordType::A,
+            ));
+            client
+                .send_to(&q.to_vec().unwrap(), server.local_addr().unwrap())
+                .unwrap();
+        }
+        let shutdown = CancellationToken::new();
+        shutdown.cancel();
+        // Returns once the queue is empty (or after the deadline, which is far).
+        serve_udp_worker(server, cx, shutdown, Duration::from_secs(30));
+        client.set_nonblocking(true).unwrap();
+        let mut answered = std::collections::BTreeSet::new();
+        let mut buf = [0u8; 1500];
+        while let Ok(n) = client.recv(&mut buf) {
+            assert!(n >= 12);
+            answered.insert(u16::from_be_bytes([buf[0], buf[1]]));
+        }
+        let lost: Vec<u16> = (1..=N).filter(|i| !answered.contains(i)).collect();
+        assert!(lost.is_empty(), "unanswered: {lost:?}");
+    }
+
     /// A server context over a zone of `names` names that 127.0.0.1 may transfer, and
     /// the plan of an AXFR of it.
     fn transfer_rig(names: usize, max_transfers: usize) -> (ServeContext, Plan) {
