@@ -806,6 +806,64 @@ fn reason_for_code(code: &str, message: &str) -> FailureReason {
 mod tests {
     use super::*;
 
+    /// `paginate` over scripted pages: (items, next token) per call, and the tokens
+    /// it was called with.
+    fn paged(
+        pages: &[(&[u32], Option<&str>)],
+    ) -> (Result<Vec<u32>, DiscoveryError>, Vec<Option<String>>) {
+        let target = Target {
+            region: Some("ap-northeast-1".into()),
+            role_arn: None,
+        };
+        let asked = std::sync::Mutex::new(Vec::new());
+        let pages: Vec<(Vec<u32>, Option<String>)> = pages
+            .iter()
+            .map(|(items, next)| (items.to_vec(), next.map(str::to_string)))
+            .collect();
+        let mut at = 0;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let got = runtime.block_on(paginate(&target, "DescribeVpcEndpoints", |token| {
+            asked.lock().unwrap().push(token);
+            let page = pages.get(at).cloned().unwrap_or_default();
+            at += 1;
+            async move { Ok(page) }
+        }));
+        (got, asked.into_inner().unwrap())
+    }
+
+    #[test]
+    fn paginate_follows_every_token_and_refuses_one_that_comes_back() {
+        // Three pages, in order, each asked with the token before it.
+        let (got, asked) = paged(&[(&[1, 2], Some("a")), (&[3], Some("b")), (&[4], None)]);
+        assert_eq!(got.unwrap(), [1, 2, 3, 4]);
+        assert_eq!(asked, [None, Some("a".into()), Some("b".into())]);
+        // An empty token ends the list, as no token does.
+        let (got, asked) = paged(&[(&[1], Some("")), (&[9], None)]);
+        assert_eq!((got.unwrap(), asked.len()), (vec![1], 1));
+        // A token seen before, right away (the SDK's paginator would stop quietly
+        // there, with the list cut short) or later (a cycle): an invalid answer.
+        for pages in [
+            &[
+                (&[1u32][..], Some("a")),
+                (&[2][..], Some("a")),
+                (&[3][..], None),
+            ][..],
+            &[
+                (&[1][..], Some("a")),
+                (&[2][..], Some("b")),
+                (&[3][..], Some("a")),
+                (&[4][..], None),
+            ],
+        ] {
+            let e = paged(pages).0.unwrap_err();
+            assert_eq!(e.reason, FailureReason::InvalidResponse, "{e:?}");
+            assert!(e.message.contains("came back a second time"), "{e:?}");
+            assert_eq!(e.operation, "DescribeVpcEndpoints");
+        }
+    }
+
     #[test]
     fn whole_responses() {
         let whole = [

@@ -601,9 +601,20 @@ async fn zero_config_asks_for_its_vpcs_and_refuses_others() {
     .unwrap();
     let server = Server::start(&cfg).await.unwrap();
     let dns = server.udp_addrs()[0];
-    // The other VPC's endpoint is not even asked for.
+    // The other VPC's endpoint is not even asked for: every DescribeVpcEndpoints names
+    // our VPC alone.
     assert_eq!(a(dns, ZERO_CONFIG).await, ["10.0.1.4"]);
     assert_eq!(server.served().endpoints, 1);
+    let asked: Vec<_> = moto
+        .calls()
+        .into_iter()
+        .filter(|c| c.action == "DescribeVpcEndpoints")
+        .collect();
+    assert!(!asked.is_empty());
+    assert!(
+        asked.iter().all(|c| c.vpcs == [vpc.id.clone()]),
+        "{asked:?}"
+    );
 
     let stats = server.stats().clone();
     let before = stats.failures(FailureReason::InvalidResponse);
@@ -726,8 +737,9 @@ async fn sighup_applies_a_held_removal_at_once() {
     wait_metric(http, "privatelink_dns_removal_held ", |v| v == 0.0).await;
 }
 
-/// An API that hands out a page token it already gave: the refresh fails as an
-/// invalid answer instead of looping, or stopping quietly with half the endpoints.
+/// An API that hands out a page token it already gave, in each of the three paged
+/// calls: the refresh fails as an invalid answer instead of looping, or stopping
+/// quietly with part of the list, and the answers stay as they were.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeated_page_token_fails_the_refresh() {
     if !moto_available() {
@@ -736,8 +748,27 @@ async fn a_repeated_page_token_fails_the_refresh() {
     aws_env();
     let moto = Moto::start();
     let vpc = Vpc::create(moto.client()).await;
+    // 12 tagged endpoints (3 pages of 5, and 3 of their ENIs), and zero-config names
+    // of 11 more services (12 services: 3 pages of DescribeVpcEndpointServices; a
+    // token can only come back a second time from a third page).
     for i in 0..12 {
         vpc.endpoint(SSM, &[i % 3], &[("privatelink-dns/name", "api")])
+            .await;
+    }
+    for svc in [
+        "ec2",
+        "sts",
+        "logs",
+        "kms",
+        "ecr.api",
+        "ecr.dkr",
+        "secretsmanager",
+        "ssmmessages",
+        "ec2messages",
+        "monitoring",
+        "sqs",
+    ] {
+        vpc.endpoint(&format!("com.amazonaws.ap-northeast-1.{svc}"), &[0], &[])
             .await;
     }
     let proxy = FaultProxy::start(moto.port).await;
@@ -749,14 +780,37 @@ async fn a_repeated_page_token_fails_the_refresh() {
     let dns = server.udp_addrs()[0];
     let all = a(dns, API).await;
     assert_eq!(all.len(), 12, "three pages of endpoints: {all:?}");
+    let kms = a(dns, "kms.ap-northeast-1.amazonaws.com.").await;
+    assert_eq!(kms.len(), 1, "{kms:?}");
+    let calls = moto.calls();
+    for action in [
+        "DescribeVpcEndpoints",
+        "DescribeNetworkInterfaces",
+        "DescribeVpcEndpointServices",
+    ] {
+        assert!(
+            calls.iter().any(|c| c.action == action && c.next_page),
+            "{action} went over pages"
+        );
+    }
     let stats = server.stats().clone();
-    let before = stats.failures(FailureReason::InvalidResponse);
-    proxy.set(Fault::RepeatNextToken, Some("DescribeVpcEndpoints"));
-    eventually(LIMIT, "a repeated token refused", || {
-        let n = stats.failures(FailureReason::InvalidResponse);
-        async move { n > before }
-    })
-    .await;
-    assert_eq!(a(dns, API).await, all, "answers unchanged");
+    for action in [
+        "DescribeVpcEndpoints",
+        "DescribeNetworkInterfaces",
+        "DescribeVpcEndpointServices",
+    ] {
+        let before = stats.failures(FailureReason::InvalidResponse);
+        let faulted = proxy.faulted.load(Ordering::Relaxed);
+        proxy.set(Fault::RepeatNextToken, Some(action));
+        eventually(LIMIT, &format!("a repeated {action} token refused"), || {
+            let n = stats.failures(FailureReason::InvalidResponse);
+            async move { n > before }
+        })
+        .await;
+        assert!(proxy.faulted.load(Ordering::Relaxed) > faulted, "{action}");
+        assert_eq!(a(dns, API).await, all, "{action}: answers unchanged");
+        assert_eq!(a(dns, "kms.ap-northeast-1.amazonaws.com.").await, kms);
+        proxy.clear();
+    }
     server.shutdown().await;
 }

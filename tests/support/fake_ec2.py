@@ -47,9 +47,11 @@ Added for privatelink-dns (not in ../shared/aws):
     (EKS attaches them to its own instances); DeleteCluster deletes them. To model the
     ENI rotation of a version upgrade, delete one (DeleteNetworkInterface) and create
     another with the same description.
-  * With FAKE_EC2_REQUEST_LOG=<file>: one line "<service> <action> <access key id>" per API
-    call is appended to that file, so tests can see which credentials signed which call
-    (AssumeRole: the EC2 calls must carry the assumed role's key).
+  * With FAKE_EC2_REQUEST_LOG=<file>: one line "<service> <action> <access key id>
+    <next|-> <vpc ids|->" per API call is appended to that file, so tests can see which
+    credentials signed which call (AssumeRole: the EC2 calls must carry the assumed
+    role's key), which calls asked for a next page (NextToken), and which VPCs a
+    call's vpc-id filters named.
 """
 import os
 import sys
@@ -412,8 +414,19 @@ if _REQUEST_LOG:
             key = self.get_access_key()
         except Exception:
             key = "-"
+        # Whether the call asks for a next page, and the VPCs its filters name.
+        qs = getattr(self, "querystring", {}) or {}
+        paged = "next" if qs.get("NextToken") else "-"
+        vpcs = sorted(
+            v
+            for k, values in qs.items()
+            if k.startswith("Filter.") and k.endswith(".Name") and "vpc-id" in values
+            for vk, vs in qs.items()
+            if vk.startswith(k[: -len("Name")] + "Value.")
+            for v in vs
+        )
         with open(_REQUEST_LOG, "a") as f:
-            f.write(f"{self.service_name} {self._get_action()} {key}\n")
+            f.write(f"{self.service_name} {self._get_action()} {key} {paged} {','.join(vpcs) or '-'}\n")
         return _orig_call_action(self)
 
     BaseResponse.call_action = call_action

@@ -95,6 +95,8 @@ impl FaultProxy {
     /// Applies `fault` to every request (`action` None) or to one action's.
     pub fn set(&self, fault: Fault, action: Option<&'static str>) {
         *self.state.lock().unwrap() = State { fault, action };
+        // A token repeated is one of this fault's calls, not an earlier one's.
+        *self.first_token.lock().unwrap() = None;
     }
 
     pub fn clear(&self) {

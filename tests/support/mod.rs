@@ -179,6 +179,16 @@ pub fn aws_env_for(cmd: &mut Command) -> &mut Command {
 }
 
 /// A port free for both TCP and UDP on 127.0.0.1 (at the time of asking).
+/// One API call the emulator got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    pub action: String,
+    /// It carried a NextToken: a page after the first.
+    pub next_page: bool,
+    /// The VPC ids its `vpc-id` filters named.
+    pub vpcs: Vec<String>,
+}
+
 pub fn free_port() -> u16 {
     loop {
         let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -288,6 +298,25 @@ impl Moto {
     }
 
     /// Every API call so far, one `(service, action, access key id)` each.
+    /// Every API call so far: what it was, and what it asked.
+    pub fn calls(&self) -> Vec<Call> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split(' ').collect();
+                Some(Call {
+                    action: f.get(1)?.to_string(),
+                    next_page: f.get(3) == Some(&"next"),
+                    vpcs: match f.get(4) {
+                        Some(&"-") | None => Vec::new(),
+                        Some(v) => v.split(',').map(str::to_string).collect(),
+                    },
+                })
+            })
+            .collect()
+    }
+
     pub fn requests(&self) -> Vec<(String, String, String)> {
         std::fs::read_to_string(&self.log)
             .unwrap_or_default()
