@@ -619,6 +619,14 @@ async fn ipv6_endpoints_and_dns_record_ip_types() {
     );
     let (a, aaaa, _) = both("v6.internal.example.com.").await;
     assert_eq!((a, aaaa), (0, 1), "DnsRecordIpType ipv6: AAAA only");
+    // A subnet added to the dual-stack endpoint: its new ENI has both families.
+    vpc.add_subnet(&dual, 0).await;
+    eventually(
+        Duration::from_secs(20),
+        "the new ENI's A and AAAA",
+        || async { matches!(both("dual.internal.example.com.").await, (2, 2, _)) },
+    )
+    .await;
     server.shutdown().await;
 }
 

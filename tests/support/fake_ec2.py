@@ -194,7 +194,11 @@ def modify_vpc_endpoint(self, *args, **kwargs):
     have = {self.enis[e].subnet.id for e in ep.network_interface_ids}
     for s in wanted:
         if s not in have:
-            ep.network_interface_ids.append(_make_eni(self, ep, s))
+            eni_id = _make_eni(self, ep, s)
+            ep.network_interface_ids.append(eni_id)
+            # As at creation: an ipv6 or dualstack endpoint's new ENI has an IPv6 address.
+            if getattr(ep, "ip_address_type", "ipv4") in ("ipv6", "dualstack"):
+                self.enis[eni_id].ipv6_addresses = [_ipv6_for(self, s)]
     ep.dns_entries = _dns_entries(self, ep)
     groups = [self.get_security_group_from_id(g) for g in ep.security_group_ids]
     for eni_id in ep.network_interface_ids:
