@@ -2733,6 +2733,34 @@ a = ["192.0.2.3"]
         assert_eq!(names, want);
     }
 
+    /// The edges that are accepted: the bounds themselves, and the defaults.
+    #[test]
+    fn accept_boundaries_and_defaults() {
+        let c = Config::from_toml("[server]\nudp-workers = 256\n", "t").unwrap();
+        assert_eq!(c.server.udp_workers, 256, "the bound itself");
+        let c = Config::from_toml("[server]\nudp-workers = 0\n", "t").unwrap();
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(c.server.udp_workers, cpus, "0: one per CPU");
+        let c = Config::from_toml("", "t").unwrap();
+        assert_eq!(c.server.udp_workers, cpus, "the default is 0");
+        assert_eq!(c.server.shutdown_grace, Duration::from_secs(5), "default");
+        let c = Config::from_toml(
+            "[[zone]]\norigin = \"t.test\"\nttl = 2147483647\n\
+             [[zone.record]]\nname = \"www\"\nttl = 2147483647\na = [\"192.0.2.1\"]\n\
+             [[zone.record]]\nname = \"api\"\na = [\"192.0.2.2\"]\n",
+            "t",
+        )
+        .unwrap();
+
+        let snap = crate::app::build_snapshot(&c, None);
+        for name in ["www.t.test.", "api.t.test."] {
+            let name = Name::from_ascii(name).unwrap();
+            let zone = snap.zones().next().unwrap();
+            let records = zone.node(&name).unwrap().a_records(&name);
+            assert_eq!(records[0].ttl, 2_147_483_647, "{name}: its own, or the zone's");
+        }
+    }
+
     /// `queries-sample-rate` becomes "one in round(1/rate)".
     #[test]
     fn query_log_sampling_rounds_to_one_in_n() {
@@ -2744,6 +2772,11 @@ a = ["192.0.2.3"]
             (0.25, 4),
             (0.01, 100),
             (0.004, 250),
+            // Where round() and truncation differ: 1/0.6 = 1.67, 1/0.15 = 6.67,
+            // 1/0.0015 = 666.7.
+            (0.6, 2),
+            (0.15, 7),
+            (0.0015, 667),
         ] {
             let c = Config::from_toml(
                 &format!("[log]\nqueries = true\nqueries-sample-rate = {rate}\n"),
