@@ -2757,7 +2757,10 @@ a = ["192.0.2.3"]
             let name = Name::from_ascii(name).unwrap();
             let zone = snap.zones().next().unwrap();
             let records = zone.node(&name).unwrap().a_records(&name);
-            assert_eq!(records[0].ttl, 2_147_483_647, "{name}: its own, or the zone's");
+            assert_eq!(
+                records[0].ttl, 2_147_483_647,
+                "{name}: its own, or the zone's"
+            );
         }
     }
 
