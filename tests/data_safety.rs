@@ -287,6 +287,13 @@ async fn an_emptied_account_is_held_then_applied_and_a_reload_applies_it_at_once
     );
     assert!(!body.contains("has not answered yet"), "{body}");
     assert!(sample(&m, "privatelink_dns_removal_held_until_timestamp_seconds") > 0.0);
+    // Held for removal-hold and no longer: the server's own plan, exactly.
+    let (_, _, since, until) = stats.held().expect("held");
+    assert_eq!(
+        until - since,
+        hold.as_secs(),
+        "held from {since} until {until}"
+    );
 
     let dns = rig.dns();
     eventually(LIMIT, "the removal applied after the hold", || async {
@@ -298,6 +305,16 @@ async fn an_emptied_account_is_held_then_applied_and_a_reload_applies_it_at_once
         held_seen.elapsed() + Duration::from_millis(500) >= hold,
         "applied {:?} after the hold was seen",
         held_seen.elapsed()
+    );
+    // And it ended: applied by a refresh after `until` (one every second here), not
+    // held on (the bound is generous, for a loaded machine: 30 refreshes).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(
+        now <= until + 30,
+        "applied at {now}, the hold ended at {until}"
     );
     assert!(a(dns, ZERO_CONFIG).await.is_empty());
     assert_eq!(stats.removal_held.load(Ordering::Relaxed), 0);
