@@ -14,7 +14,9 @@
 # every resolver: A/AAAA and NODATA-then-A (plain and wildcard names), an empty
 # non-terminal, NXDOMAIN cached no longer than the SOA minimum, a large answer over TCP,
 # a change after SIGHUP, a subnet added to an endpoint, the emulator stopped, and SOA
-# AA=1 at every apex. Each resolver runs with the config docs/forwarders.md gives.
+# AA=1 at every apex. Each resolver runs with the config docs/forwarders.md gives, plus
+# an outgoing address of its own (10.53.0.11-18), so our query log shows that each one
+# retried over TCP and asked again once its cache expired.
 # Needs root, iproute2, unbound, bind9, pdns-recursor, knot-resolver, dnsmasq-base,
 # dnsutils and .venv (scripts/test installs them). Tears everything down on exit.
 #
@@ -61,6 +63,12 @@ ip link set "pv$$" netns "$VPC_NS"
 ip link set "po$$" netns "$ONPREM_NS"
 in_vpc ip addr add "$VPC_IP/24" dev "pv$$"
 in_onprem ip addr add "$ONPREM_IP/24" dev "po$$"
+# Each resolver asks privatelink-dns from an address of its own, so our query log
+# tells them apart.
+declare -A SRC=([unbound-stub]=10.53.0.11 [unbound-forward]=10.53.0.12 [bind-static-stub]=10.53.0.13
+    [bind-forward]=10.53.0.14 [pdns-recursor]=10.53.0.15 [kresd-stub]=10.53.0.16 [kresd-forward]=10.53.0.17
+    [dnsmasq]=10.53.0.18)
+for src in "${SRC[@]}"; do in_onprem ip addr add "$src/24" dev "po$$"; done
 for ns in "$VPC_NS" "$ONPREM_NS"; do
     ip netns exec "$ns" ip link set lo up
 done
@@ -154,6 +162,7 @@ server:
     do-ip6: no
     access-control: 10.53.0.0/24 allow
     module-config: "validator iterator"
+    outgoing-interface: ${SRC[$name]}
 CONF
         for z in "${ZONES[@]}"; do echo "    domain-insecure: \"$z\""; done
         for z in "${ZONES[@]}"; do
@@ -180,6 +189,7 @@ options {
     allow-query { any; };
     allow-recursion { any; };
     dnssec-validation auto;
+    query-source address ${SRC[$name]};
 CONF
         printf '    validate-except {'; for z in "${ZONES[@]}"; do printf ' "%s";' "$z"; done; printf ' };\n'
         echo "};"
@@ -201,6 +211,7 @@ pdns_conf() { # name port
     cat >"$DIR/$name/recursor.conf" <<CONF
 local-address=$ONPREM_IP
 local-port=$port
+query-local-address=${SRC[$name]}
 allow-from=10.53.0.0/24
 socket-dir=$DIR/$name
 daemon=no
@@ -221,6 +232,7 @@ kresd_conf() { # name port STUB|FORWARD
     {
         echo "net.listen('$ONPREM_IP', $port, { kind = 'dns' })"
         echo "net.ipv6 = false"
+        echo "net.outgoing_v4('${SRC[$name]}')"
         echo "cache.open(10 * MB, 'lmdb://$DIR/$name/cache')"
         [[ $kind == FORWARD ]] && echo "trust_anchors.set_insecure({ ${list%, } })"
         echo "policy.add(policy.suffix(policy.$kind({ '$VPC_IP' }), policy.todnames({ ${list%, } })))"
@@ -240,7 +252,7 @@ pid-file=$DIR/$name.pid
 log-facility=$DIR/$name.err
 stop-dns-rebind
 CONF
-        for z in "${ZONES[@]}"; do echo "server=/$z/$VPC_IP"; done
+        for z in "${ZONES[@]}"; do echo "server=/$z/$VPC_IP@${SRC[$name]}"; done
         printf 'rebind-domain-ok='; for z in "${ZONES[@]}"; do printf '/%s' "$z"; done; printf '/\n'
     } >"$DIR/$name.conf"
     dnsmasq --test --conf-file="$DIR/$name.conf" >/dev/null 2>&1
@@ -313,9 +325,17 @@ for r in "${NAMES[@]}"; do
 done
 in_onprem dig +norec +ignore +bufsize=1232 @"$VPC_IP" big.internal.example.com A >"$DIR/big.txt" 2>&1
 expect_contains "privatelink-dns truncates it over UDP" "flags: qr aa tc" "$(cat "$DIR/big.txt")"
-# -i: Knot Resolver randomizes the case of the names it asks (0x20).
-tcp_seen=$(grep -ci '"name":"big.internal.example.com.","qtype":"A".*"transport":"Tcp"\|"transport":"Tcp".*"name":"big.internal.example.com."' "$DIR/privatelink-dns.log" || true)
-if [[ $tcp_seen -ge ${#NAMES[@]} ]]; then pass "every resolver retried over TCP ($tcp_seen TCP queries)"; else fail "resolvers over TCP: $tcp_seen"; fi
+# Our query log, per resolver (by its source address): how many queries for NAME
+# (-i: Knot Resolver randomizes the case of the names it asks, 0x20), over TRANSPORT
+# when given.
+queries_from() { # resolver name [transport]
+    grep "\"client\":\"${SRC[$1]}:" "$DIR/privatelink-dns.log" | grep -i "\"name\":\"$2\"" \
+        | grep -c "\"transport\":\"${3:-[A-Za-z]*}\"" || true
+}
+for r in "${NAMES[@]}"; do
+    n=$(queries_from "$r" big.internal.example.com. Tcp)
+    if [[ $n -ge 1 ]]; then pass "$r retried over TCP ($n TCP queries from ${SRC[$r]})"; else fail "$r: no TCP query from ${SRC[$r]}"; fi
+done
 
 echo "== NXDOMAIN is cached no longer than the SOA minimum (5 s)"
 for r in "${NAMES[@]}"; do
@@ -377,10 +397,20 @@ done
 
 echo "== the EC2 API emulator is stopped: the resolvers keep getting the same answers"
 for pid in $(in_vpc pgrep -f fake_ec2.py); do kill "$pid"; done
+declare -A ASKED=()
+for r in "${NAMES[@]}"; do ASKED[$r]=$(queries_from "$r" internal.example.com.); done
 sleep 7   # past the record TTL: the resolvers must ask privatelink-dns again
 for r in "${NAMES[@]}"; do
     expect_eq "$r: same answer with the emulator down" "10.0.1.4 10.0.2.4 10.0.3.4" "$(addrs "$r" internal.example.com A)"
     expect_eq "$r: zero-config name still answers" "2" "$(addrs "$r" ssm.$REGION.amazonaws.com A | wc -w)"
+done
+for r in "${NAMES[@]}"; do
+    n=$(queries_from "$r" internal.example.com.)
+    if [[ $n -gt ${ASKED[$r]} ]]; then
+        pass "$r asked privatelink-dns again, not its cache (${ASKED[$r]} -> $n queries from ${SRC[$r]})"
+    else
+        fail "$r: no new query from ${SRC[$r]} (${ASKED[$r]} -> $n): answered from its cache"
+    fi
 done
 if grep -q '"refresh failed; serving the previous snapshot"' "$DIR/privatelink-dns.log"; then
     pass "privatelink-dns logged the failure"
