@@ -779,19 +779,35 @@ struct RecordFile {
 // ---- checking ---------------------------------------------------------------
 
 /// Locates spans in the source text, to name line and column in errors.
+#[derive(Clone, Copy)]
 struct Source<'a> {
     path: &'a str,
     text: &'a str,
+    /// Where the text the spans are relative to starts in `text`: 0, or a batch of
+    /// `[[zone.record]]` tables parsed on its own (see [`bulk`]).
+    offset: usize,
 }
 
-impl Source<'_> {
+impl<'a> Source<'a> {
+    /// The same file, for spans relative to `offset`.
+    fn at(self, offset: usize) -> Source<'a> {
+        Source { offset, ..self }
+    }
+
+    /// A toml error, with the key it points at.
+    fn toml_error(&self, e: &toml::de::Error) -> ConfigError {
+        let span = e.span().unwrap_or(0..0);
+        let key = self.key_at(&span);
+        self.error(span, key, e.message().trim().to_string())
+    }
+
     fn error(
         &self,
         span: Range<usize>,
         key: impl Into<String>,
         message: impl Into<String>,
     ) -> ConfigError {
-        let start = span.start.min(self.text.len());
+        let start = (span.start + self.offset).min(self.text.len());
         let before = &self.text[..start];
         let line = before.matches('\n').count() + 1;
         let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
@@ -807,7 +823,7 @@ impl Source<'_> {
     /// The key a toml error points at: the `key =` on its line or above, prefixed
     /// with the table it sits in.
     fn key_at(&self, span: &Range<usize>) -> String {
-        let start = span.start.min(self.text.len());
+        let start = (span.start + self.offset).min(self.text.len());
         let line_end = self.text[start..]
             .find('\n')
             .map_or(self.text.len(), |i| start + i);
@@ -849,17 +865,42 @@ impl Config {
 
     /// Parses and checks `text`; `path` is only used in errors.
     pub fn from_toml(text: &str, path: &str) -> Result<Self, ConfigError> {
-        let src = Source { path, text };
-        let file: FileConfig = toml::from_str(text).map_err(|e| {
-            let span = e.span().unwrap_or(0..0);
-            let key = src.key_at(&span);
-            src.error(span, key, e.message().trim().to_string())
-        })?;
-        check(file, &src)
+        Self::from_toml_split(text, path, bulk::SPLIT_AT)
+    }
+
+    /// [`Config::from_toml`], parsing the `[[zone.record]]` tables of a text of at
+    /// least `split_at` bytes in batches (see [`bulk`]); the same config or error.
+    fn from_toml_split(text: &str, path: &str, split_at: usize) -> Result<Self, ConfigError> {
+        let src = Source {
+            path,
+            text,
+            offset: 0,
+        };
+        if let Some(split) = bulk::split(text, split_at) {
+            let file: FileConfig =
+                toml::from_str(&split.skeleton).map_err(|e| src.toml_error(&e))?;
+            // The split's view of the zones must be the parser's, else the whole text.
+            let consistent = file.zone.len() == split.zones.len()
+                && file
+                    .zone
+                    .iter()
+                    .zip(&split.zones)
+                    .all(|(z, b)| b.is_empty() || z.record.is_empty());
+            if consistent {
+                drop(split.skeleton);
+                return check(file, &src, &split.zones);
+            }
+        }
+        let file: FileConfig = toml::from_str(text).map_err(|e| src.toml_error(&e))?;
+        check(file, &src, &[])
     }
 }
 
-fn check(file: FileConfig, src: &Source<'_>) -> Result<Config, ConfigError> {
+fn check(
+    file: FileConfig,
+    src: &Source<'_>,
+    batches: &[Vec<bulk::Batch>],
+) -> Result<Config, ConfigError> {
     let tls_listen_span = file.server.tls_listen.as_ref().map(Spanned::span);
     let mut server = check_server(src, file.server)?;
     let keys = check_keys(src, &file.tsig_key)?;
@@ -873,7 +914,7 @@ fn check(file: FileConfig, src: &Source<'_>) -> Result<Config, ConfigError> {
         .as_ref()
         .map(|h| check_http(src, h, &server.listen))
         .transpose()?;
-    let mut zones = check_zones(src, &file.zone, &server.nameserver)?;
+    let mut zones = check_zones(src, &file.zone, batches, &server.nameserver)?;
     for (zi, (zone, z)) in zones.iter_mut().zip(&file.zone).enumerate() {
         zone.transfer = match &z.transfer {
             Some(t) => Arc::new(check_transfer(
@@ -1590,13 +1631,15 @@ fn check_query_log(src: &Source<'_>, log: &LogFile) -> Result<u64, ConfigError> 
 fn check_zones(
     src: &Source<'_>,
     files: &[ZoneFile],
+    batches: &[Vec<bulk::Batch>],
     nameserver: &Name,
 ) -> Result<Vec<ZoneConfig>, ConfigError> {
     let nested = nested_zones(src, files);
     let mut zones = Vec::with_capacity(files.len());
     let mut seen_origins: HashMap<LowerName, usize> = HashMap::new();
     for (zi, z) in files.iter().enumerate() {
-        let zone = check_zone(src, zi, z, nameserver, &nested[zi])?;
+        let batches = batches.get(zi).map_or(&[][..], Vec::as_slice);
+        let zone = check_zone(src, zi, z, batches, nameserver, &nested[zi])?;
         if let Some(first) = seen_origins.insert(LowerName::new(&zone.origin), zi) {
             return Err(src.error(
                 z.origin.span(),
@@ -1650,6 +1693,7 @@ fn check_zone(
     src: &Source<'_>,
     zi: usize,
     z: &ZoneFile,
+    batches: &[bulk::Batch],
     default_ns: &Name,
     nested: &[Name],
 ) -> Result<ZoneConfig, ConfigError> {
@@ -1664,7 +1708,7 @@ fn check_zone(
     let ttl = positive(src, z.ttl.as_ref(), 300, &format!("zone[{zi}].ttl"))?;
     let origin_wire = QName::from_name(&origin).map_or(vec![0], |q| q.as_bytes().to_vec());
     let mut fixed = NamesBuilder::new(&origin_wire);
-    let (records, seen) = check_records(src, zi, z, &origin, ttl, nested, &mut fixed)?;
+    let (records, seen) = check_records(src, zi, z, batches, &origin, ttl, nested, &mut fixed)?;
     let from_file = match &z.file {
         Some(file) => {
             let mut reader = FileRecords {
@@ -1749,10 +1793,15 @@ fn check_zone(
 
 /// The `[[zone.record]]`s: AWS-backed ones come back as records, static ones go into
 /// `fixed`; with every name, to find them again.
+/// The zone's `[[zone.record]]` tables: those of its own table, then those of
+/// `batches`, each batch parsed, checked and dropped before the next (a large config
+/// never holds every record table at once).
+#[allow(clippy::too_many_arguments)]
 fn check_records(
     src: &Source<'_>,
     zi: usize,
     z: &ZoneFile,
+    batches: &[bulk::Batch],
     origin: &Name,
     ttl: u32,
     nested: &[Name],
@@ -1761,7 +1810,54 @@ fn check_records(
     let mut records = Vec::new();
     let mut seen: HashMap<LowerName, usize> = HashMap::new();
     let mut wire = Vec::with_capacity(256);
+    let mut out = RecordsOut {
+        records: &mut records,
+        seen: &mut seen,
+        wire: &mut wire,
+        fixed,
+    };
     for (ri, r) in z.record.iter().enumerate() {
+        check_one_record(src, zi, ri, r, origin, ttl, nested, &mut out)?;
+    }
+    let mut ri = z.record.len();
+    for batch in batches {
+        let bsrc = src.at(batch.start);
+        let parsed: bulk::Records =
+            toml::from_str(&src.text[batch.start..batch.end]).map_err(|e| bsrc.toml_error(&e))?;
+        for r in &parsed.zone.record {
+            check_one_record(&bsrc, zi, ri, r, origin, ttl, nested, &mut out)?;
+            ri += 1;
+        }
+    }
+    Ok((records, seen))
+}
+
+/// Where checked records go.
+struct RecordsOut<'a> {
+    records: &'a mut Vec<RecordConfig>,
+    seen: &'a mut HashMap<LowerName, usize>,
+    wire: &'a mut Vec<u8>,
+    fixed: &'a mut NamesBuilder,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_one_record(
+    src: &Source<'_>,
+    zi: usize,
+    ri: usize,
+    r: &RecordFile,
+    origin: &Name,
+    ttl: u32,
+    nested: &[Name],
+    out: &mut RecordsOut<'_>,
+) -> Result<(), ConfigError> {
+    let RecordsOut {
+        records,
+        seen,
+        wire,
+        fixed,
+    } = out;
+    {
         let key = format!("zone[{zi}].record[{ri}]");
         let record = check_record(src, &key, r, origin, ttl)?;
         if let Some(first) = seen.insert(LowerName::new(&record.name), ri) {
@@ -1776,16 +1872,16 @@ fn check_records(
         }
         match &record.addresses {
             Addresses::Static { a, aaaa } => {
-                lower_wire(&record.name, &mut wire);
+                lower_wire(&record.name, wire);
                 let ips = a.iter().map(|&v4| IpAddr::V4(v4));
                 for ip in ips.chain(aaaa.iter().map(|&v6| IpAddr::V6(v6))) {
-                    fixed.add(&wire, record.ttl, 0, ip);
+                    fixed.add(wire, record.ttl, 0, ip);
                 }
             }
             Addresses::Endpoint(_) | Addresses::EksCluster(_) => records.push(record),
         }
     }
-    Ok((records, seen))
+    Ok(())
 }
 
 /// The apex NS names (with their TTL if a file gave them) and SOA: from the zone
@@ -2587,6 +2683,139 @@ fn relative_or_absolute(
         })?
     };
     Ok(name.to_lowercase())
+}
+
+/// Large configs: the `[[zone.record]]` tables of a big TOML text parsed in batches.
+///
+/// The `toml` crate builds a spanned tree of the whole document before our types
+/// see it, ~3 KB per record table: 300 MB at a reload of 100,000 names. Here the
+/// record tables are cut out of the text (the "skeleton" keeps every other byte where
+/// it was, the cut ones blanked, so every span and line stays true) and each batch
+/// of [`BATCH`] tables is parsed on its own from its slice of the original text, then
+/// checked and dropped. A text with anything this reading could get wrong (a
+/// multi-line string, a table header naming `zone` in another spelling) is parsed
+/// whole, as before; so is one whose zones the parser counts otherwise.
+mod bulk {
+    use super::RecordFile;
+
+    /// Texts shorter than this are parsed whole.
+    pub const SPLIT_AT: usize = 256 * 1024;
+    /// Record tables parsed at once.
+    pub const BATCH: usize = 2048;
+
+    /// Byte range of the original text holding consecutive `[[zone.record]]` tables.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Batch {
+        pub start: usize,
+        pub end: usize,
+    }
+
+    /// A batch's text, parsed.
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Records {
+        pub zone: ZoneRecords,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct ZoneRecords {
+        pub record: Vec<RecordFile>,
+    }
+
+    pub struct Split {
+        /// The text with every batch blanked.
+        pub skeleton: String,
+        /// Per `[[zone]]`, in order, its batches.
+        pub zones: Vec<Vec<Batch>>,
+    }
+
+    enum Line {
+        /// Not a table header.
+        Plain,
+        Zone,
+        Record,
+        /// Another table.
+        Table,
+        /// A header that names `zone` in a way this reading does not follow.
+        Unusual,
+    }
+
+    fn line(line: &str) -> Line {
+        let trimmed = line.trim();
+        if !trimmed.starts_with('[') {
+            return Line::Plain;
+        }
+        let head = trimmed.split('#').next().unwrap_or("").trim_end();
+        match head {
+            "[[zone]]" => Line::Zone,
+            "[[zone.record]]" => Line::Record,
+            _ if head.contains("zone") => Line::Unusual,
+            _ => Line::Table,
+        }
+    }
+
+    /// The batches of `text` and its skeleton; `None`: parse it whole.
+    pub fn split(text: &str, split_at: usize) -> Option<Split> {
+        if text.len() < split_at || text.contains("\"\"\"") || text.contains("'''") {
+            return None;
+        }
+        let mut zones: Vec<Vec<Batch>> = Vec::new();
+        let mut blanked: Vec<(usize, usize)> = Vec::new();
+        // The record tables seen since the last other header: their starts.
+        let mut heads: Vec<usize> = Vec::new();
+        let close = |heads: &mut Vec<usize>,
+                     end: usize,
+                     zone: &mut Vec<Batch>,
+                     blanked: &mut Vec<(usize, usize)>| {
+            if let Some(&first) = heads.first() {
+                blanked.push((first, end));
+                for (i, chunk) in heads.chunks(BATCH).enumerate() {
+                    let next = heads.get((i + 1) * BATCH).copied().unwrap_or(end);
+                    zone.push(Batch {
+                        start: chunk[0],
+                        end: next,
+                    });
+                }
+            }
+            heads.clear();
+        };
+        let mut at = 0;
+        for l in text.split_inclusive('\n') {
+            let start = at;
+            at += l.len();
+            match line(l) {
+                Line::Plain => {}
+                Line::Unusual => return None,
+                Line::Record => {
+                    zones.last()?;
+                    heads.push(start);
+                }
+                kind @ (Line::Zone | Line::Table) => {
+                    if let Some(zone) = zones.last_mut() {
+                        close(&mut heads, start, zone, &mut blanked);
+                    }
+                    if matches!(kind, Line::Zone) {
+                        zones.push(Vec::new());
+                    }
+                }
+            }
+        }
+        if let Some(zone) = zones.last_mut() {
+            close(&mut heads, text.len(), zone, &mut blanked);
+        }
+        if blanked.is_empty() {
+            return None;
+        }
+        let mut skeleton = text.as_bytes().to_vec();
+        for (a, b) in blanked {
+            skeleton[a..b].fill(b' ');
+        }
+        Some(Split {
+            skeleton: String::from_utf8(skeleton).ok()?,
+            zones,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -3443,6 +3672,95 @@ transfer = { notify = ["10.7.0.1"] }
             );
             assert!(e.contains(&format!("key `{key}`")), "key {key} in {e:?}");
             assert!(e.contains(words), "{words:?} in {e:?}");
+            same_either_way(&text);
+        }
+    }
+
+    /// [`Config::from_toml`] of `text` parsed whole and with its record tables in
+    /// batches: the same config, or the same error.
+    fn same_either_way(text: &str) {
+        let whole = Config::from_toml_split(text, "test.toml", usize::MAX);
+        let split = Config::from_toml_split(text, "test.toml", 0);
+        assert_eq!(format!("{whole:?}"), format!("{split:?}"), "for\n{text}");
+    }
+
+    /// A config of `n` record tables in each of two zones (static, AWS-backed, with
+    /// comments, blank lines and CRLF between), `[[discover]]` between the zones, so
+    /// every kind of boundary is crossed; `bad` replaces record `i` of zone 0.
+    fn many(n: usize, bad: Option<(usize, &str)>) -> String {
+        let mut t = String::from("[server]\nlisten = [\"127.0.0.1:5300\"]\n\n");
+        for z in 0..2 {
+            t += &format!("[[zone]]\norigin = \"z{z}.test\"\nttl = 60\n\n");
+            for i in 0..n {
+                if z == 0 && bad.is_some_and(|(at, _)| at == i) {
+                    t += bad.unwrap().1;
+                    continue;
+                }
+                t += &match i % 4 {
+                    0 => format!(
+                        "[[zone.record]]\nname = \"h{i}\"\na = [\"10.0.{}.{}\"]\n",
+                        i / 256 % 256,
+                        i % 256
+                    ),
+                    1 => format!(
+                        "[[zone.record]] # aws\r\nname = \"e{i}\"\r\nvpc-endpoint-tags = {{ \"app\" = \"x{i}\" }}\r\n\r\n"
+                    ),
+                    2 => format!(
+                        "# a comment\n[[zone.record]]\nname = \"s{i}\"\nttl = 30\naaaa = [\"2001:db8::{:x}\"]\n",
+                        i
+                    ),
+                    _ => format!(
+                        "[[zone.record]]\nname = \"m{i}\"\na = [\n  \"10.1.{}.1\",\n  \"10.1.{}.2\",\n]\n",
+                        i % 256,
+                        i % 256
+                    ),
+                };
+            }
+            if z == 0 {
+                t += "[[discover]]\nvpc-ids = [\"vpc-1\"]\n\n";
+            }
+        }
+        t
+    }
+
+    #[test]
+    fn batched_record_tables_read_as_the_whole_text() {
+        let n = 2 * bulk::BATCH + 7;
+        let text = many(n, None);
+        assert!(
+            bulk::split(&text, 0).is_some_and(|s| s.zones[0].len() == 3),
+            "batched"
+        );
+        same_either_way(&text);
+        let c = Config::from_toml_split(&text, "t", 0).unwrap();
+        assert_eq!(c.zones.len(), 2);
+        // Errors deep in a later batch: the same line, column, key and words.
+        for bad in [
+            "[[zone.record]]\nname = \"x\"\na = [\"10.0.0.300\"]\n",
+            "[[zone.record]]\nname = \"h0\"\na = [\"10.9.9.9\"]\n",
+            "[[zone.record]]\nname = \"x\"\nbogus = 1\n",
+            "[[zone.record]]\nname = 5\n",
+            "[[zone.record]]\nname = \"x\"\na = [\"10.0.0.1\"\n",
+        ] {
+            let text = many(n, Some((2 * bulk::BATCH + 3, bad)));
+            let e = Config::from_toml_split(&text, "t", 0)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("zone[0].record") || e.contains("zone.record"),
+                "{e}"
+            );
+            same_either_way(&text);
+        }
+        // What this reading does not follow is parsed whole: the same result too.
+        for odd in [
+            "[[ zone.record ]]\nname = \"sp\"\na = [\"10.9.0.1\"]\n",
+            "[zone.soa]\nrefresh = 60\n",
+            "[[zone.record]]\nname = \"\"\"x\"\"\"\n",
+        ] {
+            let text = many(n, Some((5, odd)));
+            assert!(bulk::split(&text, 0).is_none(), "{odd}");
+            same_either_way(&text);
         }
     }
 }
