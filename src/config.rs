@@ -786,12 +786,28 @@ struct Source<'a> {
     /// Where the text the spans are relative to starts in `text`: 0, or a batch of
     /// `[[zone.record]]` tables parsed on its own (see [`bulk`]).
     offset: usize,
+    /// For spans into a skeleton (see [`bulk`]): where bytes of `text` were cut out
+    /// of it, as (skeleton position, bytes cut up to there).
+    holes: &'a [(usize, usize)],
 }
 
 impl<'a> Source<'a> {
     /// The same file, for spans relative to `offset`.
     fn at(self, offset: usize) -> Source<'a> {
-        Source { offset, ..self }
+        Source {
+            offset,
+            holes: &[],
+            ..self
+        }
+    }
+
+    /// Where a span's position is in `text`.
+    fn position(&self, at: usize) -> usize {
+        let cut = match self.holes.partition_point(|&(pos, _)| pos <= at) {
+            0 => 0,
+            i => self.holes[i - 1].1,
+        };
+        (at + self.offset + cut).min(self.text.len())
     }
 
     /// A toml error, with the key it points at.
@@ -807,7 +823,7 @@ impl<'a> Source<'a> {
         key: impl Into<String>,
         message: impl Into<String>,
     ) -> ConfigError {
-        let start = (span.start + self.offset).min(self.text.len());
+        let start = self.position(span.start);
         let before = &self.text[..start];
         let line = before.matches('\n').count() + 1;
         let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
@@ -823,7 +839,7 @@ impl<'a> Source<'a> {
     /// The key a toml error points at: the `key =` on its line or above, prefixed
     /// with the table it sits in.
     fn key_at(&self, span: &Range<usize>) -> String {
-        let start = (span.start + self.offset).min(self.text.len());
+        let start = self.position(span.start);
         let line_end = self.text[start..]
             .find('\n')
             .map_or(self.text.len(), |i| start + i);
@@ -875,8 +891,13 @@ impl Config {
             path,
             text,
             offset: 0,
+            holes: &[],
         };
         if let Some(split) = bulk::split(text, split_at) {
+            let src = Source {
+                holes: &split.holes,
+                ..src
+            };
             let file: FileConfig =
                 toml::from_str(&split.skeleton).map_err(|e| src.toml_error(&e))?;
             // The split's view of the zones must be the parser's, else the whole text.
@@ -887,7 +908,6 @@ impl Config {
                     .zip(&split.zones)
                     .all(|(z, b)| b.is_empty() || z.record.is_empty());
             if consistent {
-                drop(split.skeleton);
                 return check(file, &src, &split.zones);
             }
         }
@@ -1767,7 +1787,7 @@ fn check_zone(
     // An in-zone name server needs addresses to be reachable by a resolver that
     // follows the NS set (glue, RFC 9471).
     let exists = |n: &Name| {
-        seen.contains_key(&LowerName::new(n))
+        seen.get(n).is_some()
             || QName::from_name(&n.to_lowercase()).is_some_and(|q| fixed.contains(q.as_bytes()))
     };
     for n in &ns {
@@ -1806,9 +1826,9 @@ fn check_records(
     ttl: u32,
     nested: &[Name],
     fixed: &mut NamesBuilder,
-) -> Result<(Vec<RecordConfig>, HashMap<LowerName, usize>), ConfigError> {
+) -> Result<(Vec<RecordConfig>, SeenNames), ConfigError> {
     let mut records = Vec::new();
-    let mut seen: HashMap<LowerName, usize> = HashMap::new();
+    let mut seen = SeenNames::default();
     let mut wire = Vec::with_capacity(256);
     let mut out = RecordsOut {
         records: &mut records,
@@ -1832,10 +1852,79 @@ fn check_records(
     Ok((records, seen))
 }
 
+/// The names of a zone's `[[zone.record]]` tables, for duplicates: their lower-cased
+/// wire forms in one buffer, found by a hash of them (a map of `Name`s cost ~100
+/// bytes per name, 10 MB of a 100,000-name config's load). Exact: a hash shared by
+/// two names is told apart by their bytes.
+#[derive(Debug, Default)]
+struct SeenNames {
+    /// Every name's lower-cased wire form, one after another.
+    arena: Vec<u8>,
+    /// Hash → (offset in `arena`, record index); names with the same hash, rare,
+    /// in `more`.
+    first: rustc_hash::FxHashMap<u64, (u32, u32)>,
+    more: Vec<(u64, u32, u32)>,
+}
+
+impl SeenNames {
+    fn key(name: &Name) -> Option<(u64, Vec<u8>)> {
+        use std::hash::{BuildHasher, Hasher};
+        let wire = QName::from_name(&name.to_lowercase())?.as_bytes().to_vec();
+        let mut h = rustc_hash::FxBuildHasher.build_hasher();
+        h.write(&wire);
+        Some((h.finish(), wire))
+    }
+
+    /// The wire name stored at `offset` (its length is its own: labels up to 0).
+    fn at(&self, offset: u32) -> &[u8] {
+        let rest = &self.arena[offset as usize..];
+        let mut i = 0;
+        while let Some(&len) = rest.get(i).filter(|l| **l != 0) {
+            i += 1 + usize::from(len);
+        }
+        &rest[..(i + 1).min(rest.len())]
+    }
+
+    /// The record index that has `name`, if one does.
+    fn get(&self, name: &Name) -> Option<usize> {
+        let (hash, wire) = Self::key(name)?;
+        let (offset, ri) = *self.first.get(&hash)?;
+        if self.at(offset) == wire.as_slice() {
+            return Some(ri as usize);
+        }
+        self.more
+            .iter()
+            .find(|(h, o, _)| *h == hash && self.at(*o) == wire.as_slice())
+            .map(|&(_, _, ri)| ri as usize)
+    }
+
+    /// Adds `name` for record `ri`; the index of the record that had it already, if one did.
+    fn insert(&mut self, name: &Name, ri: usize) -> Option<usize> {
+        if let Some(first) = self.get(name) {
+            return Some(first);
+        }
+        let (hash, wire) = Self::key(name)?;
+        let offset = u32::try_from(self.arena.len()).ok()?;
+        self.arena.extend_from_slice(&wire);
+        let ri = u32::try_from(ri).ok()?;
+        match self.first.entry(hash) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert((offset, ri));
+            }
+            std::collections::hash_map::Entry::Occupied(_) => self.more.push((hash, offset, ri)),
+        }
+        None
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first.is_empty()
+    }
+}
+
 /// Where checked records go.
 struct RecordsOut<'a> {
     records: &'a mut Vec<RecordConfig>,
-    seen: &'a mut HashMap<LowerName, usize>,
+    seen: &'a mut SeenNames,
     wire: &'a mut Vec<u8>,
     fixed: &'a mut NamesBuilder,
 }
@@ -1860,7 +1949,7 @@ fn check_one_record(
     {
         let key = format!("zone[{zi}].record[{ri}]");
         let record = check_record(src, &key, r, origin, ttl)?;
-        if let Some(first) = seen.insert(LowerName::new(&record.name), ri) {
+        if let Some(first) = seen.insert(&record.name, ri) {
             return Err(src.error(
                 r.name.span(),
                 format!("{key}.name"),
@@ -2021,7 +2110,7 @@ struct FileRecords<'a> {
     /// Zones configured below this one.
     nested: &'a [Name],
     /// The zone's `[[zone.record]]` names.
-    seen: &'a HashMap<LowerName, usize>,
+    seen: &'a SeenNames,
     fixed: &'a mut NamesBuilder,
     apex: Apex,
     /// The owner of the last A or AAAA record, lower-cased wire form.
@@ -2118,7 +2207,7 @@ impl FileRecords<'_> {
             return Err("`*` is a wildcard only as the leftmost label (RFC 4592)".into());
         }
         if !self.seen.is_empty()
-            && let Some(ri) = self.seen.get(&LowerName::new(name))
+            && let Some(ri) = self.seen.get(name)
         {
             return Err(format!(
                 "{} is already defined by zone[{}].record[{ri}]; give its addresses in one place",
@@ -2689,8 +2778,9 @@ fn relative_or_absolute(
 ///
 /// The `toml` crate builds a spanned tree of the whole document before our types
 /// see it, ~3 KB per record table: 300 MB at a reload of 100,000 names. Here the
-/// record tables are cut out of the text (the "skeleton" keeps every other byte where
-/// it was, the cut ones blanked, so every span and line stays true) and each batch
+/// record tables are cut out of the text (the "skeleton" is the rest, with a map
+/// of where the cuts were, so every span, line and key still points into the file)
+/// and each batch
 /// of [`BATCH`] tables is parsed on its own from its slice of the original text, then
 /// checked and dropped. A text with anything this reading could get wrong (a
 /// multi-line string, a table header naming `zone` in another spelling) is parsed
@@ -2701,7 +2791,7 @@ mod bulk {
     /// Texts shorter than this are parsed whole.
     pub const SPLIT_AT: usize = 256 * 1024;
     /// Record tables parsed at once.
-    pub const BATCH: usize = 2048;
+    pub const BATCH: usize = 256;
 
     /// Byte range of the original text holding consecutive `[[zone.record]]` tables.
     #[derive(Debug, Clone, PartialEq, Eq)]
@@ -2724,8 +2814,10 @@ mod bulk {
     }
 
     pub struct Split {
-        /// The text with every batch blanked.
+        /// The text without its batches.
         pub skeleton: String,
+        /// Where the batches were cut out: (skeleton position, bytes cut up to there).
+        pub holes: Vec<(usize, usize)>,
         /// Per `[[zone]]`, in order, its batches.
         pub zones: Vec<Vec<Batch>>,
     }
@@ -2807,12 +2899,20 @@ mod bulk {
         if blanked.is_empty() {
             return None;
         }
-        let mut skeleton = text.as_bytes().to_vec();
+        let mut skeleton =
+            String::with_capacity(text.len() - blanked.iter().map(|(a, b)| b - a).sum::<usize>());
+        let mut holes = Vec::with_capacity(blanked.len());
+        let (mut from, mut cut) = (0, 0);
         for (a, b) in blanked {
-            skeleton[a..b].fill(b' ');
+            skeleton.push_str(&text[from..a]);
+            cut += b - a;
+            holes.push((skeleton.len(), cut));
+            from = b;
         }
+        skeleton.push_str(&text[from..]);
         Some(Split {
-            skeleton: String::from_utf8(skeleton).ok()?,
+            skeleton,
+            holes,
             zones,
         })
     }
@@ -2960,6 +3060,27 @@ a = ["192.0.2.3"]
         .map(|(n, t)| (n.to_string(), t))
         .collect();
         assert_eq!(names, want);
+    }
+
+    /// The record-name set: case-insensitive, exact for names of one hash.
+    #[test]
+    fn seen_names_are_exact() {
+        let n = |s: &str| Name::from_ascii(s).unwrap();
+        let mut seen = SeenNames::default();
+        assert!(seen.is_empty());
+        assert_eq!(seen.insert(&n("www.example.com."), 0), None);
+        assert_eq!(seen.insert(&n("w.example.com."), 1), None);
+        assert_eq!(seen.insert(&n("WWW.Example.com."), 2), Some(0));
+        assert_eq!(seen.get(&n("w.EXAMPLE.com.")), Some(1));
+        assert_eq!(seen.get(&n("ww.example.com.")), None);
+        // Two names under one hash (forced): both kept, each found as itself.
+        let (hash, _) = SeenNames::key(&n("other.example.com.")).unwrap();
+        let first = seen.first[&SeenNames::key(&n("www.example.com.")).unwrap().0];
+        seen.first.insert(hash, first);
+        assert_eq!(seen.insert(&n("other.example.com."), 5), None);
+        assert_eq!(seen.get(&n("other.example.com.")), Some(5));
+        assert_eq!(seen.get(&n("www.example.com.")), Some(0));
+        assert_eq!(seen.more.len(), 1);
     }
 
     /// The edges that are accepted: the bounds themselves, and the defaults.
