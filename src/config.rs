@@ -1745,6 +1745,9 @@ fn check_zone(
         }
         None => None,
     };
+    // The names are in `fixed` and `records` from here: the set goes before the index
+    // is written (the peak of a large config's load).
+    drop(seen);
     let (fixed, conflict) = fixed.finish();
     match (conflict, &from_file) {
         (Some(Conflict::Ttl { name, first, then }), Some(file)) => {
@@ -1787,7 +1790,9 @@ fn check_zone(
     // An in-zone name server needs addresses to be reachable by a resolver that
     // follows the NS set (glue, RFC 9471).
     let exists = |n: &Name| {
-        seen.get(n).is_some()
+        records
+            .iter()
+            .any(|r| LowerName::new(&r.name) == LowerName::new(n))
             || QName::from_name(&n.to_lowercase()).is_some_and(|q| fixed.contains(q.as_bytes()))
     };
     for n in &ns {
