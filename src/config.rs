@@ -789,6 +789,8 @@ struct Source<'a> {
     /// For spans into a skeleton (see [`bulk`]): where bytes of `text` were cut out
     /// of it, as (skeleton position, bytes cut up to there).
     holes: &'a [(usize, usize)],
+    /// Where zones leave their index to be written once the text is freed.
+    defer: Option<&'a std::cell::RefCell<Vec<Deferred>>>,
 }
 
 impl<'a> Source<'a> {
@@ -797,6 +799,7 @@ impl<'a> Source<'a> {
         Source {
             offset,
             holes: &[],
+            defer: None,
             ..self
         }
     }
@@ -871,7 +874,41 @@ impl Config {
             path: shown.clone(),
             source,
         })?;
-        Self::from_toml(&text, &shown)
+        Self::from_toml_owned(text, &shown, bulk::SPLIT_AT)
+    }
+
+    /// [`Config::from_toml`] of a text it may free before the zones' indexes are
+    /// written: a large config's text, its record tables' staging and its index are
+    /// then never all in memory at once (the peak of a reload). The same config or
+    /// error.
+    fn from_toml_owned(text: String, path: &str, split_at: usize) -> Result<Self, ConfigError> {
+        let sink = std::cell::RefCell::new(Vec::new());
+        let config = Self::from_toml_inner(&text, path, split_at, Some(&sink));
+        drop(text);
+        let mut config = config?;
+        for Deferred { zi, builder, at } in sink.into_inner() {
+            let (names, conflict) = builder.finish();
+            if let Some(Conflict::TooLarge { name, bytes, .. }) = conflict {
+                return Err(match at {
+                    ConfigError::Invalid {
+                        path,
+                        line,
+                        column,
+                        key,
+                        ..
+                    } => ConfigError::Invalid {
+                        path,
+                        line,
+                        column,
+                        key,
+                        message: too_large(&name, bytes),
+                    },
+                    other => other,
+                });
+            }
+            config.zones[zi].fixed = Arc::new(names);
+        }
+        Ok(config)
     }
 
     /// The built-in demo configuration.
@@ -887,15 +924,26 @@ impl Config {
     /// [`Config::from_toml`], parsing the `[[zone.record]]` tables of a text of at
     /// least `split_at` bytes in batches (see [`bulk`]); the same config or error.
     fn from_toml_split(text: &str, path: &str, split_at: usize) -> Result<Self, ConfigError> {
+        Self::from_toml_inner(text, path, split_at, None)
+    }
+
+    fn from_toml_inner(
+        text: &str,
+        path: &str,
+        split_at: usize,
+        defer: Option<&std::cell::RefCell<Vec<Deferred>>>,
+    ) -> Result<Self, ConfigError> {
         let src = Source {
             path,
             text,
             offset: 0,
             holes: &[],
+            defer: None,
         };
         if let Some(split) = bulk::split(text, split_at) {
             let src = Source {
                 holes: &split.holes,
+                defer,
                 ..src
             };
             let file: FileConfig =
@@ -1745,55 +1793,63 @@ fn check_zone(
         }
         None => None,
     };
-    // The names are in `fixed` and `records` from here: the set goes before the index
-    // is written (the peak of a large config's load).
-    drop(seen);
-    let (fixed, conflict) = fixed.finish();
-    match (conflict, &from_file) {
-        (Some(Conflict::Ttl { name, first, then }), Some(file)) => {
-            return Err(ConfigError::Invalid {
-                path: file.path.clone(),
-                line: then.0 as usize,
-                column: 1,
-                key: format!("zone[{zi}].file"),
-                message: format!(
-                    "TTL {} differs from TTL {} of the same RRset of {} on line {}; an RRset has one TTL (RFC 2181)",
-                    then.1,
-                    first.1,
-                    zonefile::shown(&name),
-                    first.0
-                ),
-            });
+    // A large config read from a file writes the index of a zone without a zone file
+    // once the text is freed (see `Config::from_toml_owned`); else here, with the
+    // name set dropped first (the names are in the index and `records` from here).
+    let deferred = src.defer.filter(|_| from_file.is_none());
+    let mut seen = Some(seen);
+    let mut builder = Some(fixed);
+    let fixed = match deferred {
+        Some(_) => None,
+        None => {
+            seen = None;
+            let (fixed, conflict) = builder.take().map(NamesBuilder::finish).unzip();
+            match (conflict.flatten(), &from_file) {
+                (Some(Conflict::Ttl { name, first, then }), Some(file)) => {
+                    return Err(ConfigError::Invalid {
+                        path: file.path.clone(),
+                        line: then.0 as usize,
+                        column: 1,
+                        key: format!("zone[{zi}].file"),
+                        message: format!(
+                            "TTL {} differs from TTL {} of the same RRset of {} on line {}; an RRset has one TTL (RFC 2181)",
+                            then.1,
+                            first.1,
+                            zonefile::shown(&name),
+                            first.0
+                        ),
+                    });
+                }
+                (Some(Conflict::TooLarge { name, line, bytes }), file) => {
+                    let message = too_large(&name, bytes);
+                    return Err(match file {
+                        Some(file) if line > 0 => ConfigError::Invalid {
+                            path: file.path.clone(),
+                            line: line as usize,
+                            column: 1,
+                            key: format!("zone[{zi}].file"),
+                            message,
+                        },
+                        _ => src.error(z.origin.span(), format!("zone[{zi}].record"), message),
+                    });
+                }
+                _ => {}
+            }
+            fixed
         }
-        (Some(Conflict::TooLarge { name, line, bytes }), file) => {
-            let message = format!(
-                "the addresses of {} take {bytes} bytes; no DNS message can carry more than {} of one RRset (at most {} A or {} AAAA records a name)",
-                zonefile::shown(&name),
-                crate::names::MAX_RRSET_BYTES,
-                crate::names::MAX_A,
-                crate::names::MAX_AAAA,
-            );
-            return Err(match file {
-                Some(file) if line > 0 => ConfigError::Invalid {
-                    path: file.path.clone(),
-                    line: line as usize,
-                    column: 1,
-                    key: format!("zone[{zi}].file"),
-                    message,
-                },
-                _ => src.error(z.origin.span(), format!("zone[{zi}].record"), message),
-            });
-        }
-        _ => {}
-    }
+    };
     let (ns, ns_ttl, soa) = check_apex(src, zi, z, &origin, default_ns, from_file.as_ref())?;
     // An in-zone name server needs addresses to be reachable by a resolver that
     // follows the NS set (glue, RFC 9471).
-    let exists = |n: &Name| {
-        records
-            .iter()
-            .any(|r| LowerName::new(&r.name) == LowerName::new(n))
-            || QName::from_name(&n.to_lowercase()).is_some_and(|q| fixed.contains(q.as_bytes()))
+    let exists = |n: &Name| match (&fixed, &seen) {
+        (Some(fixed), _) => {
+            records
+                .iter()
+                .any(|r| LowerName::new(&r.name) == LowerName::new(n))
+                || QName::from_name(&n.to_lowercase()).is_some_and(|q| fixed.contains(q.as_bytes()))
+        }
+        (None, Some(seen)) => seen.get(n).is_some(),
+        (None, None) => false,
     };
     for n in &ns {
         if origin.zone_of(n) && !exists(n) {
@@ -1805,15 +1861,40 @@ fn check_zone(
             ));
         }
     }
+    drop(seen);
+    if let (Some(sink), Some(builder)) = (deferred, builder) {
+        // Where an error of the index will point, found while the text is here.
+        let at = src.error(z.origin.span(), format!("zone[{zi}].record"), String::new());
+        sink.borrow_mut().push(Deferred { zi, builder, at });
+    }
     Ok(ZoneConfig {
         origin,
         ns,
         ns_ttl: ns_ttl.unwrap_or(soa.ttl),
         soa,
         records,
-        fixed: Arc::new(fixed),
+        fixed: Arc::new(fixed.unwrap_or_default()),
         transfer: Arc::default(),
     })
+}
+
+/// A zone whose index is written after the config's text is freed: its names, and
+/// where an error about them points.
+struct Deferred {
+    zi: usize,
+    builder: NamesBuilder,
+    at: ConfigError,
+}
+
+/// The error of a name whose addresses no DNS message can carry.
+fn too_large(name: &Name, bytes: usize) -> String {
+    format!(
+        "the addresses of {} take {bytes} bytes; no DNS message can carry more than {} of one RRset (at most {} A or {} AAAA records a name)",
+        zonefile::shown(name),
+        crate::names::MAX_RRSET_BYTES,
+        crate::names::MAX_A,
+        crate::names::MAX_AAAA,
+    )
 }
 
 /// The `[[zone.record]]`s: AWS-backed ones come back as records, static ones go into
@@ -3808,6 +3889,8 @@ transfer = { notify = ["10.7.0.1"] }
         let whole = Config::from_toml_split(text, "test.toml", usize::MAX);
         let split = Config::from_toml_split(text, "test.toml", 0);
         assert_eq!(format!("{whole:?}"), format!("{split:?}"), "for\n{text}");
+        let owned = Config::from_toml_owned(text.to_string(), "test.toml", 0);
+        assert_eq!(format!("{whole:?}"), format!("{owned:?}"), "for\n{text}");
     }
 
     /// A config of `n` record tables in each of two zones (static, AWS-backed, with
@@ -3861,7 +3944,15 @@ transfer = { notify = ["10.7.0.1"] }
         let c = Config::from_toml_split(&text, "t", 0).unwrap();
         assert_eq!(c.zones.len(), 2);
         // Errors deep in a later batch: the same line, column, key and words.
+        let too_many: Vec<String> = (0..crate::names::MAX_A + 1)
+            .map(|i| format!("\"10.200.{}.{}\"", i / 256, i % 256))
+            .collect();
+        let too_large = format!(
+            "[[zone.record]]\nname = \"big\"\na = [{}]\n",
+            too_many.join(", ")
+        );
         for bad in [
+            too_large.as_str(),
             "[[zone.record]]\nname = \"x\"\na = [\"10.0.0.300\"]\n",
             "[[zone.record]]\nname = \"h0\"\na = [\"10.9.9.9\"]\n",
             "[[zone.record]]\nname = \"x\"\nbogus = 1\n",

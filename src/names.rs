@@ -212,6 +212,9 @@ fn decode<E>(
 impl Eq for Names {}
 
 /// Kinds of staged records, in the order their RRsets are written.
+/// A staged record's kind byte has this bit when a line number follows its TTL
+/// (records from a file); records from elsewhere leave the 4 bytes out.
+const HAS_LINE: u8 = 0x80;
 const KIND_NAME: u8 = 0;
 const KIND_A: u8 = 1;
 const KIND_AAAA: u8 = 2;
@@ -306,9 +309,12 @@ impl NamesBuilder {
         self.at.push(at);
         self.staged.push(relative.len() as u8);
         self.staged.extend_from_slice(relative);
-        self.staged.push(kind);
+        self.staged
+            .push(if line > 0 { kind | HAS_LINE } else { kind });
         self.staged.extend_from_slice(&ttl.to_be_bytes());
-        self.staged.extend_from_slice(&line.to_be_bytes());
+        if line > 0 {
+            self.staged.extend_from_slice(&line.to_be_bytes());
+        }
         self.staged.extend_from_slice(rdata);
     }
 
@@ -371,22 +377,27 @@ fn staged_name(staged: &[u8], at: u32) -> &[u8] {
 }
 
 fn staged_kind(staged: &[u8], at: u32) -> u8 {
-    staged[at as usize + 1 + usize::from(staged[at as usize])]
+    staged[at as usize + 1 + usize::from(staged[at as usize])] & !HAS_LINE
 }
 
 /// A staged record: (kind, TTL, line, rdata).
 fn staged_record(staged: &[u8], at: u32) -> (u8, u32, u32, &[u8]) {
     let name = staged_name(staged, at);
     let p = at as usize + 1 + name.len();
-    let kind = staged[p];
+    let kind = staged[p] & !HAS_LINE;
     let ttl = u32::from_be_bytes([staged[p + 1], staged[p + 2], staged[p + 3], staged[p + 4]]);
-    let line = u32::from_be_bytes([staged[p + 5], staged[p + 6], staged[p + 7], staged[p + 8]]);
+    let (line, p) = if staged[p] & HAS_LINE != 0 {
+        let line = u32::from_be_bytes([staged[p + 5], staged[p + 6], staged[p + 7], staged[p + 8]]);
+        (line, p + 9)
+    } else {
+        (0, p + 5)
+    };
     let len = match kind {
         KIND_A => 4,
         KIND_AAAA => 16,
         _ => 0,
     };
-    (kind, ttl, line, &staged[p + 9..p + 9 + len])
+    (kind, ttl, line, &staged[p..p + len])
 }
 
 /// The origin (the empty relative name) and every ancestor of a staged name that is
