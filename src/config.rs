@@ -884,26 +884,20 @@ impl Config {
     fn from_toml_owned(text: String, path: &str, split_at: usize) -> Result<Self, ConfigError> {
         let sink = std::cell::RefCell::new(Vec::new());
         let config = Self::from_toml_inner(&text, path, split_at, Some(&sink));
+        let deferred = sink.into_inner();
+        let at: Vec<usize> = deferred.iter().map(|d| d.at).collect();
+        let located = lines_and_columns(&text, &at);
         drop(text);
         let mut config = config?;
-        for Deferred { zi, builder, at } in sink.into_inner() {
+        for (Deferred { zi, builder, .. }, (line, column)) in deferred.into_iter().zip(located) {
             let (names, conflict) = builder.finish();
             if let Some(Conflict::TooLarge { name, bytes, .. }) = conflict {
-                return Err(match at {
-                    ConfigError::Invalid {
-                        path,
-                        line,
-                        column,
-                        key,
-                        ..
-                    } => ConfigError::Invalid {
-                        path,
-                        line,
-                        column,
-                        key,
-                        message: too_large(&name, bytes),
-                    },
-                    other => other,
+                return Err(ConfigError::Invalid {
+                    path: path.to_string(),
+                    line,
+                    column,
+                    key: format!("zone[{zi}].record"),
+                    message: too_large(&name, bytes),
                 });
             }
             config.zones[zi].fixed = Arc::new(names);
@@ -1863,8 +1857,10 @@ fn check_zone(
     }
     drop(seen);
     if let (Some(sink), Some(builder)) = (deferred, builder) {
-        // Where an error of the index will point, found while the text is here.
-        let at = src.error(z.origin.span(), format!("zone[{zi}].record"), String::new());
+        // Where an error of the index would point: found for every zone in one pass
+        // (`Config::from_toml_owned`), not here (a scan of the text per zone is
+        // quadratic in zones).
+        let at = src.position(z.origin.span().start);
         sink.borrow_mut().push(Deferred { zi, builder, at });
     }
     Ok(ZoneConfig {
@@ -1883,7 +1879,28 @@ fn check_zone(
 struct Deferred {
     zi: usize,
     builder: NamesBuilder,
-    at: ConfigError,
+    /// The zone's `origin` in the text.
+    at: usize,
+}
+
+/// (line, column) of each byte position of `positions` in `text`, in one pass.
+fn lines_and_columns(text: &str, positions: &[usize]) -> Vec<(usize, usize)> {
+    let mut order: Vec<usize> = (0..positions.len()).collect();
+    order.sort_by_key(|&i| positions[i]);
+    let mut out = vec![(1, 1); positions.len()];
+    let (mut line, mut line_start, mut scanned) = (1, 0, 0);
+    for i in order {
+        let at = positions[i].min(text.len());
+        for (j, b) in text.as_bytes()[scanned..at].iter().enumerate() {
+            if *b == b'\n' {
+                line += 1;
+                line_start = scanned + j + 1;
+            }
+        }
+        scanned = at.max(scanned);
+        out[i] = (line, at - line_start + 1);
+    }
+    out
 }
 
 /// The error of a name whose addresses no DNS message can carry.
@@ -3146,6 +3163,28 @@ a = ["192.0.2.3"]
         .map(|(n, t)| (n.to_string(), t))
         .collect();
         assert_eq!(names, want);
+    }
+
+    #[test]
+    fn lines_and_columns_in_one_pass_match_the_error_positions() {
+        let text = "ab\ncd\n\nefg\n";
+        let src = Source {
+            path: "t",
+            text,
+            offset: 0,
+            holes: &[],
+            defer: None,
+        };
+        let positions = [9, 0, 4, 3, 7, 13];
+        let got = lines_and_columns(text, &positions);
+        for (p, (line, column)) in positions.iter().zip(got) {
+            match src.error(*p..*p, "k", "m") {
+                ConfigError::Invalid {
+                    line: l, column: c, ..
+                } => assert_eq!((line, column), (l, c), "at {p}"),
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     /// The record-name set: case-insensitive, exact for names of one hash.
