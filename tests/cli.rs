@@ -74,6 +74,51 @@ fn a_bad_zone_file_exits_64_naming_it() {
     }
 }
 
+/// A config large enough to be read in batches (over 256 KiB): the binary serves it,
+/// and an error in its last record table still exits 64 naming the file's line and
+/// the record's key.
+#[test]
+fn a_large_config_is_read_and_its_errors_located() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.toml");
+    let mut text = String::from("[[zone]]\norigin = \"big.test\"\n");
+    for i in 0..8000 {
+        text += &format!(
+            "[[zone.record]]\nname = \"host-{i}\"\na = [\"10.0.{}.{}\"]\n",
+            i / 256,
+            i % 256
+        );
+    }
+    assert!(text.len() > 256 * 1024);
+    std::fs::write(&path, &text).unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = text.lines().count();
+    text += "[[zone.record]]\nname = \"host-1\"\na = [\"10.9.9.9\"]\n";
+    std::fs::write(&path, &text).unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{}:{}:", path.display(), lines + 2))
+            && err.contains("key `zone[0].record[8000].name`")
+            && err.contains("already defined by zone[0].record[1]"),
+        "{err}"
+    );
+}
+
 /// (file content, line, key) for errors that must exit 64 naming file, line and key.
 #[test]
 fn bad_configs_exit_64_naming_file_line_and_key() {
