@@ -1931,7 +1931,8 @@ fn check_records(
     fixed: &mut NamesBuilder,
 ) -> Result<(Vec<RecordConfig>, SeenNames), ConfigError> {
     let mut records = Vec::new();
-    let mut seen = SeenNames::default();
+    let origin_wire = QName::from_name(origin).map_or(vec![0], |q| q.as_bytes().to_vec());
+    let mut seen = SeenNames::new(&origin_wire);
     let mut wire = Vec::with_capacity(256);
     let mut out = RecordsOut {
         records: &mut records,
@@ -1956,12 +1957,15 @@ fn check_records(
 }
 
 /// The names of a zone's `[[zone.record]]` tables, for duplicates: their lower-cased
-/// wire forms in one buffer, found by a hash of them (a map of `Name`s cost ~100
-/// bytes per name, 10 MB of a 100,000-name config's load). Exact: a hash shared by
-/// two names is told apart by their bytes.
+/// wire forms (relative to the origin: the labels above it) in one buffer, found by a
+/// hash of them (a map of `Name`s cost ~100 bytes per name, 10 MB of a 100,000-name
+/// config's load). Exact: a hash shared by two names is told apart by their bytes.
 #[derive(Debug, Default)]
 struct SeenNames {
-    /// Every name's lower-cased wire form, one after another.
+    /// The zone's origin, lower-cased wire form.
+    origin: Vec<u8>,
+    /// Every name as [in the zone: 1 or 0][length][labels above the origin, or the
+    /// whole wire name], one after another.
     arena: Vec<u8>,
     /// Hash → (offset in `arena`, record index); names with the same hash, rare,
     /// in `more`.
@@ -1970,45 +1974,68 @@ struct SeenNames {
 }
 
 impl SeenNames {
-    fn key(name: &Name) -> Option<(u64, Vec<u8>)> {
-        use std::hash::{BuildHasher, Hasher};
-        let wire = QName::from_name(&name.to_lowercase())?.as_bytes().to_vec();
-        let mut h = rustc_hash::FxBuildHasher.build_hasher();
-        h.write(&wire);
-        Some((h.finish(), wire))
+    fn new(origin: &[u8]) -> Self {
+        Self {
+            origin: origin.to_vec(),
+            ..Self::default()
+        }
     }
 
-    /// The wire name stored at `offset` (its length is its own: labels up to 0).
+    /// The stored form of `name`, and its hash.
+    fn key(&self, name: &Name) -> Option<(u64, Vec<u8>)> {
+        use std::hash::{BuildHasher, Hasher};
+        let q = QName::from_name(&name.to_lowercase())?;
+        let wire = q.as_bytes();
+        let relative = wire
+            .len()
+            .checked_sub(self.origin.len())
+            .filter(|&cut| wire[cut..] == self.origin[..] && q_label_boundary(wire, cut))
+            .map(|cut| &wire[..cut]);
+        let (flag, bytes) = match relative {
+            Some(r) => (1, r),
+            None => (0, wire),
+        };
+        let mut stored = Vec::with_capacity(bytes.len() + 2);
+        stored.push(flag);
+        stored.push(u8::try_from(bytes.len()).ok()?);
+        stored.extend_from_slice(bytes);
+        let mut h = rustc_hash::FxBuildHasher.build_hasher();
+        h.write(&stored);
+        Some((h.finish(), stored))
+    }
+
+    /// The stored name at `offset`.
     fn at(&self, offset: u32) -> &[u8] {
-        let rest = &self.arena[offset as usize..];
-        let mut i = 0;
-        while let Some(&len) = rest.get(i).filter(|l| **l != 0) {
-            i += 1 + usize::from(len);
-        }
-        &rest[..(i + 1).min(rest.len())]
+        let o = offset as usize;
+        let len = usize::from(self.arena.get(o + 1).copied().unwrap_or(0));
+        &self.arena[o..(o + 2 + len).min(self.arena.len())]
     }
 
     /// The record index that has `name`, if one does.
     fn get(&self, name: &Name) -> Option<usize> {
-        let (hash, wire) = Self::key(name)?;
+        let (hash, stored) = self.key(name)?;
+        self.find(hash, &stored)
+    }
+
+    fn find(&self, hash: u64, stored: &[u8]) -> Option<usize> {
         let (offset, ri) = *self.first.get(&hash)?;
-        if self.at(offset) == wire.as_slice() {
+        if self.at(offset) == stored {
             return Some(ri as usize);
         }
         self.more
             .iter()
-            .find(|(h, o, _)| *h == hash && self.at(*o) == wire.as_slice())
+            .find(|(h, o, _)| *h == hash && self.at(*o) == stored)
             .map(|&(_, _, ri)| ri as usize)
     }
 
     /// Adds `name` for record `ri`; the index of the record that had it already, if one did.
     fn insert(&mut self, name: &Name, ri: usize) -> Option<usize> {
-        if let Some(first) = self.get(name) {
+        let (hash, stored) = self.key(name)?;
+        if let Some(first) = self.find(hash, &stored) {
             return Some(first);
         }
-        let (hash, wire) = Self::key(name)?;
         let offset = u32::try_from(self.arena.len()).ok()?;
-        self.arena.extend_from_slice(&wire);
+        self.arena.extend_from_slice(&stored);
         let ri = u32::try_from(ri).ok()?;
         match self.first.entry(hash) {
             std::collections::hash_map::Entry::Vacant(v) => {
@@ -2022,6 +2049,15 @@ impl SeenNames {
     fn is_empty(&self) -> bool {
         self.first.is_empty()
     }
+}
+
+/// Whether `cut` is where a label starts in the wire name `wire`.
+fn q_label_boundary(wire: &[u8], cut: usize) -> bool {
+    let mut at = 0;
+    while at < cut {
+        at += 1 + usize::from(wire[at]);
+    }
+    at == cut
 }
 
 /// Where checked records go.
@@ -3191,21 +3227,30 @@ a = ["192.0.2.3"]
     #[test]
     fn seen_names_are_exact() {
         let n = |s: &str| Name::from_ascii(s).unwrap();
-        let mut seen = SeenNames::default();
+        let mut seen = SeenNames::new(QName::from_name(&n("example.com.")).unwrap().as_bytes());
         assert!(seen.is_empty());
+        // Outside the origin (not stored relative): found as itself too.
+        assert_eq!(seen.insert(&n("elsewhere.test."), 9), None);
+        assert_eq!(seen.get(&n("ELSEWHERE.test.")), Some(9));
+        assert_eq!(seen.get(&n("elsewhere.example.com.")), None);
         assert_eq!(seen.insert(&n("www.example.com."), 0), None);
         assert_eq!(seen.insert(&n("w.example.com."), 1), None);
         assert_eq!(seen.insert(&n("WWW.Example.com."), 2), Some(0));
         assert_eq!(seen.get(&n("w.EXAMPLE.com.")), Some(1));
         assert_eq!(seen.get(&n("ww.example.com.")), None);
         // Two names under one hash (forced): both kept, each found as itself.
-        let (hash, _) = SeenNames::key(&n("other.example.com.")).unwrap();
-        let first = seen.first[&SeenNames::key(&n("www.example.com.")).unwrap().0];
+        let (hash, _) = seen.key(&n("other.example.com.")).unwrap();
+        let first = seen.first[&seen.key(&n("www.example.com.")).unwrap().0];
         seen.first.insert(hash, first);
         assert_eq!(seen.insert(&n("other.example.com."), 5), None);
         assert_eq!(seen.get(&n("other.example.com.")), Some(5));
         assert_eq!(seen.get(&n("www.example.com.")), Some(0));
         assert_eq!(seen.more.len(), 1);
+        // "example.com." itself (the apex: nothing above the origin) and a name whose
+        // last labels merely look like the origin's bytes.
+        assert_eq!(seen.insert(&n("example.com."), 6), None);
+        assert_eq!(seen.get(&n("Example.COM.")), Some(6));
+        assert_eq!(seen.insert(&n("xexample.com."), 7), None);
     }
 
     /// The edges that are accepted: the bounds themselves, and the defaults.
