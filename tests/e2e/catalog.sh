@@ -21,18 +21,8 @@
 # Usage: tests/e2e/catalog.sh [path/to/privatelink-dns]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-if [[ -z ${PLDNS_E2E_NETNS:-} ]]; then
-    ns=pldns-cat-$$
-    ip netns add "$ns"
-    trap 'ip netns del "$ns" 2>/dev/null || true' EXIT
-    ip -n "$ns" link set lo up
-    for i in 2 3 4; do ip -n "$ns" addr add "127.0.0.$i/8" dev lo; done
-    rc=0
-    ip netns exec "$ns" env PLDNS_E2E_NETNS=1 "$0" "$@" || rc=$?
-    for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
-    exit $rc
-fi
 source tests/e2e/lib.sh
+e2e_netns cat "2 3 4" "$0" "$@"
 BIN=$(realpath "${1:-target/debug/privatelink-dns}")
 PY=$(realpath .venv/bin/python)
 REGION=ap-northeast-1
@@ -216,25 +206,11 @@ has_serial() { [[ $(serial_at "$1" "$2") == "$3" ]]; }
 # serves: the secondary answers for the zone with authority (it has it).
 serves() { ask_at "$1" "$2" SOA | grep -q "flags: qr aa"; }
 gone() { ! serves "$@" && ask_at "$1" "$2" SOA | grep -qE "status: (REFUSED|SERVFAIL)"; }
-until_at() { # WHAT SECONDS COMMAND...: retries until the command succeeds; reports the time.
-    local what=$1 limit=$2 start took
-    shift 2
-    start=$(date +%s.%N)
-    while ! "$@" >/dev/null 2>&1; do
-        if (($(echo "$(date +%s.%N) - $start > $limit" | bc))); then
-            fail "$what: not within ${limit}s"
-            return 0
-        fi
-        sleep 0.2
-    done
-    took=$(echo "$(date +%s.%N) - $start" | bc)
-    pass "$what (after ${took}s)"
-}
 
 echo "== every member reaches both secondaries, at the primary's serial"
 for s in bind knot; do
     for z in $EXPECTED; do
-        until_at "$s: $z at serial $(serial "$z")" 30 has_serial "$s" "$z" "$(serial "$z")"
+        until_ok "$s: $z at serial $(serial "$z")" 30 has_serial "$s" "$z" "$(serial "$z")"
     done
     expect_contains "$s: www.static.test" "192.0.2.1" "$(ask_at "$s" www.static.test A)"
 done
@@ -244,7 +220,7 @@ CAT1=$(cat_serial)
 INTERNAL1=$(serial internal.example.com)
 seed add-subnet "$VENDOR_EP" "$SUBNET3"
 has_new_serial() { [[ $(serial internal.example.com) != "$INTERNAL1" ]]; }
-until_at "internal.example.com changed on the primary" 20 has_new_serial
+until_ok "internal.example.com changed on the primary" 20 has_new_serial
 expect_eq "the catalog's serial is unchanged" "$CAT1" "$(cat_serial)"
 
 echo "== an endpoint created in the emulator: a new member, on both secondaries within 20 s"
@@ -252,7 +228,7 @@ echo "== an endpoint created in the emulator: a new member, on both secondaries 
 SNS_EP=$(seed create "$VPC" "com.amazonaws.$REGION.sns" $SUBNETS)
 SNS="sns.$REGION.amazonaws.com"
 for s in bind knot; do
-    until_at "$s: $SNS served" 20 serves "$s" "$SNS"
+    until_ok "$s: $SNS served" 20 serves "$s" "$SNS"
 done
 expect_contains "the catalog lists it" "$SNS." "$(members)"
 CAT2=$(cat_serial)
@@ -264,9 +240,9 @@ done
 echo "== the endpoint deleted: dropped by both within 20 s"
 seed delete "$SNS_EP"
 primary_dropped() { dig +time=1 +tries=1 @"$PRIMARY" -p "$PORT" "$SNS" SOA | grep -q "status: REFUSED"; }
-until_at "the primary no longer serves $SNS" 20 primary_dropped
+until_ok "the primary no longer serves $SNS" 20 primary_dropped
 for s in bind knot; do
-    until_at "$s: $SNS no longer served" 20 gone "$s" "$SNS"
+    until_ok "$s: $SNS no longer served" 20 gone "$s" "$SNS"
 done
 expect_eq "the catalog no longer lists it" "$EXPECTED" "$(members)"
 
@@ -282,7 +258,7 @@ a = ["192.0.2.55"]
 TOML
 kill -HUP "$PLDNS_PID"
 for s in bind knot; do
-    until_at "$s: added.test served" 20 serves "$s" added.test
+    until_ok "$s: added.test served" 20 serves "$s" added.test
     expect_contains "$s: www.added.test" "192.0.2.55" "$(ask_at "$s" www.added.test A)"
 done
 

@@ -66,16 +66,18 @@ e2e_netns() {
 }
 
 # until_ok WHAT SECONDS COMMAND...: passes once COMMAND succeeds (tried every 0.2 s,
-# its output discarded), fails if it has not within SECONDS.
+# its output discarded), saying after how long; fails if it has not within SECONDS.
 until_ok() {
-    local what=$1 limit=$2 i
+    local what=$1 limit=$2 start took
     shift 2
-    for i in $(seq 1 $((limit * 5))); do
-        if "$@" >/dev/null 2>&1; then
-            pass "$what"
+    start=$(date +%s.%N)
+    while ! "$@" >/dev/null 2>&1; do
+        if (($(echo "$(date +%s.%N) - $start > $limit" | bc))); then
+            fail "$what: not within ${limit}s"
             return 0
         fi
         sleep 0.2
     done
-    fail "$what: not within ${limit}s"
+    took=$(echo "$(date +%s.%N) - $start" | bc)
+    pass "$what (after ${took}s)"
 }

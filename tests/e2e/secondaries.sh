@@ -22,18 +22,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 # Everything runs in a network namespace of its own, whose loopback carries the five
 # addresses: BIND only listens on addresses an interface has.
-if [[ -z ${PLDNS_E2E_NETNS:-} ]]; then
-    ns=pldns-sec-$$
-    ip netns add "$ns"
-    trap 'ip netns del "$ns" 2>/dev/null || true' EXIT
-    ip -n "$ns" link set lo up
-    for i in 2 3 4 5 6; do ip -n "$ns" addr add "127.0.0.$i/8" dev lo; done
-    rc=0
-    ip netns exec "$ns" env PLDNS_E2E_NETNS=1 "$0" "$@" || rc=$?
-    for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
-    exit $rc
-fi
 source tests/e2e/lib.sh
+e2e_netns sec "2 3 4 5 6" "$0" "$@"
 BIN=$(realpath "${1:-target/debug/privatelink-dns}")
 PY=$(realpath .venv/bin/python)
 REGION=ap-northeast-1
@@ -231,28 +221,13 @@ addrs_at() { ask_at "$@" | awk '$4 == "A" || $4 == "AAAA" {print $5}' | sort | x
 serial_at() { ask_at "$1" "$2" SOA | awk '$4 == "SOA" {print $7; exit}'; }
 serial() { dig +time=1 +tries=1 @"$PRIMARY" -p "$PORT" "$1" SOA +short | awk '{print $3}'; }
 
-# until_at WHAT SECONDS COMMAND...: retries until the command succeeds; reports the time.
-until_at() {
-    local what=$1 limit=$2 start took
-    shift 2
-    start=$(date +%s.%N)
-    while ! "$@" >/dev/null 2>&1; do
-        if (($(echo "$(date +%s.%N) - $start > $limit" | bc))); then
-            fail "$what: not within ${limit}s"
-            return 0
-        fi
-        sleep 0.2
-    done
-    took=$(echo "$(date +%s.%N) - $start" | bc)
-    pass "$what (after ${took}s)"
-}
 has_serial() { [[ $(serial_at "$1" "$2") == "$3" ]]; }
 has_addrs() { [[ $(addrs_at "$1" "$2" A) == "$3" ]]; }
 
 echo "== initial transfer: each secondary has every zone, at the primary's serial"
 for s in bind knot nsd; do
     for z in "${ZONES[@]}"; do
-        until_at "$s: $z at serial $(serial "$z")" 20 has_serial "$s" "$z" "$(serial "$z")"
+        until_ok "$s: $z at serial $(serial "$z")" 20 has_serial "$s" "$z" "$(serial "$z")"
     done
     expect_eq "$s: moving.static.test" "192.0.2.1" "$(addrs_at "$s" moving.static.test A)"
     expect_eq "$s: wildcard" "192.0.2.7" "$(addrs_at "$s" x.wild.static.test A)"
@@ -267,13 +242,13 @@ OLD_SERIAL=$(serial static.test)
 sed -i 's/"192.0.2.1"]/"192.0.2.2"]/' "$DIR/privatelink-dns.toml"
 kill -HUP "$PLDNS_PID"
 for s in bind knot nsd; do
-    until_at "$s: moving.static.test is 192.0.2.2" 15 has_addrs "$s" moving.static.test 192.0.2.2
+    until_ok "$s: moving.static.test is 192.0.2.2" 15 has_addrs "$s" moving.static.test 192.0.2.2
 done
 
 echo "== a change in the EC2 API reaches both secondaries by NOTIFY"
 "$PY" tests/e2e/seed_ec2.py --url "http://127.0.0.1:$MOTO_PORT" add-subnet "$VENDOR_EP" "$SUBNET3"
 for s in bind knot nsd; do
-    until_at "$s: internal.example.com has the new ENI" 20 has_addrs "$s" internal.example.com "10.0.1.4 10.0.2.4 10.0.3.4"
+    until_ok "$s: internal.example.com has the new ENI" 20 has_addrs "$s" internal.example.com "10.0.1.4 10.0.2.4 10.0.3.4"
 done
 if grep -q '"NOTIFY acknowledged"' "$DIR/privatelink-dns.log"; then pass "privatelink-dns logged NOTIFY acknowledgements"; else fail "no NOTIFY acknowledged in the log"; fi
 if grep -q "transfer of 'static.test/IN' from $PRIMARY#$PORT: Transfer status: success" "$DIR/bind.log"; then
