@@ -16,7 +16,7 @@
 //! The transfer client is a thin shell of our own over tokio's TCP, as the server's
 //! transports are; hickory-proto does the wire format and TSIG.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -700,23 +700,45 @@ impl Follower {
             .insert(self.config.catalog.clone(), Held::new(now));
         self.load_cache();
         let mut tasks: tokio::task::JoinSet<Checked> = tokio::task::JoinSet::new();
+        // Which zone each running check is for, so one that panicked is still known.
+        let mut checking: HashMap<tokio::task::Id, Name> = HashMap::new();
         loop {
             self.expire();
-            self.start_due(&mut tasks);
+            self.start_due(&mut tasks, &mut checking);
             let wake = self.next_wake();
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 Some(zone) = self.notified.recv() => self.on_notify(&zone),
-                Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                    if let Ok((zone, result)) = done {
-                        self.on_checked(zone, result);
-                    }
+                Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                    self.on_done(done, &mut checking);
                 }
                 () = tokio::time::sleep_until(wake.into()) => {}
             }
         }
         tasks.abort_all();
         self.status.enabled.store(false, Ordering::Relaxed);
+    }
+
+    /// A check ended: its result, or (a panic, a bug) a failure of its zone, which
+    /// is then tried again at its retry instead of never.
+    fn on_done(
+        &mut self,
+        done: Result<(tokio::task::Id, Checked), tokio::task::JoinError>,
+        checking: &mut HashMap<tokio::task::Id, Name>,
+    ) {
+        match done {
+            Ok((id, (zone, result))) => {
+                checking.remove(&id);
+                self.on_checked(zone, result);
+            }
+            Err(e) => {
+                if let Some(zone) = checking.remove(&e.id()) {
+                    error!(%zone, "a check of the zone stopped unexpectedly (a bug); it is tried again at its retry");
+                    let stopped = TransferError::Malformed("the check stopped unexpectedly".into());
+                    self.on_checked(zone, Err(stopped));
+                }
+            }
+        }
     }
 
     fn is_catalog(&self, zone: &Name) -> bool {
@@ -733,7 +755,11 @@ impl Follower {
     }
 
     /// Starts the checks that are due, the catalog first.
-    fn start_due(&mut self, tasks: &mut tokio::task::JoinSet<Checked>) {
+    fn start_due(
+        &mut self,
+        tasks: &mut tokio::task::JoinSet<Checked>,
+        checking: &mut HashMap<tokio::task::Id, Name>,
+    ) {
         let now = Instant::now();
         let catalog = self.config.catalog.clone();
         let order: Vec<Name> = std::iter::once(catalog.clone())
@@ -755,7 +781,8 @@ impl Follower {
             let key = self.config.key.clone();
             let tls = self.config.tls.clone();
             let store = self.store.clone();
-            tasks.spawn(async move {
+            let id = zone.clone();
+            let task = tasks.spawn(async move {
                 let result = check(
                     &primary,
                     &zone,
@@ -767,6 +794,7 @@ impl Follower {
                 .await;
                 (zone, result)
             });
+            checking.insert(task.id(), id);
         }
     }
 
@@ -1255,6 +1283,38 @@ mod tests {
             State::Done(c) => Some(c),
             _ => None,
         })
+    }
+
+    /// A check that panics (a bug) leaves its zone to be tried again, not marked
+    /// running for ever.
+    #[tokio::test]
+    async fn a_check_that_panics_is_retried() {
+        let config = crate::config::Config::from_toml(
+            "[follow]\nprimary = \"127.0.0.1:9\"\ncatalog = \"catalog.invalid\"\n",
+            "t",
+        )
+        .unwrap();
+        let follow = config.follow.clone().unwrap();
+        let store = Arc::new(SnapshotStore::new(crate::app::build_snapshot(
+            &config, None,
+        )));
+        let (_tx, rx) = mpsc::channel(1);
+        let mut f = Follower::new(follow, store, Arc::default(), rx);
+        let zone = name("a.test.");
+        let mut held = Held::new(Instant::now());
+        held.running = true;
+        f.zones.insert(zone.clone(), held);
+        let mut tasks: tokio::task::JoinSet<Checked> = tokio::task::JoinSet::new();
+        let mut checking = HashMap::new();
+        let task = tasks.spawn(async { panic!("a bug in a check") });
+        checking.insert(task.id(), zone.clone());
+        let done = tasks.join_next_with_id().await.unwrap();
+        assert!(done.is_err());
+        f.on_done(done, &mut checking);
+        let held = &f.zones[&zone];
+        assert!(!held.running, "free to be checked again");
+        assert!(held.due > Instant::now(), "at its retry, not at once");
+        assert!(checking.is_empty());
     }
 
     #[test]
