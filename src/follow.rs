@@ -1317,6 +1317,22 @@ mod tests {
         assert!(checking.is_empty());
     }
 
+    /// z.test. at serial 5, by AXFR: SOA, NS, www A 192.0.2.1.
+    fn serial_5() -> Content {
+        run(
+            "z.test.",
+            None,
+            vec![
+                soa("z.test.", 5),
+                ns("z.test."),
+                a("www.z.test.", "192.0.2.1"),
+                soa("z.test.", 5),
+            ],
+        )
+        .unwrap()
+        .unwrap()
+    }
+
     #[test]
     fn primary_addresses() {
         for (text, want) in [
@@ -1380,18 +1396,7 @@ mod tests {
 
     #[test]
     fn an_ixfr_applies_each_sequence_and_refuses_what_does_not_apply() {
-        let have = run(
-            "z.test.",
-            None,
-            vec![
-                soa("z.test.", 5),
-                ns("z.test."),
-                a("www.z.test.", "192.0.2.1"),
-                soa("z.test.", 5),
-            ],
-        )
-        .unwrap()
-        .unwrap();
+        let have = serial_5();
         // 5 → 6: www .1 → .2; 6 → 7: add api.
         let ixfr = vec![
             soa("z.test.", 7),
@@ -1445,18 +1450,7 @@ mod tests {
 
     #[test]
     fn the_cache_file_round_trips_and_refuses_what_it_did_not_write() {
-        let content = run(
-            "z.test.",
-            None,
-            vec![
-                soa("z.test.", 5),
-                ns("z.test."),
-                a("www.z.test.", "192.0.2.1"),
-                soa("z.test.", 5),
-            ],
-        )
-        .unwrap()
-        .unwrap();
+        let content = serial_5();
         let bytes = encode_cache(&content);
         assert_eq!(decode_cache(&name("z.test."), &bytes).unwrap(), content);
         assert!(decode_cache(&name("other.test."), &bytes).is_err());

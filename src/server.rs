@@ -871,8 +871,8 @@ mod tests {
         assert!(!sources.held.lock().unwrap().contains_key(&ip("192.0.2.1")));
     }
 
-    #[test]
-    fn a_response_larger_than_the_buffer_is_not_cut() {
+    /// A server context over the demo config.
+    fn demo_context() -> ServeContext {
         let config = Config::demo();
         let store = Arc::new(SnapshotStore::new(crate::app::build_snapshot(
             &config, None,
@@ -881,7 +881,12 @@ mod tests {
             Arc::new(RefreshStats::default()),
             store.clone(),
         ));
-        let serve = ServeContext::new(store, metrics, 0);
+        ServeContext::new(store, metrics, 0)
+    }
+
+    #[test]
+    fn a_response_larger_than_the_buffer_is_not_cut() {
+        let serve = demo_context();
         let mut query = hickory_proto::op::Message::query();
         query.add_query(hickory_proto::op::Query::query(
             hickory_proto::rr::Name::from_ascii("internal.example.com.").unwrap(),
@@ -904,15 +909,7 @@ mod tests {
     /// worker that returned on cancellation would answer one batch at most).
     #[test]
     fn a_cancelled_worker_answers_every_query_already_queued() {
-        let config = Config::demo();
-        let store = Arc::new(SnapshotStore::new(crate::app::build_snapshot(
-            &config, None,
-        )));
-        let metrics = Arc::new(Metrics::new(
-            Arc::new(RefreshStats::default()),
-            store.clone(),
-        ));
-        let cx = Arc::new(ServeContext::new(store, metrics, 0));
+        let cx = Arc::new(demo_context());
         let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         const N: u16 = 3 * BATCH as u16 + 5;

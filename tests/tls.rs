@@ -16,7 +16,7 @@ use privatelink_dns::config::Config;
 use support::{eventually, sample};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use support::pki::{NAME, ca, have, leaf};
+use support::pki::{NAME, ca, leaf, tools_or_skip};
 
 /// Replaces the served pair's files with `tag`'s (each by rename: never half a file).
 fn install(dir: &Path, tag: &str) {
@@ -98,6 +98,14 @@ fn presented_serial(tls: SocketAddr) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// A server on `text`, as if read from a file in `dir` (relative paths resolve there).
+async fn start(dir: &Path, text: &str) -> Server {
+    let path = dir.join("c.toml").display().to_string();
+    Server::start(&Config::from_toml(text, &path).unwrap())
+        .await
+        .unwrap()
+}
+
 /// A DNS query for `name` A, with a 2-byte length.
 fn framed_query(id: u16, name: &str) -> Vec<u8> {
     let mut m = hickory_proto::op::Message::query();
@@ -157,11 +165,7 @@ async fn read_answer<S: AsyncReadExt + Unpin>(s: &mut S) -> hickory_proto::op::M
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dot_and_xot_answer_verified_clients_and_renew_without_a_restart() {
-    if !have("kdig") || !have("openssl") {
-        assert!(
-            std::env::var_os("PRIVATELINK_DNS_E2E").is_none(),
-            "kdig and openssl are required"
-        );
+    if !tools_or_skip(&["kdig", "openssl"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -172,10 +176,7 @@ async fn dot_and_xot_answer_verified_clients_and_renew_without_a_restart() {
     install(d, "one");
     // Long enough for the connection held across the renewals below.
     let text = config_text(d, "60s", "\"127.0.0.1/32\"");
-    let server =
-        Server::start(&Config::from_toml(&text, &d.join("c.toml").display().to_string()).unwrap())
-            .await
-            .unwrap();
+    let server = start(d, &text).await;
     let tls = server.tls_addrs()[0];
     let tcp = server.tcp_addrs()[0];
 
@@ -367,11 +368,7 @@ async fn dot_and_xot_answer_verified_clients_and_renew_without_a_restart() {
 /// their source's share: a client from another address, and UDP, are answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_handshakes_do_not_stop_service() {
-    if !have("kdig") || !have("openssl") {
-        assert!(
-            std::env::var_os("PRIVATELINK_DNS_E2E").is_none(),
-            "kdig and openssl are required"
-        );
+    if !tools_or_skip(&["kdig", "openssl"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -480,11 +477,7 @@ async fn stalled_handshakes_do_not_stop_service() {
 /// with no session does a full handshake.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_resume_over_tls13_and_tls12() {
-    if !have("openssl") {
-        assert!(
-            std::env::var_os("PRIVATELINK_DNS_E2E").is_none(),
-            "openssl is required"
-        );
+    if !tools_or_skip(&["openssl"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -493,10 +486,7 @@ async fn sessions_resume_over_tls13_and_tls12() {
     leaf(d, "one", "0x1111");
     install(d, "one");
     let text = config_text(d, "10s", "\"127.0.0.0/8\"");
-    let server =
-        Server::start(&Config::from_toml(&text, &d.join("c.toml").display().to_string()).unwrap())
-            .await
-            .unwrap();
+    let server = start(d, &text).await;
     let tls = server.tls_addrs()[0];
     for (label, version) in [
         ("TLS 1.3", &rustls::version::TLS13),

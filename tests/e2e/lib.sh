@@ -81,3 +81,18 @@ until_ok() {
     took=$(echo "$(date +%s.%N) - $start" | bc)
     pass "$what (after ${took}s)"
 }
+
+# e2e_moto PORT LOG: starts the EC2 API emulator (tests/support/fake_ec2.py, from
+# .venv) on 127.0.0.1:PORT, logging to LOG, and waits until it answers (30 s at most).
+e2e_moto() {
+    local port=$1 log=$2 py
+    py=$(realpath .venv/bin/python)
+    "$py" tests/support/fake_ec2.py -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
+    E2E_PIDS+=($!)
+    for _ in $(seq 1 300); do
+        "$py" -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/moto-api/', timeout=1)" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "the EC2 API emulator on 127.0.0.1:$port did not answer within 30 s" >&2
+    return 1
+}

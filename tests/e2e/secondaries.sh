@@ -47,12 +47,7 @@ cleanup() {
 trap cleanup EXIT
 
 echo "== EC2 API emulator on 127.0.0.1:$MOTO_PORT"
-"$PY" tests/support/fake_ec2.py -H 127.0.0.1 -p "$MOTO_PORT" >"$DIR/moto.log" 2>&1 &
-E2E_PIDS+=($!)
-for _ in $(seq 1 300); do
-    "$PY" -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$MOTO_PORT/moto-api/', timeout=1)" 2>/dev/null && break
-    sleep 0.1
-done
+e2e_moto "$MOTO_PORT" "$DIR/moto.log"
 SEED=$("$PY" tests/e2e/seed_ec2.py --url "http://127.0.0.1:$MOTO_PORT" setup)
 VPC=$(echo "$SEED" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["vpc"])')
 SUBNET3=$(echo "$SEED" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["subnets"][2])')

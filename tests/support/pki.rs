@@ -14,6 +14,17 @@ pub fn have(tool: &str) -> bool {
         || Command::new(tool).arg("version").output().is_ok()
 }
 
+/// Whether every tool in `tools` is here; when one is not, the test is skipped,
+/// unless `PRIVATELINK_DNS_E2E` says the tools are required (CI), where it fails.
+pub fn tools_or_skip(tools: &[&str]) -> bool {
+    let missing: Vec<&str> = tools.iter().copied().filter(|t| !have(t)).collect();
+    assert!(
+        missing.is_empty() || std::env::var_os("PRIVATELINK_DNS_E2E").is_none(),
+        "{missing:?} required"
+    );
+    missing.is_empty()
+}
+
 pub fn openssl(args: &[&str]) {
     let out = Command::new("openssl").args(args).output().unwrap();
     assert!(
