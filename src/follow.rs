@@ -1317,6 +1317,93 @@ mod tests {
         assert!(checking.is_empty());
     }
 
+    /// A primary on loopback that reads the request and then does `then` with the
+    /// connection: the faults a transfer must survive with an error, never a hang.
+    async fn faulty_primary<F, Fut>(then: F) -> SocketAddr
+    where
+        F: FnOnce(TcpStream, Vec<u8>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let len = s.read_u16().await.unwrap();
+            let mut query = vec![0; usize::from(len)];
+            s.read_exact(&mut query).await.unwrap();
+            then(s, query).await;
+        });
+        addr
+    }
+
+    /// A framed answer to `query` (its id, QR) with `records` in the answer section.
+    fn answer_to(query: &[u8], records: Vec<Record>) -> Vec<u8> {
+        let q = Message::from_vec(query).unwrap();
+        let mut m = Message::new(q.metadata.id, MessageType::Response, OpCode::Query);
+        m.add_query(q.queries[0].clone());
+        for r in records {
+            m.add_answer(r);
+        }
+        let bytes = m.to_vec().unwrap();
+        let mut out = (bytes.len() as u16).to_be_bytes().to_vec();
+        out.extend(bytes);
+        out
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_primary_is_cut_at_the_read_timeout() {
+        let addr = faulty_primary(|s, _| async move {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            drop(s);
+        })
+        .await;
+        let got = transfer(addr, &name("z.test."), None, None, None).await;
+        assert_eq!(got, Err(TransferError::Stalled));
+    }
+
+    #[tokio::test]
+    async fn a_closed_truncated_or_empty_answer_is_an_error() {
+        // Closed without a byte.
+        let addr = faulty_primary(|s, _| async move { drop(s) }).await;
+        let got = transfer(addr, &name("z.test."), None, None, None).await;
+        assert!(matches!(got, Err(TransferError::Io(_))), "{got:?}");
+        // A message cut short, then closed.
+        let addr = faulty_primary(|mut s, query| async move {
+            let whole = answer_to(&query, vec![soa("z.test.", 5), ns("z.test.")]);
+            s.write_all(&whole[..whole.len() / 2]).await.unwrap();
+        })
+        .await;
+        let got = transfer(addr, &name("z.test."), None, None, None).await;
+        assert!(matches!(got, Err(TransferError::Io(_))), "{got:?}");
+        // A whole message with no records.
+        let addr = faulty_primary(|mut s, query| async move {
+            s.write_all(&answer_to(&query, vec![])).await.unwrap();
+        })
+        .await;
+        let got = transfer(addr, &name("z.test."), None, None, None).await;
+        assert!(matches!(got, Err(TransferError::Malformed(_))), "{got:?}");
+        // An AXFR that ends before its closing SOA (the connection closes).
+        let addr = faulty_primary(|mut s, query| async move {
+            s.write_all(&answer_to(&query, vec![soa("z.test.", 5), ns("z.test.")]))
+                .await
+                .unwrap();
+        })
+        .await;
+        let got = transfer(addr, &name("z.test."), None, None, None).await;
+        assert!(matches!(got, Err(TransferError::Io(_))), "{got:?}");
+        // The whole zone, for contrast: served.
+        let addr = faulty_primary(|mut s, query| async move {
+            let records = vec![soa("z.test.", 5), ns("z.test."), soa("z.test.", 5)];
+            s.write_all(&answer_to(&query, records)).await.unwrap();
+        })
+        .await;
+        let got = transfer(addr, &name("z.test."), None, None, None).await;
+        assert!(
+            matches!(got, Ok(Got::Zone(ref c, Kind::Axfr)) if c.serial() == 5),
+            "{got:?}"
+        );
+    }
+
     /// z.test. at serial 5, by AXFR: SOA, NS, www A 192.0.2.1.
     fn serial_5() -> Content {
         run(
